@@ -1,0 +1,89 @@
+"""A small HTTP service to upgrade under load: the target of the example SLO tests.
+
+It listens on 127.0.0.1 at the port in env var ``PORT`` and answers
+``GET /`` with its version after ``--delay-ms`` of simulated work, and
+``GET /healthz`` with 200 once started (503 before, and while shutting down).
+
+Well behaved by default: on SIGTERM it reports unready, stops accepting,
+finishes the requests in flight and closes its keep-alive connections, then
+exits. Flags make the bad releases the examples and tests catch:
+
+- ``--on-sigterm drop``  exit at once on SIGTERM, dropping requests in flight
+- ``--delay-ms 150``     a slower release
+- ``--error-rate 0.05``  answer 5% of requests with 500
+- ``--never-ready``      never pass the readiness check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+
+from aiohttp import web
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--version", default="1", help="version reported in answers (default 1)")
+    parser.add_argument("--delay-ms", type=float, default=2.0, help="simulated work per request (default 2)")
+    parser.add_argument("--startup-s", type=float, default=0.3, help="time to become ready (default 0.3)")
+    parser.add_argument("--on-sigterm", choices=["graceful", "drop"], default="graceful")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    parser.add_argument("--never-ready", action="store_true", help="never answer 200 on /healthz")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    port = int(os.environ["PORT"])
+    state = {"ready": False}
+    body = f"hello from v{args.version}\n".encode()
+    delay = args.delay_ms / 1000.0
+
+    async def index(request: web.Request) -> web.Response:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if args.error_rate and random.random() < args.error_rate:
+            return web.Response(status=500, text="injected error\n")
+        return web.Response(body=body, headers={"X-Version": args.version})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(status=200 if state["ready"] else 503, text="ok\n" if state["ready"] else "not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await asyncio.sleep(args.startup_s)
+    state["ready"] = not args.never_ready
+    await stop.wait()
+    if args.on_sigterm == "drop":
+        os._exit(0)  # the bad release: requests in flight die with their connections
+    state["ready"] = False
+    await runner.cleanup()  # stop accepting, finish requests in flight, close keep-alive connections
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(args))
+    else:
+        uvloop.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The fleet: many worker processes holding one arrival rate together.
+
+The controller starts the workers, gives each an equal share of the rate
+with its own arrival phase (so their requests interleave), watches that they
+stay alive, and at the end reads their own totals as the cross-check for
+Prometheus. There is no central bottleneck: each worker schedules and sends
+its own requests; the controller talks to a worker a few times per run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import select
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import FleetError
+from .procs import ManagedProcess, ProcessSet
+from .schedule import Segment
+from .worker import BIN_S, Plan
+
+__all__ = ["FleetTotals", "LocalFleet", "workers_for"]
+
+
+def workers_for(rps: float, per_worker_rps: float) -> int:
+    """How many workers hold *rps* when one holds *per_worker_rps*."""
+    if per_worker_rps <= 0:
+        raise ValueError("per_worker_rps must be > 0")
+    return max(1, math.ceil(rps / per_worker_rps - 1e-9))
+
+
+@dataclass(frozen=True)
+class FleetTotals:
+    """The workers' own counts, merged."""
+
+    workers: list[dict[str, Any]]
+
+    def window(self, start: float, end: float) -> tuple[int, int]:
+        """``(requests, errors)`` that ended in ``[start, end)``, to within one bin (0.1s)."""
+        lo, hi = int(start / BIN_S), int(end / BIN_S)
+        requests = errors = 0
+        for totals in self.workers:
+            for key, (n, e) in totals["bins"].items():
+                if lo <= int(key) < hi:
+                    requests += n
+                    errors += e
+        return requests, errors
+
+    @property
+    def requests(self) -> int:
+        return sum(int(t["requests"]) for t in self.workers)
+
+    @property
+    def engine(self) -> str:
+        names = sorted({str(t.get("engine")) for t in self.workers})
+        return ",".join(names)
+
+
+class LocalFleet:
+    """Worker processes on this machine, each with a control port on 127.0.0.1."""
+
+    def __init__(self, procs: ProcessSet, run_id: str, size: int) -> None:
+        if size < 1:
+            raise FleetError(f"a fleet needs at least one worker, got {size}")
+        self.procs = procs
+        self.run_id = run_id
+        self.size = size
+        self.workers: list[tuple[ManagedProcess, int]] = []
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start every worker and wait until each reports its control port."""
+        pending: list[ManagedProcess] = []
+        for i in range(self.size):
+            proc = self.procs.start(
+                f"worker-{self.run_id}-{i}",
+                [sys.executable, "-m", "pytest_rollout.worker", "--port", "0"],
+                stdout_pipe=True,
+                stdin_pipe=True,
+            )
+            pending.append(proc)
+        deadline = time.monotonic() + timeout
+        for proc in pending:
+            port = self._read_ready(proc, deadline)
+            self.workers.append((proc, port))
+
+    @staticmethod
+    def _read_ready(proc: ManagedProcess, deadline: float) -> int:
+        assert proc.popen.stdout is not None
+        fd = proc.popen.stdout.fileno()
+        buf = b""
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FleetError(f"load worker {proc.describe()} did not start in time:\n{proc.log_tail()}")
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = proc.popen.stdout.read1(4096)  # type: ignore[attr-defined]
+                if not chunk:
+                    raise FleetError(
+                        f"load worker {proc.describe()} exited at start (code {proc.popen.wait()}):\n{proc.log_tail()}"
+                    )
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode(errors="replace").strip()
+        if not line.startswith("READY "):
+            raise FleetError(f"load worker {proc.describe()} said {line!r} instead of 'READY <port>'")
+        return int(line.split()[1])
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """file_sd groups naming every worker, labelled with the run and worker index."""
+        return [
+            {"targets": [f"127.0.0.1:{port}"], "labels": {"run": self.run_id, "worker": str(i)}}
+            for i, (_, port) in enumerate(self.workers)
+        ]
+
+    def _call(self, port: int, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+            if resp.status != 200:
+                raise FleetError(f"load worker on port {port} refused {method} {path}: {data}")
+            return data
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise FleetError(f"load worker on port {port} did not answer {method} {path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
+        """Give every worker its share of *total_segments*; returns the engine each runs."""
+        share = 1.0 / self.size
+        engines = []
+        for i, (_, port) in enumerate(self.workers):
+            segments = [
+                [s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments
+            ]
+            plan = template.to_json()
+            plan["segments"] = segments
+            plan["phase"] = i / self.size
+            answer = self._call(port, "POST", "/start", plan)
+            engines.append(str(answer.get("engine")))
+        return engines
+
+    def dead(self) -> list[ManagedProcess]:
+        return [proc for proc, _ in self.workers if not proc.alive()]
+
+    def stop_load(self) -> None:
+        for proc, port in self.workers:
+            if proc.alive():
+                try:
+                    self._call(port, "POST", "/stop", {}, timeout=5.0)
+                except FleetError:
+                    pass
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals:
+        """Each live worker's own totals, once its requests in flight have ended."""
+        deadline = time.monotonic() + settle_s
+        out = []
+        for proc, port in self.workers:
+            if not proc.alive():
+                raise FleetError(f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}")
+            while True:
+                data = self._call(port, "GET", "/totals")
+                if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            out.append(data)
+        return FleetTotals(out)
+
+    def shutdown(self) -> None:
+        for proc, port in self.workers:
+            if proc.alive():
+                try:
+                    self._call(port, "POST", "/quit", {}, timeout=2.0)
+                except FleetError:
+                    pass
+        for proc, _ in self.workers:
+            proc.stop(grace=5.0)
+            self.procs.forget(proc)
+        self.workers.clear()
+
+    def log_dir(self) -> Path:
+        return self.procs.run_dir

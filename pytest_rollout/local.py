@@ -1,0 +1,236 @@
+"""The ``local`` platform: replicas are processes behind a real HAProxy.
+
+Deploy starts the replicas (each told its port in ``PORT``), waits until each
+answers 200 on its readiness path, as a kubelet readiness probe would, and
+only then adds it to HAProxy's rotation. The rolling upgrade mirrors a
+Deployment: surge a new replica, wait until it is ready, put it in rotation,
+take an old one out of rotation and send it SIGTERM, give it its grace
+period, then SIGKILL; repeat within ``max_surge`` / ``max_unavailable``
+(see :mod:`pytest_rollout.upgrade`). The old replica is taken out of rotation
+and signalled at once, without waiting for its requests in flight: finishing
+those is the release's job (graceful shutdown), as it is on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ReplicaNotReady, UpgradeFailed
+from .haproxy import HAProxy
+from .platform import TargetSpec, UpgradeEvent, UpgradeResult
+from .procs import ManagedProcess, ProcessSet, free_port, http_get
+from .upgrade import next_step, resolve_surge
+
+__all__ = ["LocalPlatform"]
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    process: ManagedProcess
+    target: TargetSpec
+    started: float
+
+    def describe(self) -> str:
+        return f"replica {self.name} (pid {self.process.pid}, port {self.port})"
+
+
+class LocalPlatform:
+    """Replicas as local processes, HAProxy as the Service."""
+
+    name = "local"
+
+    def __init__(self, procs: ProcessSet, run_dir: Path, *, haproxy_binary: str = "haproxy",
+                 request_timeout_s: float = 30.0) -> None:
+        self.procs = procs
+        self.run_dir = run_dir
+        self.haproxy_binary = haproxy_binary
+        self.request_timeout_s = request_timeout_s
+        self.lb: HAProxy | None = None
+        self.replicas: list[Replica] = []  # in rotation
+        self._counter: dict[str, int] = {}
+        self._terminators: list[threading.Thread] = []
+        self._problems: list[str] = []
+
+    # -- the Platform protocol -------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self.lb is None:
+            raise RuntimeError("not deployed")
+        return self.lb.url
+
+    def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
+        if self.lb is None:
+            self.lb = HAProxy(self.procs, self.run_dir, ready_path=target.ready_path, binary=self.haproxy_binary,
+                              server_timeout_s=self.request_timeout_s)
+            self.lb.start()
+        pending = [self._start_replica(target, on_event) for _ in range(target.replicas)]
+        try:
+            while pending:
+                replica = self._wait_ready_any(pending, on_event)
+                pending.remove(replica)
+                self._into_rotation(replica)
+        except ReplicaNotReady:
+            for replica in pending:
+                self._stop_now(replica, on_event, "deploy failed")
+            raise
+
+    def upgrade(
+        self,
+        target: TargetSpec,
+        max_surge: int | str,
+        max_unavailable: int | str,
+        on_event: Callable[[UpgradeEvent], None],
+    ) -> UpgradeResult:
+        assert self.lb is not None, "deploy first"
+        replicas = target.replicas
+        surge, unavailable = resolve_surge(max_surge, max_unavailable, replicas)
+        start = time.time()
+        events: list[UpgradeEvent] = []
+
+        def note(event: UpgradeEvent) -> None:
+            events.append(event)
+            on_event(event)
+
+        old = [r for r in self.replicas if r.target.version != target.version]
+        new_ready: list[Replica] = []
+        pending: list[Replica] = []
+        replaced = 0
+        try:
+            while old or len(new_ready) < replicas:
+                step = next_step(replicas, surge, unavailable, len(old), len(new_ready), len(pending))
+                for _ in range(step.retire):
+                    self._retire(old.pop(0), note)
+                    replaced += 1
+                for _ in range(step.start):
+                    pending.append(self._start_replica(target, note))
+                if pending:
+                    replica = self._wait_ready_any(pending, note)
+                    pending.remove(replica)
+                    self._into_rotation(replica)
+                    new_ready.append(replica)
+                elif step.retire == 0 and step.start == 0:
+                    raise UpgradeFailed(  # pragma: no cover - the planner always makes progress
+                        f"upgrade stalled: old={len(old)} ready={len(new_ready)} (surge {surge}, unavailable {unavailable})"
+                    )
+        except ReplicaNotReady as exc:
+            for replica in pending:
+                self._stop_now(replica, note, "upgrade failed")
+            serving = ", ".join(r.name for r in self.replicas) or "none"
+            raise UpgradeFailed(
+                f"upgrade to {target.version} failed: {exc}. "
+                f"{len(self.replicas)} replica(s) still in rotation: {serving}."
+            ) from exc
+        self._join_terminators()
+        return UpgradeResult(start=start, end=time.time(), replaced=replaced, events=tuple(events))
+
+    def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
+        if self.lb is None:
+            return []
+        return [{"targets": [self.lb.metrics_target], "labels": {"run": run_id, "component": "haproxy"}}]
+
+    def describe(self) -> str:
+        lines = []
+        if self.lb is not None:
+            lines.append(f"HAProxy: {self.lb.url} (admin socket {self.lb.socket_path}, metrics "
+                         f"http://{self.lb.metrics_target}/metrics, pid {self.lb.process.pid if self.lb.process else '?'})")
+        for r in self.replicas:
+            lines.append(f"{r.describe()}: {' '.join(r.target.command)}")
+        return "\n".join(lines)
+
+    def teardown(self) -> list[str]:
+        self._join_terminators()
+        for replica in list(self.replicas):
+            replica.process.stop(grace=replica.target.grace_period_s)
+        self.replicas.clear()
+        if self.lb is not None:
+            self.lb.stop()
+        problems, self._problems = self._problems, []
+        return problems
+
+    # -- replicas ---------------------------------------------------------------
+
+    def _start_replica(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> Replica:
+        index = self._counter.get(target.version, 0)
+        self._counter[target.version] = index + 1
+        name = f"{target.version}-{index}"
+        port = free_port()
+        env = dict(target.env)
+        env["PORT"] = str(port)
+        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd)
+        replica = Replica(name=name, port=port, process=process, target=target, started=time.time())
+        on_event(UpgradeEvent(time.time(), "start", name, f"pid {process.pid}, port {port}"))
+        return replica
+
+    def _wait_ready_any(self, pending: list[Replica], on_event: Callable[[UpgradeEvent], None]) -> Replica:
+        """Poll the readiness path of every pending replica until one answers 200."""
+        last: dict[str, str] = {}
+        while True:
+            now = time.time()
+            for replica in pending:
+                if not replica.process.alive():
+                    on_event(UpgradeEvent(now, "failed", replica.name, f"exited with code {replica.process.returncode}"))
+                    raise ReplicaNotReady(
+                        f"{replica.describe()} exited with code {replica.process.returncode} before it was ready; "
+                        f"its last output:\n{replica.process.log_tail()}"
+                    )
+                try:
+                    status, _ = http_get("127.0.0.1", replica.port, replica.target.ready_path, timeout=1.0)
+                    last[replica.name] = f"HTTP {status}"
+                    if status == 200:
+                        on_event(UpgradeEvent(time.time(), "ready", replica.name, f"after {now - replica.started:.2f}s"))
+                        return replica
+                except OSError as exc:
+                    last[replica.name] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if now - replica.started > replica.target.ready_timeout_s:
+                    on_event(UpgradeEvent(now, "failed", replica.name, "not ready in time"))
+                    raise ReplicaNotReady(
+                        f"{replica.describe()} did not become ready: GET {replica.target.ready_path} did not answer "
+                        f"200 within {replica.target.ready_timeout_s:g}s (last answer: {last.get(replica.name)})"
+                    )
+            time.sleep(0.05)
+
+    def _into_rotation(self, replica: Replica) -> None:
+        assert self.lb is not None
+        self.lb.add_server(replica.name, replica.port)
+        self.replicas.append(replica)
+
+    def _retire(self, replica: Replica, on_event: Callable[[UpgradeEvent], None]) -> None:
+        """Out of rotation, then SIGTERM at once; the grace period runs in the background."""
+        assert self.lb is not None
+        self.lb.take_out(replica.name)
+        self.replicas.remove(replica)
+        on_event(UpgradeEvent(time.time(), "out", replica.name))
+        thread = threading.Thread(target=self._terminate, args=(replica, on_event), daemon=True,
+                                  name=f"terminate-{replica.name}")
+        self._terminators.append(thread)
+        thread.start()
+
+    def _terminate(self, replica: Replica, on_event: Callable[[UpgradeEvent], None]) -> None:
+        assert self.lb is not None
+        started = time.monotonic()
+        code = replica.process.stop(grace=replica.target.grace_period_s)
+        took = time.monotonic() - started
+        detail = f"code {code} after {took:.2f}s"
+        if took >= replica.target.grace_period_s:
+            detail += " (SIGKILL after the grace period)"
+        on_event(UpgradeEvent(time.time(), "exit", replica.name, detail))
+        if not self.lb.remove_server(replica.name):
+            self._problems.append(f"HAProxy kept server {replica.name} (still had connections)")
+        self.procs.forget(replica.process)
+
+    def _stop_now(self, replica: Replica, on_event: Callable[[UpgradeEvent], None], why: str) -> None:
+        code = replica.process.stop(grace=2.0)
+        on_event(UpgradeEvent(time.time(), "exit", replica.name, f"stopped ({why}), code {code}"))
+        self.procs.forget(replica.process)
+
+    def _join_terminators(self) -> None:
+        for thread in self._terminators:
+            thread.join()
+        self._terminators.clear()

@@ -1,0 +1,299 @@
+"""The pytest plugin: options, the ``slo`` marker, the ``rollout`` fixture, reports.
+
+Light on purpose: aiohttp, prometheus-api-client and the platforms are
+imported only when a test uses the fixture.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+from typing import Any, Callable, Generator
+
+import pytest
+
+from .errors import RolloutError, RolloutUsageError, SLOSpecError
+from .session import SESSION_KEY, RolloutSession, Settings
+from .slo import SLOSpec, parse_slo
+
+SPEC_KEY = pytest.StashKey[SLOSpec]()
+ROLLOUT_KEY = pytest.StashKey[Any]()
+OUTCOME_KEY = pytest.StashKey[str]()
+_SIGTERM_KEY = pytest.StashKey[Any]()
+
+_MARKER_DOC = (
+    "slo(rps, error_rate=0.001, p50_ms=None, p90_ms=None, p95_ms=None, p99_ms=None, p999_ms=None, "
+    "hold='10s', ramp='5s', after=hold, path='/', method='GET', headers=None, body=None, min_load=0.95, "
+    "timeout='5s'): the service objectives a rollout test must hold (see pytest-rollout's README)"
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rollout", "pytest-rollout: SLO-gated rolling upgrades under load")
+
+    def option(flag: str, ini: str, help: str, ini_type: Any = "string", default: Any = None, **kw: Any) -> None:
+        group.addoption(flag, dest=ini, default=None, help=f"{help} (ini: {ini})", **kw)
+        parser.addini(ini, help, type=ini_type, default=default)
+
+    option("--rollout-platform", "rollout_platform", "where target and fleet run: local (default) or kubernetes",
+           metavar="NAME", default="local")
+    option("--rollout-rps-scale", "rollout_rps_scale",
+           "multiply every marker's rps by FLOAT; 0.01 runs a 1,000,000 rps test at 10,000", metavar="FLOAT",
+           default="1.0")
+    option("--rollout-report", "rollout_report", "write the JSON report to PATH", metavar="PATH")
+    option("--prometheus-url", "rollout_prometheus_url",
+           "use the Prometheus at URL instead of starting one", metavar="URL")
+    group.addoption("--rollout-keep", dest="rollout_keep", action="store_true", default=None,
+                    help="leave target, load balancer and Prometheus running for debugging, and print how to "
+                         "reach them (ini: rollout_keep)")
+    parser.addini("rollout_keep", "leave everything running after the run", type="bool", default=False)
+    option("--rollout-worker-rps", "rollout_worker_rps",
+           "requests per second one load worker is given (sizes the fleet; default 2500)", metavar="RPS",
+           default="2500")
+    option("--rollout-workers", "rollout_workers", "number of load workers (default: from rps / worker rps)",
+           metavar="N")
+    option("--rollout-upgrade-timeout", "rollout_upgrade_timeout",
+           "longest an upgrade may take before the fleet's own deadline (default 300s)", metavar="DURATION",
+           default="300s")
+    parser.addini("rollout_haproxy", "path of the haproxy binary (default: from PATH)", default="haproxy")
+    parser.addini("rollout_prometheus", "path of the prometheus binary (default: from PATH)", default="prometheus")
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name, default=None)
+    return config.getini(name) if value is None else value
+
+
+def _positive_float(name: str, flag: str, raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{flag}={raw!r}: expected a number, e.g. {flag}=0.5") from None
+    if not math.isfinite(value) or value <= 0:
+        raise pytest.UsageError(f"{flag}={raw!r}: must be a number greater than 0")
+    return value
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Validated settings from the command line, falling back to ini values."""
+    from .slo import parse_duration
+
+    platform = str(_value(config, "rollout_platform") or "local")
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", platform):
+        raise pytest.UsageError(f"--rollout-platform={platform!r}: expected a platform name such as local or kubernetes")
+    scale = _positive_float("rollout_rps_scale", "--rollout-rps-scale", _value(config, "rollout_rps_scale"))
+    worker_rps = _positive_float("rollout_worker_rps", "--rollout-worker-rps", _value(config, "rollout_worker_rps"))
+    workers_raw = _value(config, "rollout_workers")
+    workers = None
+    if workers_raw not in (None, ""):
+        try:
+            workers = int(workers_raw)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(f"--rollout-workers={workers_raw!r}: expected a whole number >= 1") from None
+        if workers < 1:
+            raise pytest.UsageError(f"--rollout-workers={workers_raw!r}: expected a whole number >= 1")
+    try:
+        upgrade_timeout = parse_duration(_value(config, "rollout_upgrade_timeout"), "--rollout-upgrade-timeout")
+    except SLOSpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    url = _value(config, "rollout_prometheus_url") or None
+    if url is not None and not re.match(r"^https?://[^/\s]+", str(url)):
+        raise pytest.UsageError(f"--prometheus-url={url!r}: expected an http(s) URL such as http://127.0.0.1:9090")
+    keep = config.getoption("rollout_keep", default=None)
+    return Settings(
+        platform=platform,
+        rps_scale=scale,
+        report=_value(config, "rollout_report") or None,
+        prometheus_url=url,
+        keep=bool(config.getini("rollout_keep") if keep is None else keep),
+        worker_rps=worker_rps,
+        workers=workers,
+        haproxy=str(config.getini("rollout_haproxy") or "haproxy"),
+        prometheus=str(config.getini("rollout_prometheus") or "prometheus"),
+        upgrade_timeout_s=upgrade_timeout,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_DOC)
+    config.stash[SESSION_KEY] = RolloutSession(read_settings(config))
+    config.pluginmanager.register(BuiltinHooks(config), "rollout-builtin")
+    _install_sigterm(config)
+
+
+def _install_sigterm(config: pytest.Config) -> None:
+    """Make SIGTERM end the run like Ctrl-C does, so everything started is stopped."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        config.stash[_SIGTERM_KEY] = on_sigterm
+    except ValueError:  # not the main thread (pytester in-process, say)
+        pass
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = []
+    for item in items:
+        marker = item.get_closest_marker("slo")
+        if marker is None:
+            continue
+        try:
+            item.stash[SPEC_KEY] = parse_slo(marker.args, marker.kwargs)
+        except SLOSpecError as exc:
+            problems.append(f"{item.nodeid}: @pytest.mark.slo: {exc}")
+    if problems:
+        raise pytest.UsageError("invalid slo marker:\n" + "\n".join(problems))
+
+
+@pytest.fixture
+def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """Deploy a target, put it under the marker's load, upgrade it, and judge the SLOs.
+
+    See :class:`pytest_rollout.Rollout`.
+    """
+    from .rollout import Rollout
+
+    item = request.node
+    spec = item.stash.get(SPEC_KEY, None)
+    if spec is None:
+        raise pytest.UsageError(
+            f"{item.nodeid}: the rollout fixture needs an @pytest.mark.slo(rps=...) marker on the test"
+        )
+    session = request.config.stash[SESSION_KEY]
+    scaled = spec.scaled(session.settings.rps_scale)
+    if scaled.requested_rps < 1:
+        raise pytest.UsageError(
+            f"{item.nodeid}: rps={spec.rps:g} scaled by --rollout-rps-scale={session.settings.rps_scale:g} "
+            f"is {scaled.requested_rps:g}, less than 1 request per second"
+        )
+    run = Rollout(session, scaled, item.nodeid, request.config)
+    item.stash[ROLLOUT_KEY] = run
+    try:
+        yield run
+    finally:
+        problems = run.close()
+        # no call-phase report means the run was interrupted before or during the test body
+        session.results.append(run.to_json(item.stash.get(OUTCOME_KEY, "interrupted")))
+        session.problems.extend(f"{item.nodeid}: {problem}" for problem in problems)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Verify the SLOs inside the call phase, so a breach is a test failure, not a teardown error."""
+    try:
+        result = yield
+    except RolloutError as exc:
+        run = item.stash.get(ROLLOUT_KEY, None)
+        if run is not None and run.verdict is None:
+            run._failure = run._failure or f"{type(exc).__name__}: {exc}"
+            _judge_quietly(run)
+        raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}", pytrace=False) from None
+    except Exception:
+        run = item.stash.get(ROLLOUT_KEY, None)
+        if run is not None and run.verdict is None:
+            _judge_quietly(run)
+        raise
+    run = item.stash.get(ROLLOUT_KEY, None)
+    if run is not None and run.verdict is None:
+        run.verify()
+    return result
+
+
+def _judge_quietly(run: Any) -> None:
+    """Judge for the report only; the test's own failure is what the user sees."""
+    try:
+        run._judge()
+    except Exception:  # noqa: BLE001 - the original failure matters more
+        pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if ROLLOUT_KEY in item.stash:
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            item.stash[OUTCOME_KEY] = "error" if report.when == "setup" else report.outcome
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    rollout_session = session.config.stash.get(SESSION_KEY, None)
+    if rollout_session is None:
+        return
+    if rollout_session.settings.report:
+        from .report import write_report
+
+        write_report(
+            rollout_session.settings.report,
+            rollout_session.results,
+            interrupted=exitstatus == pytest.ExitCode.INTERRUPTED,
+        )
+    rollout_session.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    rollout_session = config.stash.get(SESSION_KEY, None)
+    if rollout_session is None:
+        return
+    from .report import format_summary
+
+    if rollout_session.results and config.get_verbosity() >= -1:
+        terminalreporter.section("rollout SLO summary")
+        for record in rollout_session.results:
+            for line in format_summary(record):
+                terminalreporter.write_line(line)
+    for problem in rollout_session.problems:
+        terminalreporter.write_line(f"rollout clean-up: {problem}", yellow=True)
+    if rollout_session.settings.keep and rollout_session.kept:
+        terminalreporter.section("rollout: left running (--rollout-keep)")
+        for line in rollout_session.kept:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    rollout_session = config.stash.get(SESSION_KEY, None)
+    if rollout_session is not None:
+        rollout_session.close()
+    handler = config.stash.get(_SIGTERM_KEY, None)
+    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class BuiltinHooks:
+    """The plugin's own implementations of its hooks; a conftest's run first."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_rollout_make_platform(self, config: pytest.Config, name: str, run_dir: Any, procs: Any) -> Any:
+        settings = config.stash[SESSION_KEY].settings
+        if name == "local":
+            from .local import LocalPlatform
+
+            return LocalPlatform(procs, run_dir, haproxy_binary=settings.haproxy)
+        if name == "kubernetes":
+            raise RolloutUsageError(
+                "the kubernetes platform is not part of this version of pytest-rollout yet; "
+                "run with --rollout-platform local (the default)"
+            )
+        return None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_rollout_upgrade(self, rollout: Any, platform: Any, target: Any, max_surge: Any,
+                               max_unavailable: Any) -> Any:
+        on_event: Callable[[Any], None] = rollout.events.append
+        return platform.upgrade(target, max_surge, max_unavailable, on_event)

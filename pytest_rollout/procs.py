@@ -1,0 +1,199 @@
+"""Starting, watching and stopping the processes a run owns.
+
+Every process is started in a session of its own (so a Ctrl-C at the terminal
+reaches pytest alone, which then stops its children in order), its output goes
+to a log file in the run directory, and it is recorded with its PID and its
+kernel start time. Stopping is by that PID only, after checking the start time
+still matches, so a recycled PID is never signalled. Nothing is killed by name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .errors import ProcessStartError
+
+__all__ = ["ManagedProcess", "ProcessSet", "free_port", "http_get", "proc_start_time"]
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The kernel's start time (clock ticks since boot) of *pid*, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # the command name is in parentheses and may contain spaces
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on *host*."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
+    """One plain GET; raises OSError (incl. timeouts) on connection trouble."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc}") from exc
+    finally:
+        conn.close()
+
+
+class ManagedProcess:
+    """One child process, its log and its identity."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.pid = popen.pid
+        self.start_time = proc_start_time(popen.pid)
+        self.log_path = log_path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.alive() and proc_start_time(self.pid) == self.start_time:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait up to *grace* seconds, then SIGKILL. Returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                try:
+                    self.popen.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
+                    pass
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        return self.popen.poll()
+
+    def describe(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+class ProcessSet:
+    """The processes one run started, recorded in ``<run_dir>/processes.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.processes: list[ManagedProcess] = []
+        self._record = run_dir / "processes.json"
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdout_pipe: bool = False,
+        stdin_pipe: bool = False,
+    ) -> ManagedProcess:
+        """Start *argv*; its output goes to ``<run_dir>/<name>.log`` (or a pipe for stdout)."""
+        log_path = self.run_dir / f"{name}.log"
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        with open(log_path, "ab") as log:
+            try:
+                popen = subprocess.Popen(
+                    list(argv),
+                    env=full_env,
+                    cwd=cwd,
+                    stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if stdout_pipe else log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except FileNotFoundError as exc:
+                raise ProcessStartError(
+                    f"cannot start {name}: command not found: {argv[0]!r}; check the path "
+                    f"(relative paths are taken from {os.path.abspath(cwd or os.curdir)})"
+                ) from exc
+            except PermissionError as exc:
+                raise ProcessStartError(f"cannot start {name}: {argv[0]!r} is not executable: {exc}") from exc
+            except OSError as exc:
+                raise ProcessStartError(f"cannot start {name}: {argv[0]!r}: {exc}") from exc
+        proc = ManagedProcess(name, popen, log_path)
+        self.processes.append(proc)
+        self._save()
+        return proc
+
+    def _save(self) -> None:
+        data = [
+            {"name": p.name, "pid": p.pid, "start_time": p.start_time}
+            for p in self.processes
+            if p.alive()
+        ]
+        tmp = self._record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"owner_pid": os.getpid(), "processes": data}))
+        tmp.replace(self._record)
+
+    def forget(self, proc: ManagedProcess) -> None:
+        if proc in self.processes:
+            self.processes.remove(proc)
+            self._save()
+
+    def stop_all(self, grace: float = 5.0) -> list[str]:
+        """Stop every process still alive, newest first. Returns what needed SIGKILL or failed."""
+        problems: list[str] = []
+        for proc in reversed(self.processes):
+            if proc.alive():
+                started = time.monotonic()
+                proc.stop(grace)
+                if proc.alive():
+                    problems.append(f"{proc.describe()} did not exit")
+                elif time.monotonic() - started >= grace:
+                    problems.append(f"{proc.describe()} needed SIGKILL")
+            else:
+                proc.stop(0)
+        self.processes.clear()
+        self._save()
+        return problems

@@ -1,0 +1,465 @@
+"""The ``rollout`` fixture's object: deploy, ramp, upgrade, verify.
+
+One :class:`Rollout` per test. It owns a run directory, the processes it
+starts (recorded in a :class:`~pytest_rollout.procs.ProcessSet`), the
+platform, the fleet and the phase timeline, and turns Prometheus' answers
+into the test's verdict.
+
+Timeline::
+
+    ramp()    : [ramp: fleet climbs 0 -> rps][baseline: hold rps]        returns
+    upgrade() : [upgrade: first surge .. last old replica gone][after]  returns
+    verify()  : stop the load once Prometheus has scraped past the end,
+                query every phase, judge, fail the test on any breach
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import pytest
+
+from .errors import FleetError, PrometheusError, RolloutError, RolloutUsageError, UpgradeFailed
+from .fleet import FleetTotals, LocalFleet, workers_for
+from .platform import Platform, TargetSpec, UpgradeEvent
+from .procs import ProcessSet
+from .promql import last_scrape, phase_queries
+from .prometheus import remove_targets, write_targets
+from .schedule import Segment, expected_count
+from .slo import SLOSpec
+from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message
+from .worker import Plan
+
+if TYPE_CHECKING:
+    from .session import RolloutSession
+
+__all__ = ["Phase", "Rollout", "Verdict"]
+
+#: Quantiles always measured for the report, whatever the marker bounds.
+REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every SLO judged over every phase, with what each judgement stands on."""
+
+    entries: tuple[VerdictEntry, ...]
+    phases: tuple[PhaseMeasurement, ...]
+    failure: str | None = None  # an upgrade or fleet failure, besides the SLO entries
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None and bool(self.entries) and all(e.passed for e in self.entries)
+
+    @property
+    def failures(self) -> list[VerdictEntry]:
+        return [e for e in self.entries if not e.passed]
+
+    def message(self, title: str) -> str:
+        parts = []
+        if self.failure:
+            parts.append(self.failure)
+        broken = failure_message(self.entries)
+        if broken:
+            parts.append(f"SLO broken for {title}:\n{broken}")
+        return "\n".join(parts)
+
+
+@dataclass
+class _Load:
+    fleet: LocalFleet
+    segments: tuple[Segment, ...]
+    start_at: float
+    engines: list[str]
+    totals: FleetTotals | None = None
+    stopped: bool = False
+
+
+class Rollout:
+    """Drives one SLO test. Obtain it through the ``rollout`` fixture."""
+
+    def __init__(self, session: RolloutSession, spec: SLOSpec, nodeid: str, config: pytest.Config) -> None:
+        self.session = session
+        self.spec = spec
+        self.nodeid = nodeid
+        self.config = config
+        self.run_id = uuid.uuid4().hex[:12]
+        self.run_dir = session.root / f"run-{self.run_id}"
+        self.run_dir.mkdir(parents=True)
+        self.procs = ProcessSet(self.run_dir)
+        self.platform: Platform | None = None
+        self.phases: list[Phase] = []
+        self.events: list[UpgradeEvent] = []
+        self._load: _Load | None = None
+        self._versions = 0
+        self._target: TargetSpec | None = None
+        self._upgraded = False
+        self._verdict: Verdict | None = None
+        self._failure: str | None = None
+        self._closed = False
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the target is served (the load balancer), once deployed."""
+        if self.platform is None:
+            raise RolloutUsageError("rollout.url is known only after rollout.deploy()")
+        return self.platform.url
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The verdict once :meth:`verify` ran (``None`` before)."""
+        return self._verdict
+
+    def deploy(
+        self,
+        command: Sequence[str | os.PathLike[str]] | None = None,
+        replicas: int = 1,
+        ready_path: str = "/healthz",
+        env: Mapping[str, str] | None = None,
+        *,
+        ready_timeout: float = 30.0,
+        grace_period: float = 10.0,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Start version 1 of the target: *replicas* processes running *command*.
+
+        Each replica listens on 127.0.0.1 at the port in env var ``PORT``; it is
+        ready when ``GET ready_path`` answers 200 (within *ready_timeout* seconds).
+        """
+        if self.platform is not None:
+            raise RolloutUsageError("rollout.deploy() was already called in this test; use rollout.upgrade()")
+        target = self._target_spec(command, replicas, ready_path, env, ready_timeout, grace_period, cwd, "deploy")
+        self.platform = self._make_platform()
+        self.platform.deploy(target, self.events.append)
+        self._target = target
+
+    def ramp(self) -> None:
+        """Start the fleet, climb to the marker's rps over ``ramp``, hold it for ``hold`` (baseline)."""
+        if self.platform is None:
+            raise RolloutUsageError("call rollout.deploy(...) before rollout.ramp()")
+        if self._load is not None:
+            raise RolloutUsageError("rollout.ramp() was already called in this test")
+        spec = self.spec
+        settings = self.session.settings
+        client, _ = self.session.prometheus()
+        size = settings.workers or workers_for(spec.requested_rps, settings.worker_rps)
+        fleet = LocalFleet(self.procs, self.run_id, size)
+        try:
+            fleet.start()
+            write_targets(self.session.sd_dir, "fleet", self.run_id, fleet.scrape_targets())
+            write_targets(self.session.sd_dir, "lb", self.run_id, self.platform.scrape_targets(self.run_id))
+            seen = client.wait_for_targets(self.run_id, size, timeout_s=20.0)
+        except BaseException:
+            fleet.shutdown()
+            raise
+        if seen < size:
+            fleet.shutdown()
+            raise PrometheusError(
+                f"Prometheus at {client.url} scrapes {seen} of the {size} load workers of this run after 20s. "
+                f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs)."
+            )
+        rps = spec.requested_rps
+        segments: list[Segment] = []
+        if spec.ramp_s > 0:
+            segments.append(Segment(spec.ramp_s, 0.0, rps))
+        segments.append(Segment(None, rps, rps))
+        start_at = time.time() + 0.5
+        total = spec.ramp_s + spec.hold_s + settings.upgrade_timeout_s + spec.after_s + 30.0
+        template = Plan(
+            url=self.platform.url + spec.path,
+            segments=(),
+            start_at=start_at,
+            deadline=start_at + total,
+            method=spec.method,
+            headers=dict(spec.headers),
+            body=spec.body,
+            timeout_s=spec.timeout_s,
+            max_requests=math.ceil(rps / size * total * 1.1) + 1000,
+        )
+        try:
+            engines = fleet.begin(template, segments)
+        except BaseException:
+            fleet.shutdown()
+            raise
+        self._load = _Load(fleet=fleet, segments=tuple(segments), start_at=start_at, engines=engines)
+        if spec.ramp_s > 0:
+            self._run_phase("ramp", start_at, start_at + spec.ramp_s)
+        self._run_phase("baseline", start_at + spec.ramp_s, start_at + spec.ramp_s + spec.hold_s)
+
+    def upgrade(
+        self,
+        command: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        replicas: int | None = None,
+        ready_path: str | None = None,
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float | None = None,
+        grace_period: float | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        max_surge: int | str = "25%",
+        max_unavailable: int | str = "25%",
+    ) -> None:
+        """Roll the target to *command* under full load, then hold the ``after`` phase.
+
+        Settings left out are taken from the deployed version.
+        """
+        if self._load is None or self._target is None or self.platform is None:
+            raise RolloutUsageError("call rollout.deploy(...) and rollout.ramp() before rollout.upgrade()")
+        if self._upgraded:
+            raise RolloutUsageError("rollout.upgrade() was already called in this test")
+        old = self._target
+        target = self._target_spec(
+            command,
+            old.replicas if replicas is None else replicas,
+            old.ready_path if ready_path is None else ready_path,
+            old.env if env is None else env,
+            old.ready_timeout_s if ready_timeout is None else ready_timeout,
+            old.grace_period_s if grace_period is None else grace_period,
+            old.cwd if cwd is None else cwd,
+            "upgrade",
+        )
+        from .upgrade import resolve_surge
+
+        resolve_surge(max_surge, max_unavailable, target.replicas)  # bad values fail before anything moves
+        self._upgraded = True
+        start = time.time()
+        self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
+        try:
+            result = self.config.hook.pytest_rollout_upgrade(
+                rollout=self, platform=self.platform, target=target, max_surge=max_surge,
+                max_unavailable=max_unavailable,
+            )
+            self._check_fleet("upgrade")
+        except (UpgradeFailed, FleetError) as exc:
+            end = time.time()
+            self._end_phase("upgrade", start, end)
+            self._fail(str(exc))
+        end = time.time() if result is None else result.end
+        self._end_phase("upgrade", start, end)
+        self._target = target
+        self._run_phase("after", end, end + self.spec.after_s)
+
+    def verify(self) -> Verdict:
+        """Stop the load, judge every SLO over every phase from Prometheus, and return the verdict.
+
+        Fails the test (``pytest.fail``) when any SLO is broken or the data do
+        not suffice to judge it.
+        """
+        verdict = self._judge()
+        if not verdict.passed:
+            pytest.fail(verdict.message(self.nodeid), pytrace=False)
+        return verdict
+
+    # -- internals ------------------------------------------------------------
+
+    def _target_spec(self, command: Any, replicas: Any, ready_path: Any, env: Any, ready_timeout: Any,
+                     grace_period: Any, cwd: Any, what: str) -> TargetSpec:
+        self._versions += 1
+        return TargetSpec.build(
+            command, version=f"v{self._versions}", replicas=replicas, ready_path=ready_path, env=env,
+            ready_timeout=ready_timeout, grace_period=grace_period, cwd=cwd if cwd is not None else self.config.rootpath,
+            what=what,
+        )
+
+    def _make_platform(self) -> Platform:
+        name = self.session.settings.platform
+        platform = self.config.hook.pytest_rollout_make_platform(
+            config=self.config, name=name, run_dir=self.run_dir, procs=self.procs
+        )
+        if platform is None:
+            raise RolloutUsageError(f"no platform called {name!r}: use --rollout-platform local, or install a "
+                                    "plugin that provides it")
+        return platform  # type: ignore[no-any-return]
+
+    def _run_phase(self, name: str, start: float, end: float) -> None:
+        self.config.hook.pytest_rollout_phase_start(rollout=self, phase=name, at=start)
+        try:
+            self._hold_until(end, name)
+        except FleetError as exc:
+            self._end_phase(name, start, time.time())
+            self._fail(str(exc))
+        self._end_phase(name, start, end)
+
+    def _end_phase(self, name: str, start: float, end: float) -> None:
+        self.phases.append(Phase(name, start, end))
+        self.config.hook.pytest_rollout_phase_end(rollout=self, phase=name, start=start, end=end)
+
+    def _hold_until(self, until: float, phase: str) -> None:
+        while True:
+            self._check_fleet(phase)
+            left = until - time.time()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.25))
+
+    def _check_fleet(self, phase: str) -> None:
+        if self._load is None:
+            return
+        dead = self._load.fleet.dead()
+        if dead:
+            names = ", ".join(f"{p.describe()} exit code {p.returncode}" for p in dead)
+            raise FleetError(
+                f"load not reached: {len(dead)} of {self._load.fleet.size} load workers died during phase "
+                f"{phase} ({names}); the fleet cannot hold {self.spec.requested_rps:,.0f} rps"
+            )
+
+    def _fail(self, message: str) -> None:
+        """Record a failure of the run itself, judge what was measured, and fail the test."""
+        self._failure = message
+        verdict = self._judge()
+        pytest.fail(verdict.message(self.nodeid), pytrace=False)
+
+    def _finish_load(self) -> None:
+        load = self._load
+        if load is None or load.stopped:
+            return
+        load.stopped = True
+        try:
+            end = self.phases[-1].end if self.phases else time.time()
+            self._await_scrape_after(end)
+            load.fleet.stop_load()
+            if not load.fleet.dead():
+                load.totals = load.fleet.totals()
+        finally:
+            load.fleet.shutdown()
+            remove_targets(self.session.sd_dir, self.run_id)
+
+    def _await_scrape_after(self, end: float) -> None:
+        """Wait (bounded) until Prometheus holds a sample of every worker newer than *end*."""
+        try:
+            client, _ = self.session.prometheus()
+        except RolloutError:
+            return
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                rows = client.query(last_scrape(self.run_id), time.time())
+            except PrometheusError:
+                return
+            if self._load and len(rows) >= self._load.fleet.size and min(v for _, v in rows) > end:
+                return
+            time.sleep(0.25)
+
+    def _judge(self) -> Verdict:
+        if self._verdict is not None:
+            return self._verdict
+        try:
+            self._finish_load()
+        except FleetError as exc:
+            self._failure = self._failure or str(exc)
+        measured = tuple(self._measure(p) for p in self.phases)
+        entries = evaluate(self.spec, measured)
+        for extra in self.config.hook.pytest_rollout_add_verdicts(rollout=self, entries=list(entries)):
+            if extra:
+                entries.extend(extra)
+        self._verdict = Verdict(tuple(entries), measured, self._failure)
+        return self._verdict
+
+    def _measure(self, phase: Phase) -> PhaseMeasurement:
+        load = self._load
+        assert load is not None
+        quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in self.spec.latency_bounds()})
+        queries = phase_queries(self.run_id, phase.end - phase.start, quantiles)
+        asked = expected_count(load.segments, phase.start - load.start_at, phase.end - load.start_at)
+        own_requests: int | None = None
+        own_errors: int | None = None
+        if load.totals is not None:
+            own_requests, own_errors = load.totals.window(phase.start, phase.end)
+        base = dict(
+            phase=phase.name, start=phase.start, end=phase.end, asked_requests=asked,
+            workers_expected=load.fleet.size or len(load.engines), fleet_requests=own_requests,
+            fleet_errors=own_errors, queries=queries.all(),
+        )
+        try:
+            client, _ = self.session.prometheus()
+            at = phase.end
+            requests = client.scalar(queries.requests, at)
+            by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
+            samples = [int(v) for _, v in client.query(queries.samples, at)]
+            quantile_ms = {}
+            for q, expr in queries.quantiles.items():
+                value = client.scalar(expr, at)
+                quantile_ms[q] = math.nan if value is None else value * 1000.0
+        except RolloutError as exc:
+            return PhaseMeasurement(requests=None, problem=str(exc), **base)  # type: ignore[arg-type]
+        return PhaseMeasurement(
+            requests=requests, by_class=by_class, quantiles_ms=quantile_ms, workers_seen=len(samples),
+            min_samples=min(samples) if samples else 0, **base,  # type: ignore[arg-type]
+        )
+
+    def to_json(self, outcome: str) -> dict[str, Any]:
+        """This test's entry in the JSON report."""
+        verdict = self._verdict
+        phases: dict[str, Any] = {}
+        for m in verdict.phases if verdict else ():
+            def num(x: float | None) -> float | None:
+                return None if x is None or math.isnan(x) else round(x, 6)
+
+            phases[m.phase] = {
+                "start": m.start,
+                "end": m.end,
+                "achieved_rps": num(m.held_rps) if m.requests is not None else None,
+                "asked_rps": num(m.asked_rps),
+                "error_rate": num(m.error_rate) if m.requests else None,
+                **{f"p{_qkey(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
+                "requests": None if m.requests is None else round(m.requests),
+                "errors": None if m.requests is None else round(m.errors),
+                "errors_by_class": {k: round(v) for k, v in m.by_class.items() if k != "ok"},
+                "fleet_requests": m.fleet_requests,
+                "queries": dict(m.queries),
+            }
+        return {
+            "nodeid": self.nodeid,
+            "outcome": outcome,
+            "requested_rps": self.spec.requested_rps,
+            "declared_rps": self.spec.rps,
+            "run_id": self.run_id,
+            "platform": self.session.settings.platform,
+            "workers": self._load.fleet.size if self._load else 0,
+            "engine": ",".join(sorted(set(self._load.engines))) if self._load else None,
+            "passed": verdict.passed if verdict else False,
+            "failure": verdict.failure if verdict else self._failure,
+            "phases": phases,
+            "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],
+            "events": [e.to_json() for e in self.events],
+        }
+
+    def close(self) -> list[str]:
+        """Stop everything this test started (the target stays up with --rollout-keep)."""
+        if self._closed:
+            return []
+        self._closed = True
+        problems: list[str] = []
+        try:
+            if self._load is not None and not self._load.stopped:
+                self._load.stopped = True
+                self._load.fleet.shutdown()
+                remove_targets(self.session.sd_dir, self.run_id)
+        finally:
+            if self.platform is not None:
+                if self.session.settings.keep:
+                    self.session.kept.append(f"{self.nodeid}:\n{self.platform.describe()}")
+                else:
+                    problems.extend(self.platform.teardown())
+            if not self.session.settings.keep:
+                problems.extend(self.procs.stop_all())
+        return problems
+
+
+def _qkey(q: float) -> str:
+    return f"{q * 100:g}".replace(".", "")
+

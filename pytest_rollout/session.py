@@ -1,0 +1,106 @@
+"""State that lives for one pytest session: settings, Prometheus, results.
+
+Kept in ``config.stash`` (see :data:`SESSION_KEY`), never on private config
+attributes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .procs import ProcessSet
+
+__all__ = ["RolloutSession", "SESSION_KEY", "Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated command-line / ini settings."""
+
+    platform: str = "local"
+    rps_scale: float = 1.0
+    report: str | None = None
+    prometheus_url: str | None = None
+    keep: bool = False
+    worker_rps: float = 2500.0
+    workers: int | None = None
+    haproxy: str = "haproxy"
+    prometheus: str = "prometheus"
+    upgrade_timeout_s: float = 300.0
+
+
+class RolloutSession:
+    """The session's Prometheus, run directory and collected results."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.results: list[dict[str, Any]] = []
+        self._root: Path | None = None
+        self._procs: ProcessSet | None = None
+        self._prometheus: Any = None  # LocalPrometheus
+        self._client: Any = None  # PromClient
+        self._lock = threading.Lock()
+        self.kept: list[str] = []  # what --rollout-keep left running, for the summary
+        self.problems: list[str] = []  # clean-up trouble worth telling the user
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="pytest-rollout-"))
+        return self._root
+
+    @property
+    def procs(self) -> ProcessSet:
+        if self._procs is None:
+            self._procs = ProcessSet(self.root)
+        return self._procs
+
+    def prometheus(self) -> tuple[Any, Any]:
+        """``(client, local_server_or_None)``, starting a local Prometheus on first use."""
+        from .prometheus import LocalPrometheus, PromClient
+
+        with self._lock:
+            if self._client is None:
+                if self.settings.prometheus_url:
+                    client = PromClient(self.settings.prometheus_url)
+                    client.check()
+                    self._client = client
+                else:
+                    server = LocalPrometheus(self.procs, self.root, binary=self.settings.prometheus)
+                    server.start()
+                    self._prometheus = server
+                    self._client = PromClient(server.url)
+            return self._client, self._prometheus
+
+    @property
+    def sd_dir(self) -> Path:
+        """Where runs write their file_sd target files."""
+        if self._prometheus is not None:
+            return Path(self._prometheus.sd_dir)
+        path = self.root / "sd"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        if self.settings.keep and self._prometheus is not None:
+            self.kept.append(f"Prometheus: {self._prometheus.url} (pid {self._prometheus.process.pid}), "
+                             f"data in {self.root}")
+            return
+        if self._procs is not None:
+            self.problems.extend(self._procs.stop_all())
+            self._procs = None
+        self._prometheus = None
+        self._client = None
+        if self._root is not None and not self.settings.keep:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+SESSION_KEY = pytest.StashKey[RolloutSession]()

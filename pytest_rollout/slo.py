@@ -1,0 +1,225 @@
+"""The SLO a test declares with ``@pytest.mark.slo(...)``: parsing and validation.
+
+Pure logic: no I/O. The plugin parses every marker at collection time, so a
+bad argument is a usage error before anything starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from .errors import SLOSpecError
+
+__all__ = ["LATENCY_KEYS", "PHASES", "SLOSpec", "parse_duration", "parse_slo"]
+
+#: The phases of a run, in order.
+PHASES: tuple[str, ...] = ("ramp", "baseline", "upgrade", "after")
+
+#: Latency bound keywords and the quantile each one bounds.
+LATENCY_KEYS: dict[str, float] = {
+    "p50_ms": 0.50,
+    "p90_ms": 0.90,
+    "p95_ms": 0.95,
+    "p99_ms": 0.99,
+    "p999_ms": 0.999,
+}
+
+DEFAULT_ERROR_RATE = 0.001
+DEFAULT_MIN_LOAD = 0.95
+DEFAULT_RAMP_S = 5.0
+DEFAULT_HOLD_S = 10.0
+DEFAULT_TIMEOUT_S = 5.0
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object, name: str = "duration") -> float:
+    """Return *value* in seconds.
+
+    Accepts a non-negative number of seconds, or a string made of
+    ``<number><unit>`` parts with units ``ms``, ``s``, ``m``, ``h``
+    (``"30s"``, ``"5m"``, ``"1m30s"``, ``"250ms"``). A bare numeric string is
+    seconds.
+    """
+    if isinstance(value, bool):
+        raise SLOSpecError(f"{name}={value!r} is not a duration: give seconds or a string like '30s'", name)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos = 0
+            seconds = 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise SLOSpecError(
+                    f"{name}={value!r} is not a duration: use seconds (30) or a string like '30s', '5m', '1m30s', '250ms'",
+                    name,
+                ) from None
+    else:
+        raise SLOSpecError(
+            f"{name}={value!r} is not a duration: give seconds or a string like '30s' (got {type(value).__name__})",
+            name,
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise SLOSpecError(f"{name}={value!r} must be a finite, non-negative duration", name)
+    return seconds
+
+
+@dataclass(frozen=True)
+class SLOSpec:
+    """A validated ``slo`` marker.
+
+    ``rps`` is the rate the marker declares; the rate actually requested is
+    ``rps * rps_scale`` (see :attr:`requested_rps`).
+    """
+
+    rps: float
+    error_rate: float = DEFAULT_ERROR_RATE
+    latency_ms: Mapping[str, float] = field(default_factory=dict)
+    ramp_s: float = DEFAULT_RAMP_S
+    hold_s: float = DEFAULT_HOLD_S
+    after_s: float = DEFAULT_HOLD_S
+    path: str = "/"
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    min_load: float = DEFAULT_MIN_LOAD
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    rps_scale: float = 1.0
+
+    @property
+    def requested_rps(self) -> float:
+        """The arrival rate the fleet must hold: ``rps * rps_scale``."""
+        return self.rps * self.rps_scale
+
+    def latency_bounds(self) -> list[tuple[str, float, float]]:
+        """``(key, quantile, bound_ms)`` for each declared latency bound, lowest quantile first."""
+        return sorted(
+            ((key, LATENCY_KEYS[key], bound) for key, bound in self.latency_ms.items()),
+            key=lambda item: item[1],
+        )
+
+    def scaled(self, factor: float) -> SLOSpec:
+        """A copy whose requested rate is multiplied by *factor*."""
+        return replace(self, rps_scale=factor)
+
+
+_KNOWN = frozenset(
+    {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout"}
+    | set(LATENCY_KEYS)
+)
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SLOSpecError(f"{name}={value!r} must be a number (got {type(value).__name__})", name)
+    number = float(value)
+    if not math.isfinite(number):
+        raise SLOSpecError(f"{name}={value!r} must be finite", name)
+    return number
+
+
+def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
+    """Validate the arguments of one ``slo`` marker and build its :class:`SLOSpec`.
+
+    Raises :class:`SLOSpecError` naming the offending argument.
+    """
+    if len(args) > 1:
+        raise SLOSpecError(
+            f"takes one positional argument (rps), got {len(args)}: pass the others by keyword", None
+        )
+    values = dict(kwargs)
+    if args:
+        if "rps" in values:
+            raise SLOSpecError("rps given both by position and by keyword", "rps")
+        values["rps"] = args[0]
+    unknown = sorted(set(values) - _KNOWN)
+    if unknown:
+        raise SLOSpecError(
+            f"unknown argument {unknown[0]!r}; known arguments are: {', '.join(sorted(_KNOWN))}", unknown[0]
+        )
+    if "rps" not in values:
+        raise SLOSpecError("rps is required: the requests per second to hold, e.g. slo(rps=1000)", "rps")
+
+    rps = _number("rps", values["rps"])
+    if rps <= 0:
+        raise SLOSpecError(f"rps={values['rps']!r} must be greater than 0", "rps")
+
+    error_rate = _number("error_rate", values.get("error_rate", DEFAULT_ERROR_RATE))
+    if not 0 <= error_rate < 1:
+        raise SLOSpecError(
+            f"error_rate={values['error_rate']!r} must be in [0, 1): a fraction of requests, e.g. 0.001 for 0.1%",
+            "error_rate",
+        )
+
+    latency: dict[str, float] = {}
+    for key in LATENCY_KEYS:
+        if key in values and values[key] is not None:
+            bound = _number(key, values[key])
+            if bound <= 0:
+                raise SLOSpecError(f"{key}={values[key]!r} must be greater than 0 milliseconds", key)
+            latency[key] = bound
+
+    ramp_s = parse_duration(values.get("ramp", DEFAULT_RAMP_S), "ramp")
+    hold_s = parse_duration(values.get("hold", DEFAULT_HOLD_S), "hold")
+    after_s = parse_duration(values["after"], "after") if "after" in values else hold_s
+    if hold_s <= 0:
+        raise SLOSpecError(f"hold={values['hold']!r} must be longer than 0: it is the steady baseline phase", "hold")
+    if after_s <= 0:
+        raise SLOSpecError(f"after={values['after']!r} must be longer than 0: it is the steady phase after the upgrade", "after")
+    timeout_s = parse_duration(values.get("timeout", DEFAULT_TIMEOUT_S), "timeout")
+    if timeout_s <= 0:
+        raise SLOSpecError(f"timeout={values['timeout']!r} must be longer than 0", "timeout")
+
+    path = values.get("path", "/")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise SLOSpecError(f"path={path!r} must be a string starting with '/'", "path")
+
+    method = values.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in _HTTP_METHODS:
+        raise SLOSpecError(f"method={method!r} must be one of {', '.join(sorted(_HTTP_METHODS))}", "method")
+
+    headers = values.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise SLOSpecError("headers must be a mapping of str to str, e.g. {'Accept': 'text/plain'}", "headers")
+
+    body = values.get("body")
+    if isinstance(body, str):
+        body = body.encode()
+    if body is not None and not isinstance(body, bytes):
+        raise SLOSpecError(f"body must be str or bytes (got {type(body).__name__})", "body")
+
+    min_load = _number("min_load", values.get("min_load", DEFAULT_MIN_LOAD))
+    if not 0 < min_load <= 1:
+        raise SLOSpecError(
+            f"min_load={values['min_load']!r} must be in (0, 1]: the fraction of rps the fleet must hold", "min_load"
+        )
+
+    return SLOSpec(
+        rps=rps,
+        error_rate=error_rate,
+        latency_ms=latency,
+        ramp_s=ramp_s,
+        hold_s=hold_s,
+        after_s=after_s,
+        path=path,
+        method=method.upper(),
+        headers=dict(headers),
+        body=body,
+        min_load=min_load,
+        timeout_s=timeout_s,
+    )

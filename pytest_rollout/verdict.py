@@ -1,0 +1,260 @@
+"""From per-phase measurements to a verdict. Pure logic, no I/O.
+
+The gate fails closed. For each phase, before any SLO is judged, the
+evidence is checked; when it falls short every SLO of that phase is
+``insufficient data``, which fails the test. The minimum evidence:
+
+- Prometheus has series from every worker of the run for the phase, with at
+  least ``max(2, 0.5 * phase_length / scrape_interval)`` samples each
+  (at most half the scrapes may be missed);
+- the request count from Prometheus agrees with the fleet's own count within
+  :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests, whichever is larger;
+- ``error_rate <= B`` needs at least ``ceil(3 / B)`` requests in the phase
+  (with no errors in n requests, 3/n is the 95% upper confidence bound: the
+  "rule of three"); a bound of 0 needs at least 100 requests and no errors;
+- a latency quantile q needs at least ``ceil(10 / (1 - q))`` requests
+  (ten requests in the tail beyond it): 20 for p50, 100 for p90, 1,000 for p99,
+  10,000 for p99.9.
+
+Load: in ``baseline``, ``upgrade`` and ``after`` the rate held (requests sent,
+from Prometheus, over the phase's length) must be at least ``min_load`` times
+the rate asked; in ``ramp``, at least ``min_load`` times the requests the ramp
+schedule asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .slo import SLOSpec
+
+__all__ = [
+    "CROSS_CHECK_TOLERANCE",
+    "PhaseMeasurement",
+    "VerdictEntry",
+    "evaluate",
+    "failure_message",
+    "min_requests_for_error_rate",
+    "min_requests_for_quantile",
+]
+
+#: Largest relative disagreement allowed between Prometheus and the fleet's own count.
+CROSS_CHECK_TOLERANCE = 0.05
+STEADY_PHASES = ("baseline", "upgrade", "after")
+
+
+def min_requests_for_error_rate(bound: float) -> int:
+    return 100 if bound <= 0 else math.ceil(3.0 / bound)
+
+
+def min_requests_for_quantile(q: float) -> int:
+    return math.ceil(10.0 / (1.0 - q) - 1e-9)
+
+
+@dataclass(frozen=True)
+class PhaseMeasurement:
+    """What was measured over one phase. ``None`` means Prometheus had nothing."""
+
+    phase: str
+    start: float
+    end: float
+    asked_requests: float  # what the schedule asked for in this window (all workers)
+    requests: float | None  # Prometheus: requests that ended in the window, all classes
+    by_class: Mapping[str, float] = field(default_factory=dict)
+    quantiles_ms: Mapping[float, float] = field(default_factory=dict)
+    workers_expected: int = 0
+    workers_seen: int = 0
+    min_samples: int = 0
+    fleet_requests: int | None = None  # the fleet's own count over the same window
+    fleet_errors: int | None = None
+    scrape_interval_s: float = 1.0
+    queries: Mapping[str, str] = field(default_factory=dict)
+    problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
+
+    @property
+    def duration(self) -> float:
+        return max(self.end - self.start, 1e-9)
+
+    @property
+    def errors(self) -> float:
+        return sum(v for k, v in self.by_class.items() if k != "ok")
+
+    @property
+    def sent(self) -> float:
+        """Requests actually sent: all outcomes but ``dropped`` (never left the worker)."""
+        return (self.requests or 0.0) - self.by_class.get("dropped", 0.0)
+
+    @property
+    def held_rps(self) -> float:
+        return self.sent / self.duration
+
+    @property
+    def asked_rps(self) -> float:
+        return self.asked_requests / self.duration
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else math.nan
+
+
+@dataclass(frozen=True)
+class VerdictEntry:
+    """One SLO judged over one phase."""
+
+    slo: str
+    phase: str
+    measured: float | None
+    bound: float | None
+    passed: bool
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        def num(x: float | None) -> float | None:
+            return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+        return {
+            "slo": self.slo,
+            "phase": self.phase,
+            "measured": num(self.measured),
+            "bound": num(self.bound),
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+def _evidence_problem(m: PhaseMeasurement) -> str | None:
+    if m.problem is not None:
+        return m.problem
+    if m.requests is None or m.workers_seen == 0:
+        return "Prometheus has no samples of the fleet for this phase"
+    if m.workers_seen < m.workers_expected:
+        return f"Prometheus has samples from {m.workers_seen} of {m.workers_expected} workers"
+    needed = max(2, math.floor(0.5 * m.duration / m.scrape_interval_s))
+    if m.min_samples < needed:
+        return (
+            f"Prometheus holds only {m.min_samples} samples of some worker over {m.duration:.1f}s "
+            f"(scrape interval {m.scrape_interval_s:g}s; at least {needed} needed): scrapes were missed"
+        )
+    if m.fleet_requests is None:
+        return "the fleet's own totals are missing, so Prometheus' counts cannot be cross-checked"
+    allowed = max(3.0, CROSS_CHECK_TOLERANCE * m.fleet_requests)
+    if abs(m.requests - m.fleet_requests) > allowed:
+        return (
+            f"Prometheus counted {m.requests:.0f} requests but the fleet counted {m.fleet_requests} "
+            f"(allowed difference {allowed:.0f})"
+        )
+    return None
+
+
+def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictEntry]:
+    """Judge every SLO of *spec* over every measured phase."""
+    entries: list[VerdictEntry] = []
+    if not phases:
+        return [VerdictEntry("load", "-", None, None, False, "no load was run: call rollout.ramp() in the test")]
+    for m in phases:
+        problem = _evidence_problem(m)
+        if problem is not None:
+            reason = f"insufficient data: {problem}"
+            entries.append(VerdictEntry("rps", m.phase, None, _load_bound(spec, m), False, reason))
+            entries.append(VerdictEntry("error_rate", m.phase, None, spec.error_rate, False, reason))
+            for key, _q, bound in spec.latency_bounds():
+                entries.append(VerdictEntry(key, m.phase, None, bound, False, reason))
+            continue
+        entries.append(_judge_load(spec, m))
+        entries.append(_judge_error_rate(spec, m))
+        for key, q, bound in spec.latency_bounds():
+            entries.append(_judge_latency(key, q, bound, m))
+    return entries
+
+
+def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
+    if m.phase in STEADY_PHASES:
+        return spec.min_load * spec.requested_rps
+    return spec.min_load * m.asked_rps
+
+
+def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
+    bound = _load_bound(spec, m)
+    held = m.held_rps
+    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
+    if held >= bound:
+        return VerdictEntry("rps", m.phase, held, bound, True)
+    return VerdictEntry(
+        "rps",
+        m.phase,
+        held,
+        bound,
+        False,
+        f"load not reached: asked {asked:,.0f} rps, held {held:,.0f} rps (min_load {spec.min_load:g})",
+    )
+
+
+def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
+    bound = spec.error_rate
+    requests = m.requests or 0.0
+    needed = min_requests_for_error_rate(bound)
+    rate = m.error_rate
+    if requests < needed:
+        return VerdictEntry(
+            "error_rate",
+            m.phase,
+            None if math.isnan(rate) else rate,
+            bound,
+            False,
+            f"insufficient data: {requests:.0f} requests are too few to judge error_rate <= {bound:g} "
+            f"(need at least {needed}); lengthen the phase or raise rps",
+        )
+    if rate <= bound:
+        return VerdictEntry("error_rate", m.phase, rate, bound, True)
+    classes = ", ".join(f"{k}={v:.0f}" for k, v in sorted(m.by_class.items()) if k != "ok" and v >= 0.5)
+    return VerdictEntry(
+        "error_rate",
+        m.phase,
+        rate,
+        bound,
+        False,
+        f"{m.errors:.0f} of {requests:.0f} requests failed ({classes})",
+    )
+
+
+def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement) -> VerdictEntry:
+    needed = min_requests_for_quantile(q)
+    value = m.quantiles_ms.get(q)
+    requests = m.requests or 0.0
+    if requests < needed:
+        return VerdictEntry(
+            key, m.phase, value, bound, False,
+            f"insufficient data: {requests:.0f} requests are too few to judge p{_qname(q)} (need at least {needed})",
+        )
+    if value is None or math.isnan(value):
+        return VerdictEntry(key, m.phase, None, bound, False, "insufficient data: Prometheus returned no latency quantile")
+    if value <= bound:
+        return VerdictEntry(key, m.phase, value, bound, True)
+    return VerdictEntry(key, m.phase, value, bound, False, f"p{_qname(q)} latency {value:.1f} ms exceeds {bound:g} ms")
+
+
+def _qname(q: float) -> str:
+    return f"{q * 100:g}".replace(".", "")
+
+
+def failure_message(entries: Sequence[VerdictEntry]) -> str:
+    """One line per broken SLO: the SLO, the phase, the measured value and the bound."""
+    lines = []
+    for e in entries:
+        if e.passed:
+            continue
+        measured = "n/a" if e.measured is None or (isinstance(e.measured, float) and math.isnan(e.measured)) else _fmt(e.slo, e.measured)
+        bound = "n/a" if e.bound is None else _fmt(e.slo, e.bound)
+        op = ">=" if e.slo == "rps" else "<="
+        lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {op} {bound}: {e.reason}")
+    return "\n".join(lines)
+
+
+def _fmt(slo: str, value: float) -> str:
+    if slo == "error_rate":
+        return f"{value:.5f}"
+    if slo == "rps":
+        return f"{value:,.0f}"
+    return f"{value:.2f} ms" if slo.endswith("_ms") else f"{value:g}"

@@ -1,0 +1,443 @@
+"""One load worker: a process that holds an open-loop arrival rate.
+
+Run as ``python -m pytest_rollout.worker --port 0``. It prints
+``READY <port>`` on stdout once its control server listens, then waits for a
+plan. It exits by itself when its standard input closes (the controller went
+away), when the plan's deadline or request cap is reached and it is told to
+stop, or on SIGTERM.
+
+Control API (JSON over HTTP, served on the worker's own event loop):
+
+- ``POST /start``  the plan (see :class:`Plan`); load begins at ``start_at``.
+- ``POST /stop``   stop sending; requests in flight finish or time out.
+- ``GET /totals``  the worker's own counts (the cross-check for Prometheus).
+- ``GET /metrics`` Prometheus exposition (prometheus-client).
+- ``GET /status``  state, engine, in-flight, lag.
+
+Requests are scheduled, not paced by responses: request *n* is due at its
+scheduled time whatever happened to request *n-1*, and its latency is measured
+from that scheduled time (coordinated omission corrected). A request that
+cannot even be started because too many are in flight is counted as
+``dropped``, an error, never silently skipped. Nothing is retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .histogram import BOUNDS, Histogram
+from .schedule import Segment, arrivals
+
+__all__ = ["CLASSES", "Plan", "WorkerStats", "main"]
+
+#: Outcome classes of a request. ``ok`` is any status below 400.
+CLASSES: tuple[str, ...] = ("ok", "http_4xx", "http_5xx", "timeout", "connection", "dropped")
+ERROR_CLASSES: tuple[str, ...] = CLASSES[1:]
+_OK, _4XX, _5XX, _TIMEOUT, _CONN, _DROPPED = range(len(CLASSES))
+
+#: Width of the worker's own time bins (seconds), used for per-phase totals.
+BIN_S = 0.1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a worker is told to do."""
+
+    url: str
+    segments: tuple[Segment, ...]
+    start_at: float  # Unix seconds
+    deadline: float  # Unix seconds: no request is scheduled after this
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout_s: float = 5.0
+    phase: float = 0.0
+    max_requests: int = 10_000_000
+    max_inflight: int = 1024
+    connections: int = 64
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        body = data.get("body")
+        return cls(
+            url=str(data["url"]),
+            segments=tuple(Segment(s[0], float(s[1]), float(s[2])) for s in data["segments"]),
+            start_at=float(data["start_at"]),
+            deadline=float(data["deadline"]),
+            method=str(data.get("method", "GET")),
+            headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
+            body=body.encode("latin-1") if isinstance(body, str) else None,
+            timeout_s=float(data.get("timeout_s", 5.0)),
+            phase=float(data.get("phase", 0.0)),
+            max_requests=int(data.get("max_requests", 10_000_000)),
+            max_inflight=int(data.get("max_inflight", 1024)),
+            connections=int(data.get("connections", 64)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "segments": [[s.duration, s.start_rps, s.end_rps] for s in self.segments],
+            "start_at": self.start_at,
+            "deadline": self.deadline,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "body": self.body.decode("latin-1") if self.body is not None else None,
+            "timeout_s": self.timeout_s,
+            "phase": self.phase,
+            "max_requests": self.max_requests,
+            "max_inflight": self.max_inflight,
+            "connections": self.connections,
+        }
+
+
+class WorkerStats:
+    """Counters a worker keeps in-process: no locks, no label look-ups.
+
+    ``bins`` maps a completion-time bin (Unix seconds // :data:`BIN_S`) to
+    ``[requests, errors]`` so the controller can total any time window.
+    """
+
+    __slots__ = ("by_class", "hist", "bins", "scheduled", "late", "max_lag", "inflight", "max_inflight_seen")
+
+    def __init__(self) -> None:
+        self.by_class = [0] * len(CLASSES)
+        self.hist = Histogram()
+        self.bins: dict[int, list[int]] = {}
+        self.scheduled = 0
+        self.late = 0
+        self.max_lag = 0.0
+        self.inflight = 0
+        self.max_inflight_seen = 0
+
+    def record(self, klass: int, wall_now: float, latency: float | None) -> None:
+        self.by_class[klass] += 1
+        if latency is not None:
+            self.hist.observe(latency)
+        key = int(wall_now / BIN_S)
+        cell = self.bins.get(key)
+        if cell is None:
+            cell = self.bins[key] = [0, 0]
+        cell[0] += 1
+        if klass:
+            cell[1] += 1
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.by_class),
+            "by_class": dict(zip(CLASSES, self.by_class)),
+            "errors": sum(self.by_class[1:]),
+            "scheduled": self.scheduled,
+            "late": self.late,
+            "max_lag_s": self.max_lag,
+            "inflight": self.inflight,
+            "max_inflight_seen": self.max_inflight_seen,
+            "histogram": self.hist.to_list(),
+            "latency_sum_s": self.hist.sum,
+            "bin_s": BIN_S,
+            "bins": {str(k): v for k, v in self.bins.items()},
+        }
+
+
+def classify_status(status: int) -> int:
+    if status < 400:
+        return _OK
+    if status < 500:
+        return _4XX
+    return _5XX
+
+
+class AiohttpEngine:
+    """Sends each request with aiohttp's client over keep-alive connections."""
+
+    name = "aiohttp"
+
+    def __init__(self, plan: Plan, stats: WorkerStats, wall_offset: float) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.plan = plan
+        self.stats = stats
+        self.wall_offset = wall_offset
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        aiohttp = self._aiohttp
+        connector = aiohttp.TCPConnector(limit=self.plan.connections, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),
+            auto_decompress=False,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def send(self, due: float) -> None:
+        """Send one request due at loop time *due*; record its outcome."""
+        assert self.session is not None
+        aiohttp = self._aiohttp
+        stats = self.stats
+        loop_time = asyncio.get_running_loop().time
+        plan = self.plan
+        try:
+            async with self.session.request(plan.method, plan.url, headers=plan.headers, data=plan.body) as resp:
+                await resp.read()
+                klass = classify_status(resp.status)
+        except asyncio.TimeoutError:
+            klass = _TIMEOUT
+        except (aiohttp.ClientError, OSError):
+            klass = _CONN
+        finally:
+            stats.inflight -= 1
+        now = loop_time()
+        stats.record(klass, now + self.wall_offset, now - due)
+
+
+class Worker:
+    """Holds the plan, the engine and the generator task."""
+
+    def __init__(self) -> None:
+        self.stats = WorkerStats()
+        self.plan: Plan | None = None
+        self.engine: AiohttpEngine | None = None
+        self.state = "idle"  # idle -> running -> stopping -> stopped
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.target_rps = 0.0
+
+    async def start(self, plan: Plan) -> None:
+        if self.state != "idle":
+            raise RuntimeError(f"worker already {self.state}")
+        loop = asyncio.get_running_loop()
+        wall_offset = time.time() - loop.time()
+        self.plan = plan
+        self.engine = AiohttpEngine(plan, self.stats, wall_offset)
+        await self.engine.open()
+        self.state = "running"
+        self._task = loop.create_task(self._generate(plan, plan.start_at - wall_offset))
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    async def _generate(self, plan: Plan, loop_start: float) -> None:
+        loop = asyncio.get_running_loop()
+        engine = self.engine
+        assert engine is not None
+        stats = self.stats
+        send = engine.send
+        create_task = loop.create_task
+        pending: set[asyncio.Task[None]] = set()
+        loop_deadline = plan.deadline - (plan.start_at - loop_start)
+        due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
+        max_inflight = plan.max_inflight
+        rate_segments = plan.segments
+        try:
+            count = 0
+            for offset in due_times:
+                due = loop_start + offset
+                if due > loop_deadline or count >= plan.max_requests or self._stopped:
+                    break
+                now = loop.time()
+                if due > now:
+                    self.target_rps = _rate_at(rate_segments, now - loop_start)
+                    await asyncio.sleep(due - now)
+                    if self._stopped:
+                        break
+                    now = loop.time()
+                lag = now - due
+                if lag > stats.max_lag:
+                    stats.max_lag = lag
+                if lag > 0.01:
+                    stats.late += 1
+                count += 1
+                stats.scheduled += 1
+                if stats.inflight >= max_inflight:
+                    stats.record(_DROPPED, now + engine.wall_offset, None)
+                    continue
+                stats.inflight += 1
+                if stats.inflight > stats.max_inflight_seen:
+                    stats.max_inflight_seen = stats.inflight
+                task = create_task(send(due))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        finally:
+            self.target_rps = 0.0
+            self.state = "stopping"
+            if pending:
+                await asyncio.wait(pending, timeout=plan.timeout_s + 1.0)
+            await engine.close()
+            self.state = "stopped"
+
+
+def _rate_at(segments: tuple[Segment, ...], t: float) -> float:
+    start = 0.0
+    for seg in segments:
+        if seg.duration is None or t < start + seg.duration:
+            if seg.duration is None or seg.duration == 0:
+                return seg.start_rps
+            return seg.start_rps + (seg.end_rps - seg.start_rps) * (t - start) / seg.duration
+        start += seg.duration
+    return 0.0
+
+
+class _Collector:
+    """prometheus-client collector that reads :class:`WorkerStats` at scrape time."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        stats = self.worker.stats
+        requests = CounterMetricFamily(
+            "rollout_requests", "Requests completed by this worker, by outcome class.", labels=["class"]
+        )
+        for name, value in zip(CLASSES, stats.by_class):
+            requests.add_metric([name], value)
+        yield requests
+        cumulative = stats.hist.cumulative()
+        buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        hist = HistogramMetricFamily(
+            "rollout_request_duration_seconds",
+            "Latency from each request's scheduled start to its end (coordinated omission corrected).",
+        )
+        hist.add_metric([], buckets, stats.hist.sum)
+        yield hist
+        yield CounterMetricFamily("rollout_scheduled", "Requests that fell due.", value=stats.scheduled)
+        yield CounterMetricFamily("rollout_late", "Requests sent more than 10 ms after they were due.", value=stats.late)
+        yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)
+        yield GaugeMetricFamily("rollout_max_lag_seconds", "Largest send lag seen so far.", value=stats.max_lag)
+        yield GaugeMetricFamily("rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps)
+
+
+def _le(bound: float) -> str:
+    return repr(bound) if not math.isinf(bound) else "+Inf"
+
+
+async def _serve(host: str, port: int) -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    worker = Worker()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(worker))  # type: ignore[arg-type]
+    done = asyncio.Event()
+
+    async def start(request: web.Request) -> web.Response:
+        try:
+            plan = Plan.from_json(await request.json())
+            await worker.start(plan)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({"state": worker.state, "engine": worker.engine.name if worker.engine else None})
+
+    async def stop(request: web.Request) -> web.Response:
+        await worker.stop()
+        return web.json_response({"state": worker.state})
+
+    async def totals(request: web.Request) -> web.Response:
+        data = worker.stats.totals()
+        data["state"] = worker.state
+        data["engine"] = worker.engine.name if worker.engine else None
+        return web.json_response(data)
+
+    async def status(request: web.Request) -> web.Response:
+        stats = worker.stats
+        return web.json_response(
+            {
+                "state": worker.state,
+                "engine": worker.engine.name if worker.engine else None,
+                "inflight": stats.inflight,
+                "scheduled": stats.scheduled,
+                "requests": sum(stats.by_class),
+                "max_lag_s": stats.max_lag,
+                "pid": os.getpid(),
+            }
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+
+    async def quit_(request: web.Request) -> web.Response:
+        done.set()
+        return web.json_response({"state": "exiting"})
+
+    app = web.Application()
+    app.router.add_post("/start", start)
+    app.router.add_post("/stop", stop)
+    app.router.add_post("/quit", quit_)
+    app.router.add_get("/totals", totals)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"READY {bound}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    _watch_stdin(loop, done)
+    await done.wait()
+    await worker.stop()
+    if worker._task is not None:
+        try:
+            await asyncio.wait_for(worker._task, timeout=(worker.plan.timeout_s if worker.plan else 0) + 2.0)
+        except asyncio.TimeoutError:
+            pass
+    await runner.cleanup()
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
+    """Set *done* when standard input reaches EOF: the controller is gone."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            done.set()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError, NotImplementedError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_rollout.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address of the control server (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port of the control server (0: any free port)")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(_serve(args.host, args.port))
+    else:
+        uvloop.run(_serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
