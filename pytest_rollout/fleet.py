@@ -15,14 +15,14 @@ import math
 import select
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import FleetError
 from .procs import ManagedProcess, ProcessSet
 from .schedule import Segment
-from .worker import BIN_S, Plan
+from .worker import Plan
 
 __all__ = ["FleetTotals", "LocalFleet", "workers_for"]
 
@@ -36,29 +36,24 @@ def workers_for(rps: float, per_worker_rps: float) -> int:
 
 @dataclass(frozen=True)
 class FleetTotals:
-    """The workers' own counts, merged."""
+    """The workers' own counts, merged: the cross-check for Prometheus."""
 
     workers: list[dict[str, Any]]
 
-    def window(self, start: float, end: float) -> tuple[int, int]:
-        """``(requests, errors)`` that ended in ``[start, end)``, to within one bin (0.1s)."""
-        lo, hi = int(start / BIN_S), int(end / BIN_S)
+    def phase(self, name: str) -> tuple[int, int] | None:
+        """``(requests, errors)`` due in phase *name* over all workers; None if a worker lacks it."""
         requests = errors = 0
         for totals in self.workers:
-            for key, (n, e) in totals["bins"].items():
-                if lo <= int(key) < hi:
-                    requests += n
-                    errors += e
+            phase = totals.get("phases", {}).get(name)
+            if phase is None:
+                return None
+            requests += int(phase["requests"])
+            errors += int(phase["errors"])
         return requests, errors
 
     @property
     def requests(self) -> int:
         return sum(int(t["requests"]) for t in self.workers)
-
-    @property
-    def engine(self) -> str:
-        names = sorted({str(t.get("engine")) for t in self.workers})
-        return ",".join(names)
 
 
 class LocalFleet:
@@ -138,15 +133,19 @@ class LocalFleet:
         share = 1.0 / self.size
         engines = []
         for i, (_, port) in enumerate(self.workers):
-            segments = [
-                [s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments
-            ]
+            segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
             plan = template.to_json()
             plan["segments"] = segments
             plan["phase"] = i / self.size
             answer = self._call(port, "POST", "/start", plan)
             engines.append(str(answer.get("engine")))
         return engines
+
+    def announce(self, phase: str, at: float) -> None:
+        """Tell every worker that requests due from Unix time *at* on belong to *phase*."""
+        for proc, port in self.workers:
+            if proc.alive():
+                self._call(port, "POST", "/phase", {"name": phase, "at": at}, timeout=5.0)
 
     def dead(self) -> list[ManagedProcess]:
         return [proc for proc, _ in self.workers if not proc.alive()]
@@ -159,13 +158,24 @@ class LocalFleet:
                 except FleetError:
                     pass
 
+    def drain(self, settle_s: float) -> None:
+        """Wait (bounded) until every live worker has stopped and its requests in flight ended."""
+        deadline = time.monotonic() + settle_s
+        for proc, port in self.workers:
+            while proc.alive() and time.monotonic() < deadline:
+                if self._call(port, "GET", "/status").get("state") in ("stopped", "idle"):
+                    break
+                time.sleep(0.05)
+
     def totals(self, settle_s: float = 10.0) -> FleetTotals:
         """Each live worker's own totals, once its requests in flight have ended."""
         deadline = time.monotonic() + settle_s
         out = []
         for proc, port in self.workers:
             if not proc.alive():
-                raise FleetError(f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}")
+                raise FleetError(
+                    f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}"
+                )
             while True:
                 data = self._call(port, "GET", "/totals")
                 if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
@@ -185,6 +195,3 @@ class LocalFleet:
             proc.stop(grace=5.0)
             self.procs.forget(proc)
         self.workers.clear()
-
-    def log_dir(self) -> Path:
-        return self.procs.run_dir

@@ -87,8 +87,15 @@ class ServerState:
 class HAProxy:
     """One HAProxy process fronting the replicas of one target."""
 
-    def __init__(self, procs: ProcessSet, run_dir: Path, *, ready_path: str, binary: str = "haproxy",
-                 server_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        procs: ProcessSet,
+        run_dir: Path,
+        *,
+        ready_path: str,
+        binary: str = "haproxy",
+        server_timeout_s: float = 30.0,
+    ) -> None:
         self.procs = procs
         self.run_dir = run_dir
         self.ready_path = ready_path
@@ -142,7 +149,9 @@ class HAProxy:
                 except LoadBalancerError:
                     pass
             time.sleep(0.05)
-        raise ProcessStartError(f"HAProxy did not open its admin socket within {timeout:.0f}s:\n{self.process.log_tail()}")
+        raise ProcessStartError(
+            f"HAProxy did not open its admin socket within {timeout:.0f}s:\n{self.process.log_tail()}"
+        )
 
     def command(self, line: str, timeout: float = 5.0) -> str:
         """Send one runtime API command and return HAProxy's answer."""

@@ -1,7 +1,7 @@
 """The latency histogram every worker keeps, and its bucket layout.
 
 Bucket upper bounds grow geometrically, eight buckets per doubling, from
-100 microseconds to a little over 60 seconds (156 buckets plus ``+Inf``).
+100 microseconds to a little over 60 seconds (155 buckets plus ``+Inf``).
 Adjacent bounds differ by a factor of 2**(1/8), about 9%, so a quantile
 interpolated inside one bucket (as Prometheus' ``histogram_quantile`` does)
 is off by at most 9% of its value and typically by much less: good enough to
@@ -14,7 +14,7 @@ averaging percentiles.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["BOUNDS", "Histogram", "quantile_from_buckets"]
 
@@ -70,7 +70,7 @@ class Histogram:
 
     def quantile(self, q: float) -> float:
         """Quantile *q* in seconds, interpolated the way Prometheus does it."""
-        return quantile_from_buckets(q, list(zip(BOUNDS + (float("inf"),), self.cumulative())))
+        return quantile_from_buckets(q, list(zip(BOUNDS + (float("inf"),), self.cumulative(), strict=False)))
 
     def to_list(self) -> list[int]:
         return list(self.counts)

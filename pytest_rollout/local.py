@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ReplicaNotReady, UpgradeFailed
 from .haproxy import HAProxy
@@ -45,8 +46,9 @@ class LocalPlatform:
 
     name = "local"
 
-    def __init__(self, procs: ProcessSet, run_dir: Path, *, haproxy_binary: str = "haproxy",
-                 request_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, procs: ProcessSet, run_dir: Path, *, haproxy_binary: str = "haproxy", request_timeout_s: float = 30.0
+    ) -> None:
         self.procs = procs
         self.run_dir = run_dir
         self.haproxy_binary = haproxy_binary
@@ -67,8 +69,13 @@ class LocalPlatform:
 
     def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
         if self.lb is None:
-            self.lb = HAProxy(self.procs, self.run_dir, ready_path=target.ready_path, binary=self.haproxy_binary,
-                              server_timeout_s=self.request_timeout_s)
+            self.lb = HAProxy(
+                self.procs,
+                self.run_dir,
+                ready_path=target.ready_path,
+                binary=self.haproxy_binary,
+                server_timeout_s=self.request_timeout_s,
+            )
             self.lb.start()
         pending = [self._start_replica(target, on_event) for _ in range(target.replicas)]
         try:
@@ -122,13 +129,16 @@ class LocalPlatform:
         except ReplicaNotReady as exc:
             for replica in pending:
                 self._stop_now(replica, note, "upgrade failed")
-            serving = ", ".join(r.name for r in self.replicas) or "none"
-            raise UpgradeFailed(
+            self._join_terminators()
+            serving = ", ".join(sorted(r.name for r in self.replicas)) or "none"
+            message = (
                 f"upgrade to {target.version} failed: {exc}. "
                 f"{len(self.replicas)} replica(s) still in rotation: {serving}."
-            ) from exc
-        self._join_terminators()
-        return UpgradeResult(start=start, end=time.time(), replaced=replaced, events=tuple(events))
+            )
+        else:
+            self._join_terminators()
+            return UpgradeResult(start=start, end=time.time(), replaced=replaced, events=tuple(events))
+        raise UpgradeFailed(message)
 
     def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
         if self.lb is None:
@@ -138,8 +148,10 @@ class LocalPlatform:
     def describe(self) -> str:
         lines = []
         if self.lb is not None:
-            lines.append(f"HAProxy: {self.lb.url} (admin socket {self.lb.socket_path}, metrics "
-                         f"http://{self.lb.metrics_target}/metrics, pid {self.lb.process.pid if self.lb.process else '?'})")
+            lines.append(
+                f"HAProxy: {self.lb.url} (admin socket {self.lb.socket_path}, metrics "
+                f"http://{self.lb.metrics_target}/metrics, pid {self.lb.process.pid if self.lb.process else '?'})"
+            )
         for r in self.replicas:
             lines.append(f"{r.describe()}: {' '.join(r.target.command)}")
         return "\n".join(lines)
@@ -175,7 +187,9 @@ class LocalPlatform:
             now = time.time()
             for replica in pending:
                 if not replica.process.alive():
-                    on_event(UpgradeEvent(now, "failed", replica.name, f"exited with code {replica.process.returncode}"))
+                    on_event(
+                        UpgradeEvent(now, "failed", replica.name, f"exited with code {replica.process.returncode}")
+                    )
                     raise ReplicaNotReady(
                         f"{replica.describe()} exited with code {replica.process.returncode} before it was ready; "
                         f"its last output:\n{replica.process.log_tail()}"
@@ -184,7 +198,9 @@ class LocalPlatform:
                     status, _ = http_get("127.0.0.1", replica.port, replica.target.ready_path, timeout=1.0)
                     last[replica.name] = f"HTTP {status}"
                     if status == 200:
-                        on_event(UpgradeEvent(time.time(), "ready", replica.name, f"after {now - replica.started:.2f}s"))
+                        on_event(
+                            UpgradeEvent(time.time(), "ready", replica.name, f"after {now - replica.started:.2f}s")
+                        )
                         return replica
                 except OSError as exc:
                     last[replica.name] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -207,8 +223,9 @@ class LocalPlatform:
         self.lb.take_out(replica.name)
         self.replicas.remove(replica)
         on_event(UpgradeEvent(time.time(), "out", replica.name))
-        thread = threading.Thread(target=self._terminate, args=(replica, on_event), daemon=True,
-                                  name=f"terminate-{replica.name}")
+        thread = threading.Thread(
+            target=self._terminate, args=(replica, on_event), daemon=True, name=f"terminate-{replica.name}"
+        )
         self._terminators.append(thread)
         thread.start()
 

@@ -10,8 +10,9 @@ at the end. ``local`` is built in; others come from the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import RolloutUsageError
 
@@ -48,9 +49,7 @@ class TargetSpec:
         if command is None:
             raise RolloutUsageError(f"rollout.{what}() needs command=[...]: the argv that starts one replica")
         if isinstance(command, (str, bytes)) or not all(isinstance(a, (str, os.PathLike)) for a in command):
-            raise RolloutUsageError(
-                f"rollout.{what}(command=...) must be a list of strings (an argv), got {command!r}"
-            )
+            raise RolloutUsageError(f"rollout.{what}(command=...) must be a list of strings (an argv), got {command!r}")
         argv = tuple(os.fspath(a) for a in command)
         if not argv:
             raise RolloutUsageError(f"rollout.{what}(command=[]) is empty")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 import signal
-from typing import Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 import pytest
 
@@ -42,26 +43,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=ini, default=None, help=f"{help} (ini: {ini})", **kw)
         parser.addini(ini, help, type=ini_type, default=default)
 
-    option("--rollout-platform", "rollout_platform", "where target and fleet run: local (default) or kubernetes",
-           metavar="NAME", default="local")
-    option("--rollout-rps-scale", "rollout_rps_scale",
-           "multiply every marker's rps by FLOAT; 0.01 runs a 1,000,000 rps test at 10,000", metavar="FLOAT",
-           default="1.0")
+    option(
+        "--rollout-platform",
+        "rollout_platform",
+        "where target and fleet run: local (default) or kubernetes",
+        metavar="NAME",
+        default="local",
+    )
+    option(
+        "--rollout-rps-scale",
+        "rollout_rps_scale",
+        "multiply every marker's rps by FLOAT; 0.01 runs a 1,000,000 rps test at 10,000",
+        metavar="FLOAT",
+        default="1.0",
+    )
     option("--rollout-report", "rollout_report", "write the JSON report to PATH", metavar="PATH")
-    option("--prometheus-url", "rollout_prometheus_url",
-           "use the Prometheus at URL instead of starting one", metavar="URL")
-    group.addoption("--rollout-keep", dest="rollout_keep", action="store_true", default=None,
-                    help="leave target, load balancer and Prometheus running for debugging, and print how to "
-                         "reach them (ini: rollout_keep)")
+    option(
+        "--prometheus-url", "rollout_prometheus_url", "use the Prometheus at URL instead of starting one", metavar="URL"
+    )
+    group.addoption(
+        "--rollout-keep",
+        dest="rollout_keep",
+        action="store_true",
+        default=None,
+        help="leave target, load balancer and Prometheus running for debugging, and print how to "
+        "reach them (ini: rollout_keep)",
+    )
     parser.addini("rollout_keep", "leave everything running after the run", type="bool", default=False)
-    option("--rollout-worker-rps", "rollout_worker_rps",
-           "requests per second one load worker is given (sizes the fleet; default 2500)", metavar="RPS",
-           default="2500")
-    option("--rollout-workers", "rollout_workers", "number of load workers (default: from rps / worker rps)",
-           metavar="N")
-    option("--rollout-upgrade-timeout", "rollout_upgrade_timeout",
-           "longest an upgrade may take before the fleet's own deadline (default 300s)", metavar="DURATION",
-           default="300s")
+    option(
+        "--rollout-worker-rps",
+        "rollout_worker_rps",
+        "requests per second one load worker is given (sizes the fleet; default 2500)",
+        metavar="RPS",
+        default="2500",
+    )
+    option(
+        "--rollout-workers", "rollout_workers", "number of load workers (default: from rps / worker rps)", metavar="N"
+    )
+    option(
+        "--rollout-upgrade-timeout",
+        "rollout_upgrade_timeout",
+        "longest an upgrade may take before the fleet's own deadline (default 300s)",
+        metavar="DURATION",
+        default="300s",
+    )
     parser.addini("rollout_haproxy", "path of the haproxy binary (default: from PATH)", default="haproxy")
     parser.addini("rollout_prometheus", "path of the prometheus binary (default: from PATH)", default="prometheus")
 
@@ -87,7 +112,9 @@ def read_settings(config: pytest.Config) -> Settings:
 
     platform = str(_value(config, "rollout_platform") or "local")
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", platform):
-        raise pytest.UsageError(f"--rollout-platform={platform!r}: expected a platform name such as local or kubernetes")
+        raise pytest.UsageError(
+            f"--rollout-platform={platform!r}: expected a platform name such as local or kubernetes"
+        )
     scale = _positive_float("rollout_rps_scale", "--rollout-rps-scale", _value(config, "rollout_rps_scale"))
     worker_rps = _positive_float("rollout_worker_rps", "--rollout-worker-rps", _value(config, "rollout_worker_rps"))
     workers_raw = _value(config, "rollout_workers")
@@ -293,7 +320,8 @@ class BuiltinHooks:
         return None
 
     @pytest.hookimpl(trylast=True)
-    def pytest_rollout_upgrade(self, rollout: Any, platform: Any, target: Any, max_surge: Any,
-                               max_unavailable: Any) -> Any:
+    def pytest_rollout_upgrade(
+        self, rollout: Any, platform: Any, target: Any, max_surge: Any, max_unavailable: Any
+    ) -> Any:
         on_event: Callable[[Any], None] = rollout.events.append
         return platform.upgrade(target, max_surge, max_unavailable, on_event)

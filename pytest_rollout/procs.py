@@ -16,8 +16,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .errors import ProcessStartError
 
@@ -167,11 +167,7 @@ class ProcessSet:
         return proc
 
     def _save(self) -> None:
-        data = [
-            {"name": p.name, "pid": p.pid, "start_time": p.start_time}
-            for p in self.processes
-            if p.alive()
-        ]
+        data = [{"name": p.name, "pid": p.pid, "start_time": p.start_time} for p in self.processes if p.alive()]
         tmp = self._record.with_suffix(".tmp")
         tmp.write_text(json.dumps({"owner_pid": os.getpid(), "processes": data}))
         tmp.replace(self._record)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import ProcessStartError, PrometheusError
 from .procs import ManagedProcess, ProcessSet, free_port, http_get
@@ -49,8 +50,9 @@ scrape_configs:
 class LocalPrometheus:
     """A real Prometheus server on a free loopback port, owned by the pytest session."""
 
-    def __init__(self, procs: ProcessSet, run_dir: Path, binary: str = "prometheus",
-                 scrape_interval_s: float = SCRAPE_INTERVAL_S) -> None:
+    def __init__(
+        self, procs: ProcessSet, run_dir: Path, binary: str = "prometheus", scrape_interval_s: float = SCRAPE_INTERVAL_S
+    ) -> None:
         self.procs = procs
         self.run_dir = run_dir
         self.binary = binary
@@ -155,7 +157,7 @@ class PromClient:
     def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
         """Evaluate *expr* at Unix time *at*; one ``(labels, value)`` per series."""
         import requests
-        from prometheus_api_client import PrometheusApiClientException
+        from prometheus_api_client.exceptions import PrometheusApiClientException
 
         try:
             result = self._conn.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:.0f}s"})

@@ -1,9 +1,12 @@
-"""PromQL for a phase window. Pure string building, no I/O.
+"""PromQL behind every verdict number. Pure string building, no I/O.
 
-Every query is an instant query evaluated at the phase's end over a range
-equal to the phase's length, so ``increase(...[<length>])`` is the change
-over exactly that phase. The fleet's series carry the target labels ``run``
-(one per test run) and ``worker``.
+The fleet's series carry the target labels ``run`` (one per test run) and
+``worker``, and the workers label every request with the ``phase`` in which
+it was *due*. So a phase's totals are the final values of its own series,
+read once every request of the phase has ended and been scraped: exact, not
+extrapolated from a time window that scrapes never align with. The one
+windowed query counts the successful scrapes of each worker during the
+phase, to catch a Prometheus that missed them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import dataclass
 __all__ = ["PhaseQueries", "escape", "last_scrape", "phase_queries", "window"]
 
 REQUESTS = "rollout_requests_total"
+LATE = "rollout_late_total"
 LATENCY_BUCKETS = "rollout_request_duration_seconds_bucket"
+SCHEDULED = "rollout_scheduled_total"
 
 
 def escape(value: str) -> str:
@@ -26,44 +31,39 @@ def window(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-_OK_CLASS = ',class="ok"'
-
-
-def _sel(run_id: str, extra: str = "") -> str:
-    return f'{{run="{escape(run_id)}"{extra}}}'
-
-
 @dataclass(frozen=True)
 class PhaseQueries:
-    """The PromQL behind every number of one phase's verdict."""
+    """The PromQL behind every number of one phase's verdict.
+
+    ``samples`` is evaluated at the phase's end; the others at the end of the
+    run (any time after the last request of the phase was scraped).
+    """
 
     requests: str
     by_class: str
+    late: str
     samples: str
     quantiles: dict[float, str]
 
     def all(self) -> dict[str, str]:
-        out = {"requests": self.requests, "by_class": self.by_class, "samples": self.samples}
+        out = {"requests": self.requests, "by_class": self.by_class, "late": self.late, "samples": self.samples}
         for q, expr in sorted(self.quantiles.items()):
             out[f"quantile_{q:g}"] = expr
         return out
 
 
-def phase_queries(run_id: str, duration_s: float, quantiles: list[float]) -> PhaseQueries:
-    """The queries for one phase of *duration_s* seconds (evaluate them at its end)."""
-    w = window(duration_s)
-    sel = _sel(run_id)
+def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[float]) -> PhaseQueries:
+    """Queries for *phase* of run *run_id*, which lasted *duration_s* seconds."""
+    sel = f'{{run="{escape(run_id)}",phase="{escape(phase)}"}}'
     return PhaseQueries(
-        requests=f"sum(increase({REQUESTS}{sel}[{w}]))",
-        by_class=f"sum by (class) (increase({REQUESTS}{sel}[{w}]))",
-        samples=f'count_over_time({REQUESTS}{_sel(run_id, _OK_CLASS)}[{w}])',
-        quantiles={
-            q: f"histogram_quantile({q:g}, sum by (le) (increase({LATENCY_BUCKETS}{sel}[{w}])))"
-            for q in quantiles
-        },
+        requests=f"sum({REQUESTS}{sel})",
+        by_class=f"sum by (class) ({REQUESTS}{sel})",
+        late=f"sum({LATE}{sel})",
+        samples=f'sum_over_time(up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}])',
+        quantiles={q: f"histogram_quantile({q:g}, sum by (le) ({LATENCY_BUCKETS}{sel}))" for q in quantiles},
     )
 
 
 def last_scrape(run_id: str) -> str:
-    """Time of the newest sample of the run's fleet series (per worker)."""
-    return f'timestamp({REQUESTS}{_sel(run_id, _OK_CLASS)})'
+    """Time of each worker's newest successful scrape."""
+    return f'timestamp({SCHEDULED}{{run="{escape(run_id)}"}})'

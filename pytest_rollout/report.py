@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["format_summary", "write_report"]
 
@@ -49,9 +50,7 @@ def _num(value: Any, fmt: str) -> str:
 def format_summary(record: dict[str, Any]) -> list[str]:
     """Lines for one SLO test: asked vs held rps, and per phase each SLO against its bound."""
     verdicts: dict[tuple[str, str], dict[str, Any]] = {(v["slo"], v["phase"]): v for v in record["verdicts"]}
-    latency_keys = sorted(
-        {slo for slo, _ in verdicts if slo.endswith("_ms")}, key=lambda k: float("0." + k[1:-3])
-    )
+    latency_keys = sorted({slo for slo, _ in verdicts if slo.endswith("_ms")}, key=lambda k: float("0." + k[1:-3]))
     shown = ["p50_ms", "p99_ms"] + [k for k in latency_keys if k not in ("p50_ms", "p99_ms")]
     head = (
         f"{record['nodeid']} {record['outcome'].upper()}: asked {record['requested_rps']:,.0f} rps"

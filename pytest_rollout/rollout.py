@@ -19,8 +19,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,8 +29,8 @@ from .errors import FleetError, PrometheusError, RolloutError, RolloutUsageError
 from .fleet import FleetTotals, LocalFleet, workers_for
 from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
-from .promql import last_scrape, phase_queries
 from .prometheus import remove_targets, write_targets
+from .promql import last_scrape, phase_queries
 from .schedule import Segment, expected_count
 from .slo import SLOSpec
 from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message
@@ -109,6 +110,8 @@ class Rollout:
         self._verdict: Verdict | None = None
         self._failure: str | None = None
         self._closed = False
+        self._eval_at = 0.0
+        self._scrape_interval = 1.0
 
     # -- public API -----------------------------------------------------------
 
@@ -178,6 +181,11 @@ class Rollout:
             segments.append(Segment(spec.ramp_s, 0.0, rps))
         segments.append(Segment(None, rps, rps))
         start_at = time.time() + 0.5
+        baseline_at = start_at + spec.ramp_s
+        between_at = baseline_at + spec.hold_s
+        phases = [("baseline", baseline_at), ("between", between_at)]
+        if spec.ramp_s > 0:
+            phases.insert(0, ("ramp", start_at))
         total = spec.ramp_s + spec.hold_s + settings.upgrade_timeout_s + spec.after_s + 30.0
         template = Plan(
             url=self.platform.url + spec.path,
@@ -189,6 +197,7 @@ class Rollout:
             body=spec.body,
             timeout_s=spec.timeout_s,
             max_requests=math.ceil(rps / size * total * 1.1) + 1000,
+            phases=tuple(phases),
         )
         try:
             engines = fleet.begin(template, segments)
@@ -197,8 +206,8 @@ class Rollout:
             raise
         self._load = _Load(fleet=fleet, segments=tuple(segments), start_at=start_at, engines=engines)
         if spec.ramp_s > 0:
-            self._run_phase("ramp", start_at, start_at + spec.ramp_s)
-        self._run_phase("baseline", start_at + spec.ramp_s, start_at + spec.ramp_s + spec.hold_s)
+            self._run_phase("ramp", start_at, baseline_at)
+        self._run_phase("baseline", baseline_at, between_at)
 
     def upgrade(
         self,
@@ -238,19 +247,27 @@ class Rollout:
         self._upgraded = True
         start = time.time()
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
+        failure: str | None = None
         try:
+            self._load.fleet.announce("upgrade", start)
             result = self.config.hook.pytest_rollout_upgrade(
-                rollout=self, platform=self.platform, target=target, max_surge=max_surge,
+                rollout=self,
+                platform=self.platform,
+                target=target,
+                max_surge=max_surge,
                 max_unavailable=max_unavailable,
             )
             self._check_fleet("upgrade")
         except (UpgradeFailed, FleetError) as exc:
-            end = time.time()
-            self._end_phase("upgrade", start, end)
-            self._fail(str(exc))
-        end = time.time() if result is None else result.end
+            failure = str(exc)
+        if failure is not None:
+            self._end_phase("upgrade", start, time.time())
+            self._fail(failure)
+        end = time.time() if result is None else max(start, min(result.end, time.time()))
         self._end_phase("upgrade", start, end)
         self._target = target
+        self._load.fleet.announce("after", end)
+        self._load.fleet.announce("tail", end + self.spec.after_s)
         self._run_phase("after", end, end + self.spec.after_s)
 
     def verify(self) -> Verdict:
@@ -266,12 +283,27 @@ class Rollout:
 
     # -- internals ------------------------------------------------------------
 
-    def _target_spec(self, command: Any, replicas: Any, ready_path: Any, env: Any, ready_timeout: Any,
-                     grace_period: Any, cwd: Any, what: str) -> TargetSpec:
+    def _target_spec(
+        self,
+        command: Any,
+        replicas: Any,
+        ready_path: Any,
+        env: Any,
+        ready_timeout: Any,
+        grace_period: Any,
+        cwd: Any,
+        what: str,
+    ) -> TargetSpec:
         self._versions += 1
         return TargetSpec.build(
-            command, version=f"v{self._versions}", replicas=replicas, ready_path=ready_path, env=env,
-            ready_timeout=ready_timeout, grace_period=grace_period, cwd=cwd if cwd is not None else self.config.rootpath,
+            command,
+            version=f"v{self._versions}",
+            replicas=replicas,
+            ready_path=ready_path,
+            env=env,
+            ready_timeout=ready_timeout,
+            grace_period=grace_period,
+            cwd=cwd if cwd is not None else self.config.rootpath,
             what=what,
         )
 
@@ -281,17 +313,21 @@ class Rollout:
             config=self.config, name=name, run_dir=self.run_dir, procs=self.procs
         )
         if platform is None:
-            raise RolloutUsageError(f"no platform called {name!r}: use --rollout-platform local, or install a "
-                                    "plugin that provides it")
+            raise RolloutUsageError(
+                f"no platform called {name!r}: use --rollout-platform local, or install a plugin that provides it"
+            )
         return platform  # type: ignore[no-any-return]
 
     def _run_phase(self, name: str, start: float, end: float) -> None:
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase=name, at=start)
+        failure: str | None = None
         try:
             self._hold_until(end, name)
         except FleetError as exc:
+            failure = str(exc)
+        if failure is not None:
             self._end_phase(name, start, time.time())
-            self._fail(str(exc))
+            self._fail(failure)
         self._end_phase(name, start, end)
 
     def _end_phase(self, name: str, start: float, end: float) -> None:
@@ -324,35 +360,38 @@ class Rollout:
         pytest.fail(verdict.message(self.nodeid), pytrace=False)
 
     def _finish_load(self) -> None:
+        """Stop the load, let requests in flight end, and wait until Prometheus has scraped the final counts."""
         load = self._load
         if load is None or load.stopped:
             return
         load.stopped = True
         try:
-            end = self.phases[-1].end if self.phases else time.time()
-            self._await_scrape_after(end)
             load.fleet.stop_load()
+            load.fleet.drain(settle_s=self.spec.timeout_s + 2.0)
+            drained = time.time()
+            self._await_scrape_after(drained)
+            self._eval_at = time.time()
             if not load.fleet.dead():
                 load.totals = load.fleet.totals()
         finally:
             load.fleet.shutdown()
             remove_targets(self.session.sd_dir, self.run_id)
 
-    def _await_scrape_after(self, end: float) -> None:
-        """Wait (bounded) until Prometheus holds a sample of every worker newer than *end*."""
+    def _await_scrape_after(self, after: float) -> None:
+        """Wait (bounded) until Prometheus holds a sample of every worker newer than *after*."""
         try:
             client, _ = self.session.prometheus()
         except RolloutError:
             return
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 5.0 * self._scrape_interval + 5.0
         while time.monotonic() < deadline:
             try:
                 rows = client.query(last_scrape(self.run_id), time.time())
             except PrometheusError:
                 return
-            if self._load and len(rows) >= self._load.fleet.size and min(v for _, v in rows) > end:
+            if self._load and len(rows) >= self._load.fleet.size and min(v for _, v in rows) > after:
                 return
-            time.sleep(0.25)
+            time.sleep(0.1)
 
     def _judge(self) -> Verdict:
         if self._verdict is not None:
@@ -373,23 +412,27 @@ class Rollout:
         load = self._load
         assert load is not None
         quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in self.spec.latency_bounds()})
-        queries = phase_queries(self.run_id, phase.end - phase.start, quantiles)
+        queries = phase_queries(self.run_id, phase.name, phase.end - phase.start, quantiles)
         asked = expected_count(load.segments, phase.start - load.start_at, phase.end - load.start_at)
-        own_requests: int | None = None
-        own_errors: int | None = None
-        if load.totals is not None:
-            own_requests, own_errors = load.totals.window(phase.start, phase.end)
+        own = load.totals.phase(phase.name) if load.totals is not None else None
         base = dict(
-            phase=phase.name, start=phase.start, end=phase.end, asked_requests=asked,
-            workers_expected=load.fleet.size or len(load.engines), fleet_requests=own_requests,
-            fleet_errors=own_errors, queries=queries.all(),
+            phase=phase.name,
+            start=phase.start,
+            end=phase.end,
+            asked_requests=asked,
+            workers_expected=load.fleet.size,
+            fleet_requests=own[0] if own else None,
+            fleet_errors=own[1] if own else None,
+            queries=queries.all(),
+            scrape_interval_s=self._scrape_interval,
         )
         try:
             client, _ = self.session.prometheus()
-            at = phase.end
+            at = self._eval_at or time.time()
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
-            samples = [int(v) for _, v in client.query(queries.samples, at)]
+            late = client.scalar(queries.late, at) or 0.0
+            samples = [int(v) for _, v in client.query(queries.samples, phase.end)]
             quantile_ms = {}
             for q, expr in queries.quantiles.items():
                 value = client.scalar(expr, at)
@@ -397,8 +440,13 @@ class Rollout:
         except RolloutError as exc:
             return PhaseMeasurement(requests=None, problem=str(exc), **base)  # type: ignore[arg-type]
         return PhaseMeasurement(
-            requests=requests, by_class=by_class, quantiles_ms=quantile_ms, workers_seen=len(samples),
-            min_samples=min(samples) if samples else 0, **base,  # type: ignore[arg-type]
+            requests=requests,
+            by_class=by_class,
+            late=late,
+            quantiles_ms=quantile_ms,
+            workers_seen=len(samples),
+            min_samples=min(samples) if samples else 0,
+            **base,  # type: ignore[arg-type]
         )
 
     def to_json(self, outcome: str) -> dict[str, Any]:
@@ -406,6 +454,7 @@ class Rollout:
         verdict = self._verdict
         phases: dict[str, Any] = {}
         for m in verdict.phases if verdict else ():
+
             def num(x: float | None) -> float | None:
                 return None if x is None or math.isnan(x) else round(x, 6)
 
@@ -417,6 +466,7 @@ class Rollout:
                 "error_rate": num(m.error_rate) if m.requests else None,
                 **{f"p{_qkey(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
                 "requests": None if m.requests is None else round(m.requests),
+                "late": round(m.late),
                 "errors": None if m.requests is None else round(m.errors),
                 "errors_by_class": {k: round(v) for k, v in m.by_class.items() if k != "ok"},
                 "fleet_requests": m.fleet_requests,
@@ -462,4 +512,3 @@ class Rollout:
 
 def _qkey(q: float) -> str:
     return f"{q * 100:g}".replace(".", "")
-

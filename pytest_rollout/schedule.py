@@ -9,8 +9,8 @@ closed form, so long runs do not drift. Pure logic, no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 __all__ = ["Segment", "arrivals", "expected_count", "split_rate"]
 

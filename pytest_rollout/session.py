@@ -90,8 +90,9 @@ class RolloutSession:
 
     def close(self) -> None:
         if self.settings.keep and self._prometheus is not None:
-            self.kept.append(f"Prometheus: {self._prometheus.url} (pid {self._prometheus.process.pid}), "
-                             f"data in {self.root}")
+            self.kept.append(
+                f"Prometheus: {self._prometheus.url} (pid {self._prometheus.process.pid}), data in {self.root}"
+            )
             return
         if self._procs is not None:
             self.problems.extend(self._procs.stop_all())

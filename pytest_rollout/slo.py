@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import SLOSpecError
 
@@ -137,9 +138,7 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
     Raises :class:`SLOSpecError` naming the offending argument.
     """
     if len(args) > 1:
-        raise SLOSpecError(
-            f"takes one positional argument (rps), got {len(args)}: pass the others by keyword", None
-        )
+        raise SLOSpecError(f"takes one positional argument (rps), got {len(args)}: pass the others by keyword", None)
     values = dict(kwargs)
     if args:
         if "rps" in values:
@@ -178,7 +177,9 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
     if hold_s <= 0:
         raise SLOSpecError(f"hold={values['hold']!r} must be longer than 0: it is the steady baseline phase", "hold")
     if after_s <= 0:
-        raise SLOSpecError(f"after={values['after']!r} must be longer than 0: it is the steady phase after the upgrade", "after")
+        raise SLOSpecError(
+            f"after={values['after']!r} must be longer than 0: it is the steady phase after the upgrade", "after"
+        )
     timeout_s = parse_duration(values.get("timeout", DEFAULT_TIMEOUT_S), "timeout")
     if timeout_s <= 0:
         raise SLOSpecError(f"timeout={values['timeout']!r} must be longer than 0", "timeout")

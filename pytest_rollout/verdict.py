@@ -4,11 +4,13 @@ The gate fails closed. For each phase, before any SLO is judged, the
 evidence is checked; when it falls short every SLO of that phase is
 ``insufficient data``, which fails the test. The minimum evidence:
 
-- Prometheus has series from every worker of the run for the phase, with at
-  least ``max(2, 0.5 * phase_length / scrape_interval)`` samples each
+- Prometheus scraped every worker of the run successfully at least
+  ``max(2, 0.5 * phase_length / scrape_interval)`` times during the phase
   (at most half the scrapes may be missed);
-- the request count from Prometheus agrees with the fleet's own count within
-  :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests, whichever is larger;
+- the phase's request count in Prometheus agrees with the fleet's own count
+  within :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests, whichever is
+  larger. Both count the requests *due* in the phase, so they agree exactly
+  unless Prometheus lost data;
 - ``error_rate <= B`` needs at least ``ceil(3 / B)`` requests in the phase
   (with no errors in n requests, 3/n is the 95% upper confidence bound: the
   "rule of three"); a bound of 0 needs at least 100 requests and no errors;
@@ -16,17 +18,19 @@ evidence is checked; when it falls short every SLO of that phase is
   (ten requests in the tail beyond it): 20 for p50, 100 for p90, 1,000 for p99,
   10,000 for p99.9.
 
-Load: in ``baseline``, ``upgrade`` and ``after`` the rate held (requests sent,
-from Prometheus, over the phase's length) must be at least ``min_load`` times
-the rate asked; in ``ramp``, at least ``min_load`` times the requests the ramp
-schedule asked for.
+Load: a request is *held* when it was sent within 50 ms of when it was due
+(not late, not dropped). In ``baseline``, ``upgrade`` and ``after`` the held
+rate (held requests over the phase's length) must be at least ``min_load``
+times the rate asked; in ``ramp``, at least ``min_load`` times the rate the
+ramp schedule asked for on average.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .slo import SLOSpec
 
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 #: Largest relative disagreement allowed between Prometheus and the fleet's own count.
-CROSS_CHECK_TOLERANCE = 0.05
+CROSS_CHECK_TOLERANCE = 0.01
 STEADY_PHASES = ("baseline", "upgrade", "after")
 
 
@@ -61,8 +65,9 @@ class PhaseMeasurement:
     start: float
     end: float
     asked_requests: float  # what the schedule asked for in this window (all workers)
-    requests: float | None  # Prometheus: requests that ended in the window, all classes
+    requests: float | None  # Prometheus: requests due in the phase, all outcome classes
     by_class: Mapping[str, float] = field(default_factory=dict)
+    late: float = 0.0  # Prometheus: requests sent more than 50 ms after they were due
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0
@@ -82,13 +87,13 @@ class PhaseMeasurement:
         return sum(v for k, v in self.by_class.items() if k != "ok")
 
     @property
-    def sent(self) -> float:
-        """Requests actually sent: all outcomes but ``dropped`` (never left the worker)."""
-        return (self.requests or 0.0) - self.by_class.get("dropped", 0.0)
+    def held(self) -> float:
+        """Requests sent on time: all but the ``dropped`` (never sent) and the late."""
+        return max(0.0, (self.requests or 0.0) - self.by_class.get("dropped", 0.0) - self.late)
 
     @property
     def held_rps(self) -> float:
-        return self.sent / self.duration
+        return self.held / self.duration
 
     @property
     def asked_rps(self) -> float:
@@ -130,11 +135,11 @@ def _evidence_problem(m: PhaseMeasurement) -> str | None:
     if m.requests is None or m.workers_seen == 0:
         return "Prometheus has no samples of the fleet for this phase"
     if m.workers_seen < m.workers_expected:
-        return f"Prometheus has samples from {m.workers_seen} of {m.workers_expected} workers"
+        return f"Prometheus scraped {m.workers_seen} of {m.workers_expected} workers during the phase"
     needed = max(2, math.floor(0.5 * m.duration / m.scrape_interval_s))
     if m.min_samples < needed:
         return (
-            f"Prometheus holds only {m.min_samples} samples of some worker over {m.duration:.1f}s "
+            f"Prometheus scraped some worker only {m.min_samples} times in {m.duration:.1f}s "
             f"(scrape interval {m.scrape_interval_s:g}s; at least {needed} needed): scrapes were missed"
         )
     if m.fleet_requests is None:
@@ -225,11 +230,17 @@ def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement) -> Ver
     requests = m.requests or 0.0
     if requests < needed:
         return VerdictEntry(
-            key, m.phase, value, bound, False,
+            key,
+            m.phase,
+            value,
+            bound,
+            False,
             f"insufficient data: {requests:.0f} requests are too few to judge p{_qname(q)} (need at least {needed})",
         )
     if value is None or math.isnan(value):
-        return VerdictEntry(key, m.phase, None, bound, False, "insufficient data: Prometheus returned no latency quantile")
+        return VerdictEntry(
+            key, m.phase, None, bound, False, "insufficient data: Prometheus returned no latency quantile"
+        )
     if value <= bound:
         return VerdictEntry(key, m.phase, value, bound, True)
     return VerdictEntry(key, m.phase, value, bound, False, f"p{_qname(q)} latency {value:.1f} ms exceeds {bound:g} ms")
@@ -245,7 +256,11 @@ def failure_message(entries: Sequence[VerdictEntry]) -> str:
     for e in entries:
         if e.passed:
             continue
-        measured = "n/a" if e.measured is None or (isinstance(e.measured, float) and math.isnan(e.measured)) else _fmt(e.slo, e.measured)
+        measured = (
+            "n/a"
+            if e.measured is None or (isinstance(e.measured, float) and math.isnan(e.measured))
+            else _fmt(e.slo, e.measured)
+        )
         bound = "n/a" if e.bound is None else _fmt(e.slo, e.bound)
         op = ">=" if e.slo == "rps" else "<="
         lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {op} {bound}: {e.reason}")

@@ -9,6 +9,7 @@ stop, or on SIGTERM.
 Control API (JSON over HTTP, served on the worker's own event loop):
 
 - ``POST /start``  the plan (see :class:`Plan`); load begins at ``start_at``.
+- ``POST /phase``  ``{"name", "at"}``: requests due from Unix time ``at`` count for phase ``name``.
 - ``POST /stop``   stop sending; requests in flight finish or time out.
 - ``GET /totals``  the worker's own counts (the cross-check for Prometheus).
 - ``GET /metrics`` Prometheus exposition (prometheus-client).
@@ -25,14 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import signal
 import sys
 import time
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from .histogram import BOUNDS, Histogram
 from .schedule import Segment, arrivals
@@ -44,8 +46,8 @@ CLASSES: tuple[str, ...] = ("ok", "http_4xx", "http_5xx", "timeout", "connection
 ERROR_CLASSES: tuple[str, ...] = CLASSES[1:]
 _OK, _4XX, _5XX, _TIMEOUT, _CONN, _DROPPED = range(len(CLASSES))
 
-#: Width of the worker's own time bins (seconds), used for per-phase totals.
-BIN_S = 0.1
+#: A request sent more than this many seconds after it was due is late: not "held".
+LATE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ class Plan:
     timeout_s: float = 5.0
     phase: float = 0.0
     max_requests: int = 10_000_000
-    max_inflight: int = 1024
-    connections: int = 64
+    max_inflight: int = 1024  # requests in flight at most; more are counted as dropped
+    connections: int = 0  # keep-alive connections at most; 0: as many as max_inflight (open loop)
+    phases: tuple[tuple[str, float], ...] = ()  # (name, Unix start), in order
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -80,7 +83,8 @@ class Plan:
             phase=float(data.get("phase", 0.0)),
             max_requests=int(data.get("max_requests", 10_000_000)),
             max_inflight=int(data.get("max_inflight", 1024)),
-            connections=int(data.get("connections", 64)),
+            connections=int(data.get("connections", 0)),
+            phases=tuple((str(n), float(t)) for n, t in data.get("phases", ())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -97,54 +101,92 @@ class Plan:
             "max_requests": self.max_requests,
             "max_inflight": self.max_inflight,
             "connections": self.connections,
+            "phases": [[n, t] for n, t in self.phases],
+        }
+
+
+class PhaseStats:
+    """Counts for the requests *due* in one phase."""
+
+    __slots__ = ("by_class", "hist", "late")
+
+    def __init__(self) -> None:
+        self.by_class = [0] * len(CLASSES)
+        self.hist = Histogram()
+        self.late = 0
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.by_class),
+            "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
+            "errors": sum(self.by_class[1:]),
+            "late": self.late,
+            "histogram": self.hist.to_list(),
+            "latency_sum_s": self.hist.sum,
         }
 
 
 class WorkerStats:
     """Counters a worker keeps in-process: no locks, no label look-ups.
 
-    ``bins`` maps a completion-time bin (Unix seconds // :data:`BIN_S`) to
-    ``[requests, errors]`` so the controller can total any time window.
+    Every request is attributed to the phase in which it was *due* (not the one
+    in which it ended), so per-phase totals are exact whatever the scrape
+    timing. Phase starts arrive with the plan or later through ``POST /phase``;
+    requests due before the first phase count under ``"-"``.
     """
 
-    __slots__ = ("by_class", "hist", "bins", "scheduled", "late", "max_lag", "inflight", "max_inflight_seen")
+    __slots__ = (
+        "phase_times",
+        "phase_stats",
+        "phase_names",
+        "scheduled",
+        "late",
+        "max_lag",
+        "inflight",
+        "max_inflight_seen",
+        "total",
+    )
 
     def __init__(self) -> None:
-        self.by_class = [0] * len(CLASSES)
-        self.hist = Histogram()
-        self.bins: dict[int, list[int]] = {}
+        self.phase_times: list[float] = [-math.inf]  # loop times, ascending
+        self.phase_stats: list[PhaseStats] = [PhaseStats()]
+        self.phase_names: list[str] = ["-"]
         self.scheduled = 0
         self.late = 0
         self.max_lag = 0.0
         self.inflight = 0
         self.max_inflight_seen = 0
+        self.total = 0
 
-    def record(self, klass: int, wall_now: float, latency: float | None) -> None:
-        self.by_class[klass] += 1
+    def add_phase(self, name: str, loop_start: float) -> None:
+        """Requests due at or after *loop_start* (loop time) count for phase *name*."""
+        if name in self.phase_names:
+            raise ValueError(f"phase {name!r} already started")
+        if loop_start < self.phase_times[-1]:
+            raise ValueError(f"phase {name!r} starts before phase {self.phase_names[-1]!r}")
+        self.phase_times.append(loop_start)
+        self.phase_stats.append(PhaseStats())
+        self.phase_names.append(name)
+
+    def phase_of(self, due: float) -> PhaseStats:
+        return self.phase_stats[bisect_right(self.phase_times, due) - 1]
+
+    def record(self, klass: int, due: float, latency: float | None) -> None:
+        stats = self.phase_of(due)
+        stats.by_class[klass] += 1
         if latency is not None:
-            self.hist.observe(latency)
-        key = int(wall_now / BIN_S)
-        cell = self.bins.get(key)
-        if cell is None:
-            cell = self.bins[key] = [0, 0]
-        cell[0] += 1
-        if klass:
-            cell[1] += 1
+            stats.hist.observe(latency)
+        self.total += 1
 
     def totals(self) -> dict[str, Any]:
         return {
-            "requests": sum(self.by_class),
-            "by_class": dict(zip(CLASSES, self.by_class)),
-            "errors": sum(self.by_class[1:]),
+            "requests": self.total,
             "scheduled": self.scheduled,
             "late": self.late,
             "max_lag_s": self.max_lag,
             "inflight": self.inflight,
             "max_inflight_seen": self.max_inflight_seen,
-            "histogram": self.hist.to_list(),
-            "latency_sum_s": self.hist.sum,
-            "bin_s": BIN_S,
-            "bins": {str(k): v for k, v in self.bins.items()},
+            "phases": {name: st.totals() for name, st in zip(self.phase_names, self.phase_stats, strict=False)},
         }
 
 
@@ -161,24 +203,36 @@ class AiohttpEngine:
 
     name = "aiohttp"
 
-    def __init__(self, plan: Plan, stats: WorkerStats, wall_offset: float) -> None:
+    def __init__(self, plan: Plan, stats: WorkerStats) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
         self.plan = plan
         self.stats = stats
-        self.wall_offset = wall_offset
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         aiohttp = self._aiohttp
-        connector = aiohttp.TCPConnector(limit=self.plan.connections, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
+        limit = self.plan.connections or self.plan.max_inflight
+        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),
             auto_decompress=False,
             raise_for_status=False,
         )
+        # aiohttp silently re-sends an idempotent request once when a reused
+        # keep-alive connection fails: exactly the failure a rollout gate must
+        # see (a replica killed with requests in flight). aiohttp has no public
+        # switch; its own test client turns it off the same way.
+        if not hasattr(session, "_retry_connection"):
+            await session.close()
+            raise RuntimeError(
+                f"aiohttp {aiohttp.__version__}: cannot turn off its silent retry of failed requests "
+                "(ClientSession._retry_connection is gone); pin aiohttp<4 or report this to pytest-rollout"
+            )
+        session._retry_connection = False
+        self.session = session
 
     async def close(self) -> None:
         if self.session is not None:
@@ -195,14 +249,13 @@ class AiohttpEngine:
             async with self.session.request(plan.method, plan.url, headers=plan.headers, data=plan.body) as resp:
                 await resp.read()
                 klass = classify_status(resp.status)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             klass = _TIMEOUT
         except (aiohttp.ClientError, OSError):
             klass = _CONN
         finally:
             stats.inflight -= 1
-        now = loop_time()
-        stats.record(klass, now + self.wall_offset, now - due)
+        stats.record(klass, due, loop_time() - due)
 
 
 class Worker:
@@ -216,6 +269,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self.target_rps = 0.0
+        self.wall_offset = 0.0  # Unix time minus loop time, set at start
 
     async def start(self, plan: Plan) -> None:
         if self.state != "idle":
@@ -223,13 +277,20 @@ class Worker:
         loop = asyncio.get_running_loop()
         wall_offset = time.time() - loop.time()
         self.plan = plan
-        self.engine = AiohttpEngine(plan, self.stats, wall_offset)
+        self.wall_offset = wall_offset
+        for name, at in plan.phases:
+            self.stats.add_phase(name, at - wall_offset)
+        self.engine = AiohttpEngine(plan, self.stats)
         await self.engine.open()
         self.state = "running"
         self._task = loop.create_task(self._generate(plan, plan.start_at - wall_offset))
 
     async def stop(self) -> None:
         self._stopped = True
+
+    def start_phase(self, name: str, at: float) -> None:
+        """Requests due from Unix time *at* on count for phase *name*."""
+        self.stats.add_phase(name, at - self.wall_offset)
 
     async def _generate(self, plan: Plan, loop_start: float) -> None:
         loop = asyncio.get_running_loop()
@@ -259,12 +320,13 @@ class Worker:
                 lag = now - due
                 if lag > stats.max_lag:
                     stats.max_lag = lag
-                if lag > 0.01:
+                if lag > LATE_S:
                     stats.late += 1
+                    stats.phase_of(due).late += 1
                 count += 1
                 stats.scheduled += 1
                 if stats.inflight >= max_inflight:
-                    stats.record(_DROPPED, now + engine.wall_offset, None)
+                    stats.record(_DROPPED, due, None)
                     continue
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
@@ -303,25 +365,35 @@ class _Collector:
 
         stats = self.worker.stats
         requests = CounterMetricFamily(
-            "rollout_requests", "Requests completed by this worker, by outcome class.", labels=["class"]
+            "rollout_requests",
+            "Requests completed, by the phase in which they were due and by outcome class.",
+            labels=["phase", "class"],
         )
-        for name, value in zip(CLASSES, stats.by_class):
-            requests.add_metric([name], value)
-        yield requests
-        cumulative = stats.hist.cumulative()
-        buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative)]
-        buckets.append(("+Inf", float(cumulative[-1])))
+        late = CounterMetricFamily(
+            "rollout_late", f"Requests sent more than {LATE_S * 1000:g} ms after they were due.", labels=["phase"]
+        )
         hist = HistogramMetricFamily(
             "rollout_request_duration_seconds",
             "Latency from each request's scheduled start to its end (coordinated omission corrected).",
+            labels=["phase"],
         )
-        hist.add_metric([], buckets, stats.hist.sum)
+        for name, phase in zip(stats.phase_names, stats.phase_stats, strict=False):
+            for klass, value in zip(CLASSES, phase.by_class, strict=False):
+                requests.add_metric([name, klass], value)
+            late.add_metric([name], phase.late)
+            cumulative = phase.hist.cumulative()
+            buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            hist.add_metric([name], buckets, phase.hist.sum)
+        yield requests
+        yield late
         yield hist
         yield CounterMetricFamily("rollout_scheduled", "Requests that fell due.", value=stats.scheduled)
-        yield CounterMetricFamily("rollout_late", "Requests sent more than 10 ms after they were due.", value=stats.late)
         yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)
         yield GaugeMetricFamily("rollout_max_lag_seconds", "Largest send lag seen so far.", value=stats.max_lag)
-        yield GaugeMetricFamily("rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps)
+        yield GaugeMetricFamily(
+            "rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps
+        )
 
 
 def _le(bound: float) -> str:
@@ -345,6 +417,14 @@ async def _serve(host: str, port: int) -> None:
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({"state": worker.state, "engine": worker.engine.name if worker.engine else None})
 
+    async def phase(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            worker.start_phase(str(data["name"]), float(data["at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({"phases": worker.stats.phase_names})
+
     async def stop(request: web.Request) -> web.Response:
         await worker.stop()
         return web.json_response({"state": worker.state})
@@ -363,7 +443,7 @@ async def _serve(host: str, port: int) -> None:
                 "engine": worker.engine.name if worker.engine else None,
                 "inflight": stats.inflight,
                 "scheduled": stats.scheduled,
-                "requests": sum(stats.by_class),
+                "requests": stats.total,
                 "max_lag_s": stats.max_lag,
                 "pid": os.getpid(),
             }
@@ -379,6 +459,7 @@ async def _serve(host: str, port: int) -> None:
     app = web.Application()
     app.router.add_post("/start", start)
     app.router.add_post("/stop", stop)
+    app.router.add_post("/phase", phase)
     app.router.add_post("/quit", quit_)
     app.router.add_get("/totals", totals)
     app.router.add_get("/status", status)
@@ -399,7 +480,7 @@ async def _serve(host: str, port: int) -> None:
     if worker._task is not None:
         try:
             await asyncio.wait_for(worker._task, timeout=(worker.plan.timeout_s if worker.plan else 0) + 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     await runner.cleanup()
 

@@ -1,0 +1,78 @@
+"""The real HAProxy behind the local platform: runtime API and kube-proxy-like strictness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import start_app
+
+from pytest_rollout.errors import ProcessStartError
+from pytest_rollout.haproxy import HAProxy, render_config
+from pytest_rollout.procs import ProcessSet, free_port, http_get
+
+pytestmark = pytest.mark.usefixtures("needs_haproxy")
+
+
+def test_config_is_strict() -> None:
+    text = render_config(
+        socket_path=Path("/tmp/x.sock"), port=1, metrics_port=2, ready_path="/ready", server_timeout_s=5
+    )
+    assert "retries 0" in text and "retry-on none" in text and "no option redispatch" in text
+    assert "option httpchk GET /ready" in text
+    assert "bind 127.0.0.1:1" in text
+
+
+def test_add_take_out_remove(tmp_path: Path) -> None:
+    procs = ProcessSet(tmp_path)
+    lb = HAProxy(procs, tmp_path, ready_path="/healthz")
+    try:
+        lb.start()
+        assert http_get("127.0.0.1", lb.port, "/")[0] == 503  # no server yet
+        a = start_app(procs, "a", "--version", "A", "--delay-ms", "0")
+        b = start_app(procs, "b", "--version", "B", "--delay-ms", "0")
+        lb.add_server("a", a)
+        lb.add_server("b", b)
+        bodies = {http_get("127.0.0.1", lb.port, "/")[1] for _ in range(6)}
+        assert bodies == {b"hello from vA\n", b"hello from vB\n"}
+        lb.take_out("a")
+        assert {http_get("127.0.0.1", lb.port, "/")[1] for _ in range(6)} == {b"hello from vB\n"}
+        assert lb.servers()["a"].status == "MAINT"
+        assert lb.remove_server("a")
+        assert "a" not in lb.servers()
+        status, body = http_get("127.0.0.1", lb.metrics_port, "/metrics")
+        assert status == 200 and b"haproxy_server_" in body
+    finally:
+        procs.stop_all()
+
+
+def test_no_retry_hides_a_dead_server(tmp_path: Path) -> None:
+    """A server that dies while in rotation costs errors: HAProxy must not retry elsewhere."""
+    procs = ProcessSet(tmp_path)
+    lb = HAProxy(procs, tmp_path, ready_path="/healthz")
+    try:
+        lb.start()
+        good = start_app(procs, "good", "--delay-ms", "0")
+        lb.add_server("good", good)
+        lb.add_server("dead", free_port())  # nothing listens there
+        statuses = [http_get("127.0.0.1", lb.port, "/")[0] for _ in range(10)]
+        assert 200 in statuses and 503 in statuses
+    finally:
+        procs.stop_all()
+
+
+def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
+    procs = ProcessSet(tmp_path)
+    try:
+        taken = start_app(procs, "squatter", "--delay-ms", "0")
+        lb = HAProxy(procs, tmp_path, ready_path="/healthz")
+        with pytest.raises(ProcessStartError, match=f"port {taken} on 127.0.0.1 is already taken"):
+            lb.start(port=taken)
+    finally:
+        procs.stop_all()
+
+
+def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
+    lb = HAProxy(ProcessSet(tmp_path), tmp_path, ready_path="/healthz", binary="no-such-haproxy")
+    with pytest.raises(ProcessStartError, match="apt-get install haproxy"):
+        lb.start()

@@ -1,0 +1,32 @@
+"""PromQL building."""
+
+from __future__ import annotations
+
+from pytest_rollout.promql import escape, last_scrape, phase_queries, window
+
+
+def test_window_in_milliseconds() -> None:
+    assert window(12.3456) == "12346ms"
+    assert window(0) == "1ms"
+
+
+def test_escape() -> None:
+    assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_phase_queries() -> None:
+    q = phase_queries("run1", "upgrade", 4.5, [0.5, 0.99])
+    assert q.requests == 'sum(rollout_requests_total{run="run1",phase="upgrade"})'
+    assert q.by_class == 'sum by (class) (rollout_requests_total{run="run1",phase="upgrade"})'
+    assert q.late == 'sum(rollout_late_total{run="run1",phase="upgrade"})'
+    assert q.samples == 'sum_over_time(up{run="run1",worker!=""}[4500ms])'
+    assert q.quantiles[0.99] == (
+        'histogram_quantile(0.99, sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"}))'
+    )
+    assert set(q.all()) == {"requests", "by_class", "late", "samples", "quantile_0.5", "quantile_0.99"}
+
+
+def test_label_values_are_escaped() -> None:
+    q = phase_queries('x"}', "p", 1, [])
+    assert 'run="x\\"}"' in q.requests
+    assert last_scrape("r") == 'timestamp(rollout_scheduled_total{run="r"})'
