@@ -15,6 +15,7 @@ HAProxy considers a freshly enabled server up before its first check.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -31,7 +32,7 @@ BACKEND = "target"
 
 def render_config(
     *,
-    socket_path: Path,
+    socket_path: Path | str,
     port: int,
     metrics_port: int,
     ready_path: str,
@@ -44,7 +45,7 @@ def render_config(
 global
     maxconn {maxconn}
     nbthread 1
-    stats socket {socket_path} mode 600 level admin
+    stats socket unix@{socket_path} mode 600 level admin
     stats timeout 30s
 
 defaults
@@ -102,6 +103,7 @@ class HAProxy:
         self.binary = binary
         self.server_timeout_s = server_timeout_s
         self.socket_path = run_dir / "haproxy.sock"
+        self._dir_fd: int | None = None
         self.port = 0
         self.metrics_port = 0
         self.process: ManagedProcess | None = None
@@ -128,14 +130,16 @@ class HAProxy:
         config = self.run_dir / "haproxy.cfg"
         config.write_text(
             render_config(
-                socket_path=self.socket_path,
+                # relative to HAProxy's working directory (the run directory): a Unix socket
+                # path may not exceed ~100 bytes, and a user's TMPDIR can make it longer
+                socket_path=self.socket_path.name,
                 port=self.port,
                 metrics_port=self.metrics_port,
                 ready_path=self.ready_path,
                 server_timeout_s=self.server_timeout_s,
             )
         )
-        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)])
+        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)], cwd=self.run_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():
@@ -153,12 +157,21 @@ class HAProxy:
             f"HAProxy did not open its admin socket within {timeout:.0f}s:\n{self.process.log_tail()}"
         )
 
+    def _connect_path(self) -> str:
+        path = str(self.socket_path)
+        if len(path.encode()) < 100:
+            return path
+        # too long for sockaddr_un: reach it through a descriptor of its directory (Linux)
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.run_dir, os.O_PATH)
+        return f"/proc/self/fd/{self._dir_fd}/{self.socket_path.name}"
+
     def command(self, line: str, timeout: float = 5.0) -> str:
         """Send one runtime API command and return HAProxy's answer."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
-                sock.connect(str(self.socket_path))
+                sock.connect(self._connect_path())
                 sock.sendall(line.encode() + b"\n")
                 chunks = []
                 while True:
@@ -221,3 +234,6 @@ class HAProxy:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=2.0)
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None

@@ -284,6 +284,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 terminalreporter.write_line(line)
     for problem in rollout_session.problems:
         terminalreporter.write_line(f"rollout clean-up: {problem}", yellow=True)
+    for line in rollout_session.reaped:
+        terminalreporter.write_line(f"rollout: stopped {line}", yellow=True)
     if rollout_session.settings.keep and rollout_session.kept:
         terminalreporter.section("rollout: left running (--rollout-keep)")
         for line in rollout_session.kept:

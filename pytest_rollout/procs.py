@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import ProcessStartError
 
-__all__ = ["ManagedProcess", "ProcessSet", "free_port", "http_get", "proc_start_time"]
+__all__ = ["ManagedProcess", "ProcessSet", "free_port", "http_get", "proc_start_time", "reap_stale_runs"]
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -169,7 +169,8 @@ class ProcessSet:
     def _save(self) -> None:
         data = [{"name": p.name, "pid": p.pid, "start_time": p.start_time} for p in self.processes if p.alive()]
         tmp = self._record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"owner_pid": os.getpid(), "processes": data}))
+        owner = {"owner_pid": os.getpid(), "owner_start_time": proc_start_time(os.getpid())}
+        tmp.write_text(json.dumps({**owner, "processes": data}))
         tmp.replace(self._record)
 
     def forget(self, proc: ManagedProcess) -> None:
@@ -193,3 +194,56 @@ class ProcessSet:
         self.processes.clear()
         self._save()
         return problems
+
+
+RUN_PREFIX = "pytest-rollout-"
+
+
+def _alive_as_recorded(pid: int, start_time: int | None) -> bool:
+    return start_time is not None and proc_start_time(pid) == start_time
+
+
+def reap_stale_runs(temp_dir: str | os.PathLike[str] | None = None, grace: float = 3.0) -> list[str]:
+    """Stop what earlier runs that died (SIGKILL, say) left behind, and remove their directories.
+
+    A run directory is stale when the pytest process that owns it is gone. Only
+    the processes it recorded are stopped, each only if its PID still belongs to
+    the same process (same kernel start time). Returns one line per process stopped.
+    """
+    import shutil
+    import tempfile
+
+    base = Path(temp_dir or tempfile.gettempdir())
+    done: list[str] = []
+    for root in sorted(base.glob(RUN_PREFIX + "*")):
+        records = sorted(root.rglob("processes.json"))
+        if not root.is_dir() or not records:
+            continue
+        owners_alive = False
+        stale: list[tuple[str, int, int | None]] = []
+        for record in records:
+            try:
+                data = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            if _alive_as_recorded(int(data.get("owner_pid", 0)), data.get("owner_start_time")):
+                owners_alive = True
+                break
+            stale.extend((str(p["name"]), int(p["pid"]), p.get("start_time")) for p in data.get("processes", []))
+        if owners_alive:
+            continue
+        for name, pid, start_time in stale:
+            if not _alive_as_recorded(pid, start_time):
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline and _alive_as_recorded(pid, start_time):
+                    time.sleep(0.05)
+                if _alive_as_recorded(pid, start_time):
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            done.append(f"{name} (pid {pid}) left by an earlier run in {root}")
+        shutil.rmtree(root, ignore_errors=True)
+    return done

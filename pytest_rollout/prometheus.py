@@ -173,6 +173,25 @@ class PromClient:
                 raise PrometheusError(f"unexpected answer to {expr!r}: {series!r}") from exc
         return out
 
+    def samples(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """Evaluate a range-vector *expr* (``metric[5s]``) at *at*: the raw samples of each series."""
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        try:
+            result = self._conn.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:.0f}s"})
+        except PrometheusApiClientException as exc:
+            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {exc}") from exc
+        except requests.RequestException as exc:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
+        try:
+            return [
+                (dict(series.get("metric", {})), [(float(t), float(v)) for t, v in series.get("values", [])])
+                for series in result
+            ]
+        except (TypeError, ValueError) as exc:
+            raise PrometheusError(f"unexpected answer to {expr!r}: {result!r:.200}") from exc
+
     def scalar(self, expr: str, at: float) -> float | None:
         """The single value of *expr* at *at*, or None when the result is empty."""
         rows = self.query(expr, at)

@@ -5,8 +5,8 @@ The fleet's series carry the target labels ``run`` (one per test run) and
 it was *due*. So a phase's totals are the final values of its own series,
 read once every request of the phase has ended and been scraped: exact, not
 extrapolated from a time window that scrapes never align with. The one
-windowed query counts the successful scrapes of each worker during the
-phase, to catch a Prometheus that missed them.
+windowed query reads the raw ``up`` samples of each worker during the phase,
+to catch a Prometheus that missed scrapes.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[fl
         requests=f"sum({REQUESTS}{sel})",
         by_class=f"sum by (class) ({REQUESTS}{sel})",
         late=f"sum({LATE}{sel})",
-        samples=f'sum_over_time(up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}])',
+        samples=f'up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}]',
         quantiles={q: f"histogram_quantile({q:g}, sum by (le) ({LATENCY_BUCKETS}{sel}))" for q in quantiles},
     )
 

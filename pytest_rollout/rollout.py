@@ -33,7 +33,7 @@ from .prometheus import remove_targets, write_targets
 from .promql import last_scrape, phase_queries
 from .schedule import Segment, expected_count
 from .slo import SLOSpec
-from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message
+from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message, largest_gap
 from .worker import Plan
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class Rollout:
         self._closed = False
         self._eval_at = 0.0
         self._scrape_interval = 1.0
+        self._current: tuple[str, float] | None = None  # the phase under way, if any
 
     # -- public API -----------------------------------------------------------
 
@@ -246,6 +247,7 @@ class Rollout:
         resolve_surge(max_surge, max_unavailable, target.replicas)  # bad values fail before anything moves
         self._upgraded = True
         start = time.time()
+        self._current = ("upgrade", start)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
         failure: str | None = None
         try:
@@ -319,6 +321,7 @@ class Rollout:
         return platform  # type: ignore[no-any-return]
 
     def _run_phase(self, name: str, start: float, end: float) -> None:
+        self._current = (name, start)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase=name, at=start)
         failure: str | None = None
         try:
@@ -331,6 +334,7 @@ class Rollout:
         self._end_phase(name, start, end)
 
     def _end_phase(self, name: str, start: float, end: float) -> None:
+        self._current = None
         self.phases.append(Phase(name, start, end))
         self.config.hook.pytest_rollout_phase_end(rollout=self, phase=name, start=start, end=end)
 
@@ -432,20 +436,22 @@ class Rollout:
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
-            samples = [int(v) for _, v in client.query(queries.samples, phase.end)]
+            scrapes = client.samples(queries.samples, phase.end)
             quantile_ms = {}
             for q, expr in queries.quantiles.items():
                 value = client.scalar(expr, at)
                 quantile_ms[q] = math.nan if value is None else value * 1000.0
         except RolloutError as exc:
             return PhaseMeasurement(requests=None, problem=str(exc), **base)  # type: ignore[arg-type]
+        ok_times = [[t for t, v in values if v == 1.0] for _, values in scrapes]
+        ok_times = [times for times in ok_times if times]
         return PhaseMeasurement(
             requests=requests,
             by_class=by_class,
             late=late,
             quantiles_ms=quantile_ms,
-            workers_seen=len(samples),
-            min_samples=min(samples) if samples else 0,
+            workers_seen=len(ok_times),
+            max_gap_s=max((largest_gap(phase.start, phase.end, t) for t in ok_times), default=phase.end - phase.start),
             **base,  # type: ignore[arg-type]
         )
 
@@ -472,6 +478,17 @@ class Rollout:
                 "fleet_requests": m.fleet_requests,
                 "queries": dict(m.queries),
             }
+        if verdict is None:
+            # never judged (interrupted): the phases seen, with the fleet's own counts where known
+            for p in self.phases:
+                counted = self._load.totals.phase(p.name) if self._load and self._load.totals else None
+                phases[p.name] = {
+                    "start": p.start,
+                    "end": p.end,
+                    "requests": counted[0] if counted else None,
+                    "errors": counted[1] if counted else None,
+                    "source": "fleet (not judged: the run was interrupted)",
+                }
         return {
             "nodeid": self.nodeid,
             "outcome": outcome,
@@ -495,9 +512,19 @@ class Rollout:
         self._closed = True
         problems: list[str] = []
         try:
-            if self._load is not None and not self._load.stopped:
-                self._load.stopped = True
-                self._load.fleet.shutdown()
+            load = self._load
+            if load is not None and not load.stopped:
+                # cut off (Ctrl-C, SIGTERM, an error): keep what the fleet counted for the report
+                if self._current is not None:
+                    self.phases.append(Phase(self._current[0], self._current[1], time.time()))
+                    self._current = None
+                load.stopped = True
+                try:
+                    load.fleet.stop_load()
+                    load.totals = load.fleet.totals(settle_s=1.0)
+                except FleetError:
+                    pass
+                load.fleet.shutdown()
                 remove_targets(self.session.sd_dir, self.run_id)
         finally:
             if self.platform is not None:

@@ -49,11 +49,17 @@ class RolloutSession:
         self._lock = threading.Lock()
         self.kept: list[str] = []  # what --rollout-keep left running, for the summary
         self.problems: list[str] = []  # clean-up trouble worth telling the user
+        self.reaped: list[str] = []  # what earlier, hard-killed runs left and this one stopped
 
     @property
     def root(self) -> Path:
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="pytest-rollout-"))
+            from .procs import RUN_PREFIX, reap_stale_runs
+
+            # a run killed hard (SIGKILL) could not clean up: do it for it, by recorded PID only
+            self.reaped.extend(reap_stale_runs())
+            self._root = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
+            ProcessSet(self._root)._save()  # claim the directory for this live process
         return self._root
 
     @property

@@ -4,9 +4,10 @@ The gate fails closed. For each phase, before any SLO is judged, the
 evidence is checked; when it falls short every SLO of that phase is
 ``insufficient data``, which fails the test. The minimum evidence:
 
-- Prometheus scraped every worker of the run successfully at least
-  ``max(2, 0.5 * phase_length / scrape_interval)`` times during the phase
-  (at most half the scrapes may be missed);
+- Prometheus scraped every worker of the run during the phase, and never
+  went more than :data:`MAX_GAP_INTERVALS` scrape intervals without a
+  successful scrape of any of them (counting from the phase's start and to
+  its end): two scrapes in a row may fail, three may not;
 - the phase's request count in Prometheus agrees with the fleet's own count
   within :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests, whichever is
   larger. Both count the requests *due* in the phase, so they agree exactly
@@ -36,16 +37,20 @@ from .slo import SLOSpec
 
 __all__ = [
     "CROSS_CHECK_TOLERANCE",
+    "MAX_GAP_INTERVALS",
     "PhaseMeasurement",
     "VerdictEntry",
     "evaluate",
     "failure_message",
+    "largest_gap",
     "min_requests_for_error_rate",
     "min_requests_for_quantile",
 ]
 
 #: Largest relative disagreement allowed between Prometheus and the fleet's own count.
 CROSS_CHECK_TOLERANCE = 0.01
+#: Longest gap between successful scrapes of a worker, in scrape intervals.
+MAX_GAP_INTERVALS = 3.0
 STEADY_PHASES = ("baseline", "upgrade", "after")
 
 
@@ -71,7 +76,7 @@ class PhaseMeasurement:
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0
-    min_samples: int = 0
+    max_gap_s: float = 0.0  # longest time without a successful scrape of some worker
     fleet_requests: int | None = None  # the fleet's own count over the same window
     fleet_errors: int | None = None
     scrape_interval_s: float = 1.0
@@ -129,6 +134,12 @@ class VerdictEntry:
         }
 
 
+def largest_gap(start: float, end: float, times: list[float]) -> float:
+    """Longest stretch of [start, end] with no sample in *times*."""
+    points = [start] + sorted(t for t in times if start <= t <= end) + [end]
+    return max(b - a for a, b in zip(points, points[1:], strict=False))
+
+
 def _evidence_problem(m: PhaseMeasurement) -> str | None:
     if m.problem is not None:
         return m.problem
@@ -136,11 +147,11 @@ def _evidence_problem(m: PhaseMeasurement) -> str | None:
         return "Prometheus has no samples of the fleet for this phase"
     if m.workers_seen < m.workers_expected:
         return f"Prometheus scraped {m.workers_seen} of {m.workers_expected} workers during the phase"
-    needed = max(2, math.floor(0.5 * m.duration / m.scrape_interval_s))
-    if m.min_samples < needed:
+    allowed_gap = MAX_GAP_INTERVALS * m.scrape_interval_s
+    if m.max_gap_s > allowed_gap:
         return (
-            f"Prometheus scraped some worker only {m.min_samples} times in {m.duration:.1f}s "
-            f"(scrape interval {m.scrape_interval_s:g}s; at least {needed} needed): scrapes were missed"
+            f"Prometheus went {m.max_gap_s:.1f}s without scraping some worker (scrape interval "
+            f"{m.scrape_interval_s:g}s, at most {allowed_gap:g}s allowed): scrapes were missed"
         )
     if m.fleet_requests is None:
         return "the fleet's own totals are missing, so Prometheus' counts cannot be cross-checked"

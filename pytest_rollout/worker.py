@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engine import Engine, choose_engine
 from .histogram import BOUNDS, Histogram
 from .schedule import Segment, arrivals
 
@@ -67,6 +68,7 @@ class Plan:
     max_inflight: int = 1024  # requests in flight at most; more are counted as dropped
     connections: int = 0  # keep-alive connections at most; 0: as many as max_inflight (open loop)
     phases: tuple[tuple[str, float], ...] = ()  # (name, Unix start), in order
+    engine: str = "auto"  # auto (fast where it can), fast or aiohttp
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -85,6 +87,7 @@ class Plan:
             max_inflight=int(data.get("max_inflight", 1024)),
             connections=int(data.get("connections", 0)),
             phases=tuple((str(n), float(t)) for n, t in data.get("phases", ())),
+            engine=str(data.get("engine", "auto")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +105,7 @@ class Plan:
             "max_inflight": self.max_inflight,
             "connections": self.connections,
             "phases": [[n, t] for n, t in self.phases],
+            "engine": self.engine,
         }
 
 
@@ -190,81 +194,13 @@ class WorkerStats:
         }
 
 
-def classify_status(status: int) -> int:
-    if status < 400:
-        return _OK
-    if status < 500:
-        return _4XX
-    return _5XX
-
-
-class AiohttpEngine:
-    """Sends each request with aiohttp's client over keep-alive connections."""
-
-    name = "aiohttp"
-
-    def __init__(self, plan: Plan, stats: WorkerStats) -> None:
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self.plan = plan
-        self.stats = stats
-        self.session: aiohttp.ClientSession | None = None
-
-    async def open(self) -> None:
-        aiohttp = self._aiohttp
-        limit = self.plan.connections or self.plan.max_inflight
-        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),
-            auto_decompress=False,
-            raise_for_status=False,
-        )
-        # aiohttp silently re-sends an idempotent request once when a reused
-        # keep-alive connection fails: exactly the failure a rollout gate must
-        # see (a replica killed with requests in flight). aiohttp has no public
-        # switch; its own test client turns it off the same way.
-        if not hasattr(session, "_retry_connection"):
-            await session.close()
-            raise RuntimeError(
-                f"aiohttp {aiohttp.__version__}: cannot turn off its silent retry of failed requests "
-                "(ClientSession._retry_connection is gone); pin aiohttp<4 or report this to pytest-rollout"
-            )
-        session._retry_connection = False
-        self.session = session
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    async def send(self, due: float) -> None:
-        """Send one request due at loop time *due*; record its outcome."""
-        assert self.session is not None
-        aiohttp = self._aiohttp
-        stats = self.stats
-        loop_time = asyncio.get_running_loop().time
-        plan = self.plan
-        try:
-            async with self.session.request(plan.method, plan.url, headers=plan.headers, data=plan.body) as resp:
-                await resp.read()
-                klass = classify_status(resp.status)
-        except TimeoutError:
-            klass = _TIMEOUT
-        except (aiohttp.ClientError, OSError):
-            klass = _CONN
-        finally:
-            stats.inflight -= 1
-        stats.record(klass, due, loop_time() - due)
-
-
 class Worker:
     """Holds the plan, the engine and the generator task."""
 
     def __init__(self) -> None:
         self.stats = WorkerStats()
         self.plan: Plan | None = None
-        self.engine: AiohttpEngine | None = None
+        self.engine: Engine | None = None
         self.state = "idle"  # idle -> running -> stopping -> stopped
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -280,7 +216,7 @@ class Worker:
         self.wall_offset = wall_offset
         for name, at in plan.phases:
             self.stats.add_phase(name, at - wall_offset)
-        self.engine = AiohttpEngine(plan, self.stats)
+        self.engine = choose_engine(plan, self.stats, plan.engine)
         await self.engine.open()
         self.state = "running"
         self._task = loop.create_task(self._generate(plan, plan.start_at - wall_offset))
@@ -297,13 +233,12 @@ class Worker:
         engine = self.engine
         assert engine is not None
         stats = self.stats
-        send = engine.send
-        create_task = loop.create_task
-        pending: set[asyncio.Task[None]] = set()
+        fire = engine.fire
         loop_deadline = plan.deadline - (plan.start_at - loop_start)
         due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
         max_inflight = plan.max_inflight
         rate_segments = plan.segments
+        sleep = asyncio.sleep
         try:
             count = 0
             for offset in due_times:
@@ -313,7 +248,7 @@ class Worker:
                 now = loop.time()
                 if due > now:
                     self.target_rps = _rate_at(rate_segments, now - loop_start)
-                    await asyncio.sleep(due - now)
+                    await sleep(due - now)
                     if self._stopped:
                         break
                     now = loop.time()
@@ -331,14 +266,13 @@ class Worker:
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
                     stats.max_inflight_seen = stats.inflight
-                task = create_task(send(due))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                fire(due)
         finally:
             self.target_rps = 0.0
             self.state = "stopping"
-            if pending:
-                await asyncio.wait(pending, timeout=plan.timeout_s + 1.0)
+            drain_until = loop.time() + plan.timeout_s + 1.0
+            while stats.inflight > 0 and loop.time() < drain_until:
+                await sleep(0.01)
             await engine.close()
             self.state = "stopped"
 

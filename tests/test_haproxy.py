@@ -21,6 +21,7 @@ def test_config_is_strict() -> None:
     assert "retries 0" in text and "retry-on none" in text and "no option redispatch" in text
     assert "option httpchk GET /ready" in text
     assert "bind 127.0.0.1:1" in text
+    assert "stats socket unix@/tmp/x.sock mode 600 level admin" in text
 
 
 def test_add_take_out_remove(tmp_path: Path) -> None:
@@ -76,3 +77,17 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     lb = HAProxy(ProcessSet(tmp_path), tmp_path, ready_path="/healthz", binary="no-such-haproxy")
     with pytest.raises(ProcessStartError, match="apt-get install haproxy"):
         lb.start()
+
+
+def test_admin_socket_in_a_very_long_directory(tmp_path: Path) -> None:
+    """A Unix socket path may not exceed ~100 bytes; a user's TMPDIR can be longer."""
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    procs = ProcessSet(deep)
+    lb = HAProxy(procs, deep, ready_path="/healthz")
+    try:
+        lb.start()
+        assert "Name: HAProxy" in lb.command("show info")
+    finally:
+        lb.stop()
+        procs.stop_all()

@@ -19,7 +19,7 @@ def test_phase_queries() -> None:
     assert q.requests == 'sum(rollout_requests_total{run="run1",phase="upgrade"})'
     assert q.by_class == 'sum by (class) (rollout_requests_total{run="run1",phase="upgrade"})'
     assert q.late == 'sum(rollout_late_total{run="run1",phase="upgrade"})'
-    assert q.samples == 'sum_over_time(up{run="run1",worker!=""}[4500ms])'
+    assert q.samples == 'up{run="run1",worker!=""}[4500ms]'
     assert q.quantiles[0.99] == (
         'histogram_quantile(0.99, sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"}))'
     )

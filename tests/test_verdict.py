@@ -11,6 +11,7 @@ from pytest_rollout.verdict import (
     PhaseMeasurement,
     evaluate,
     failure_message,
+    largest_gap,
     min_requests_for_error_rate,
     min_requests_for_quantile,
 )
@@ -29,7 +30,7 @@ def good(phase: str = "baseline", **changes: object) -> PhaseMeasurement:
         quantiles_ms={0.5: 3.0, 0.99: 20.0},
         workers_expected=2,
         workers_seen=2,
-        min_samples=10,
+        max_gap_s=1.2,
         fleet_requests=10_000,
         fleet_errors=0,
     )
@@ -88,7 +89,7 @@ def test_ramp_is_judged_against_its_schedule() -> None:
     [
         ({"requests": None, "workers_seen": 0}, "no samples"),
         ({"workers_seen": 1}, "scraped 1 of 2 workers"),
-        ({"min_samples": 3}, "scrapes were missed"),
+        ({"max_gap_s": 3.5}, "went 3.5s without scraping some worker"),
         ({"fleet_requests": 9_000}, "fleet counted 9000"),
         ({"fleet_requests": None}, "cannot be cross-checked"),
         ({"problem": "Prometheus at http://x is unreachable"}, "unreachable"),
@@ -137,3 +138,14 @@ def test_zero_error_bound_fails_on_any_error() -> None:
     assert entry(evaluate(spec, [good()]), "error_rate").passed
     e = entry(evaluate(spec, [good(by_class={"ok": 9_999, "timeout": 1})]), "error_rate")
     assert not e.passed
+
+
+def test_largest_gap_counts_from_the_phase_edges() -> None:
+    assert largest_gap(0.0, 10.0, [1.0, 2.0, 3.0, 8.5, 9.5]) == pytest.approx(5.5)
+    assert largest_gap(0.0, 10.0, []) == pytest.approx(10.0)
+    assert largest_gap(0.0, 4.0, [0.9, 1.9, 2.9, 3.9, 7.0]) == pytest.approx(1.0)
+
+
+def test_two_missed_scrapes_are_tolerated_three_are_not() -> None:
+    assert all(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.0)]))
+    assert not any(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.01)]))
