@@ -19,6 +19,7 @@ from .session import SESSION_KEY, RolloutSession, Settings
 from .slo import SLOSpec, parse_slo
 
 SPEC_KEY = pytest.StashKey[SLOSpec]()
+DEFAULT_WORKER_RPS = 2500.0
 ROLLOUT_KEY = pytest.StashKey[Any]()
 OUTCOME_KEY = pytest.StashKey[str]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
@@ -116,7 +117,13 @@ def read_settings(config: pytest.Config) -> Settings:
             f"--rollout-platform={platform!r}: expected a platform name such as local or kubernetes"
         )
     scale = _positive_float("rollout_rps_scale", "--rollout-rps-scale", _value(config, "rollout_rps_scale"))
-    worker_rps = _positive_float("rollout_worker_rps", "--rollout-worker-rps", _value(config, "rollout_worker_rps"))
+    raw_worker_rps = _value(config, "rollout_worker_rps")
+    if raw_worker_rps in (None, ""):
+        from .cli import measured_worker_rps
+
+        worker_rps = measured_worker_rps() or DEFAULT_WORKER_RPS
+    else:
+        worker_rps = _positive_float("rollout_worker_rps", "--rollout-worker-rps", raw_worker_rps)
     workers_raw = _value(config, "rollout_workers")
     workers = None
     if workers_raw not in (None, ""):

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from .errors import ProcessStartError
 
-__all__ = ["ManagedProcess", "ProcessSet", "free_port", "http_get", "proc_start_time", "reap_stale_runs"]
+__all__ = [
+    "ManagedProcess",
+    "ProcessSet",
+    "free_port",
+    "http_get",
+    "proc_cpu_seconds",
+    "proc_start_time",
+    "reap_stale_runs",
+]
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -34,6 +42,17 @@ def proc_start_time(pid: int) -> int | None:
     # the command name is in parentheses and may contain spaces
     fields = data[data.rindex(b")") + 2 :].split()
     return int(fields[19])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, seconds) used so far by *pid*; 0.0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
