@@ -30,7 +30,7 @@ from .histogram import Histogram
 from .procs import ProcessSet, proc_cpu_seconds
 from .schedule import Segment
 from .slo import parse_duration
-from .worker import CLASSES, Plan
+from .worker import CLASSES, Plan, inflight_cap
 
 __all__ = ["attack", "calibration_path", "main", "measured_worker_rps"]
 
@@ -65,7 +65,7 @@ def attack(
     body: bytes | None = None,
     timeout_s: float = 5.0,
     ramp_s: float = 0.0,
-    max_inflight: int = 1024,
+    max_inflight: int | None = None,
 ) -> dict[str, Any]:
     """Run the fleet against *url* and return the summary ``--json`` prints."""
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
@@ -85,7 +85,7 @@ def attack(
                 headers=dict(headers or {}),
                 body=body,
                 timeout_s=timeout_s,
-                max_inflight=max_inflight,
+                max_inflight=max_inflight or inflight_cap(rps / workers),
                 phases=(("ramp", start), (PHASE, start + ramp_s)) if ramp_s > 0 else ((PHASE, start),),
                 engine=engine,
             )

@@ -12,7 +12,9 @@ Every verdict number is a PromQL query through prometheus-api-client.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -123,6 +125,23 @@ def remove_targets(sd_dir: Path, run_id: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def _api_error(exc: Exception) -> str:
+    """Prometheus' own words from an API error (``bad_data: 1:5: parse error: ...``).
+
+    prometheus-api-client puts the response body into its message as a bytes
+    literal: ``HTTP Status Code 400 (b'{"status":"error",...}')``.
+    """
+    text = str(exc)
+    match = re.search(r"\((b'.*'|b\".*\")\)\s*$", text, re.S)
+    if match:
+        try:
+            body = json.loads(ast.literal_eval(match.group(1)))
+            return f"{body['errorType']}: {body['error']}"
+        except (ValueError, SyntaxError, KeyError, TypeError):
+            pass
+    return text
+
+
 class PromClient:
     """Instant PromQL queries over Prometheus' HTTP API (prometheus-api-client)."""
 
@@ -162,7 +181,7 @@ class PromClient:
         try:
             result = self._conn.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:.0f}s"})
         except PrometheusApiClientException as exc:
-            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {exc}") from exc
+            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {_api_error(exc)}") from exc
         except requests.RequestException as exc:
             raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
         out: list[tuple[dict[str, str], float]] = []
@@ -181,7 +200,7 @@ class PromClient:
         try:
             result = self._conn.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:.0f}s"})
         except PrometheusApiClientException as exc:
-            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {exc}") from exc
+            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {_api_error(exc)}") from exc
         except requests.RequestException as exc:
             raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
         try:

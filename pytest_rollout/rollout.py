@@ -30,11 +30,11 @@ from .fleet import FleetTotals, LocalFleet, workers_for
 from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
 from .prometheus import remove_targets, write_targets
-from .promql import last_scrape, phase_queries
+from .promql import last_scrape, phase_queries, window
 from .schedule import Segment, expected_count
 from .slo import SLOSpec
 from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message, largest_gap
-from .worker import Plan
+from .worker import Plan, inflight_cap
 
 if TYPE_CHECKING:
     from .session import RolloutSession
@@ -160,6 +160,7 @@ class Rollout:
         spec = self.spec
         settings = self.session.settings
         client, _ = self.session.prometheus()
+        self._validate_checks(client)
         size = settings.workers or workers_for(spec.requested_rps, settings.worker_rps)
         fleet = LocalFleet(self.procs, self.run_id, size)
         try:
@@ -198,6 +199,7 @@ class Rollout:
             body=spec.body,
             timeout_s=spec.timeout_s,
             max_requests=math.ceil(rps / size * total * 1.1) + 1000,
+            max_inflight=inflight_cap(rps / size),
             phases=tuple(phases),
         )
         try:
@@ -308,6 +310,17 @@ class Rollout:
             cwd=cwd if cwd is not None else self.config.rootpath,
             what=what,
         )
+
+    def _validate_checks(self, client: Any) -> None:
+        """Let Prometheus parse every user check before any load starts."""
+        for check in self.spec.checks:
+            expr = check.render(self.run_id, "baseline", "1s")
+            try:
+                client.query(expr, time.time())
+            except PrometheusError as exc:
+                raise RolloutUsageError(
+                    f"slo check {check.name!r}: {exc}. Fix the expression in @pytest.mark.slo(checks=...)"
+                ) from None
 
     def _make_platform(self) -> Platform:
         name = self.session.settings.platform
@@ -441,6 +454,14 @@ class Rollout:
             for q, expr in queries.quantiles.items():
                 value = client.scalar(expr, at)
                 quantile_ms[q] = math.nan if value is None else value * 1000.0
+            checks: dict[str, float | None] = {}
+            for check in self.spec.checks:
+                expr = check.render(self.run_id, phase.name, window(phase.end - phase.start))
+                base["queries"][f"check:{check.name}"] = expr  # type: ignore[index]
+                try:
+                    checks[check.name] = client.scalar(expr, phase.end)
+                except PrometheusError:  # more than one series: no single value to judge
+                    checks[check.name] = None
         except RolloutError as exc:
             return PhaseMeasurement(requests=None, problem=str(exc), **base)  # type: ignore[arg-type]
         ok_times = [[t for t, v in values if v == 1.0] for _, values in scrapes]
@@ -450,6 +471,7 @@ class Rollout:
             by_class=by_class,
             late=late,
             quantiles_ms=quantile_ms,
+            checks=checks,
             workers_seen=len(ok_times),
             max_gap_s=max((largest_gap(phase.start, phase.end, t) for t in ok_times), default=phase.end - phase.start),
             **base,  # type: ignore[arg-type]

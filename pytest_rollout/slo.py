@@ -7,14 +7,16 @@ bad argument is a usage error before anything starts.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from string import Template
 from typing import Any
 
 from .errors import SLOSpecError
 
-__all__ = ["LATENCY_KEYS", "PHASES", "SLOSpec", "parse_duration", "parse_slo"]
+__all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_slo"]
 
 #: The phases of a run, in order.
 PHASES: tuple[str, ...] = ("ramp", "baseline", "upgrade", "after")
@@ -78,6 +80,70 @@ def parse_duration(value: object, name: str = "duration") -> float:
     return seconds
 
 
+_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
+_PLACEHOLDERS = frozenset({"run", "phase", "window"})
+_CHECK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A user's PromQL check, judged per phase: ``expr op bound``.
+
+    ``expr`` may use ``$run`` (this run's ``run`` label, carried by the fleet's
+    and the load balancer's series), ``$phase`` (the phase's name) and
+    ``$window`` (the phase's length as a PromQL range, e.g. ``12500ms``); it is
+    evaluated at the phase's end and must give one value.
+    """
+
+    name: str
+    expr: str
+    op: str
+    bound: float
+
+    def render(self, run_id: str, phase: str, window: str) -> str:
+        return Template(self.expr).substitute(run=run_id, phase=phase, window=window)
+
+    def holds(self, value: float) -> bool:
+        return bool(_OPS[self.op](value, self.bound))
+
+
+def _parse_checks(value: object) -> tuple[Check, ...]:
+    if not isinstance(value, Mapping):
+        raise SLOSpecError(
+            "checks must map a name to (promql, operator, bound), e.g. "
+            "checks={'lb_5xx': ('sum(increase(haproxy_backend_http_responses_total{code=\"5xx\",run=\"$run\"}[$window]))', '<=', 0)}",
+            "checks",
+        )
+    out = []
+    for name, spec in value.items():
+        if not isinstance(name, str) or not _CHECK_NAME.fullmatch(name) or name in _KNOWN or name in ("rps", "load"):
+            raise SLOSpecError(
+                f"checks: {name!r} is not a usable check name (an identifier not used by the marker)", "checks"
+            )
+        if not isinstance(spec, (tuple, list)) or len(spec) != 3:
+            raise SLOSpecError(f"checks[{name!r}] must be (promql, operator, bound), got {spec!r}", "checks")
+        expr, op, bound = spec
+        if not isinstance(expr, str) or not expr.strip():
+            raise SLOSpecError(f"checks[{name!r}]: the PromQL expression must be a non-empty string", "checks")
+        if op not in _OPS:
+            raise SLOSpecError(f"checks[{name!r}]: operator {op!r} must be one of {', '.join(_OPS)}", "checks")
+        try:
+            unknown = sorted(set(Template(expr).get_identifiers()) - _PLACEHOLDERS)
+            valid = Template(expr).is_valid()
+        except (ValueError, TypeError):
+            unknown, valid = [], False
+        if not valid or unknown:
+            raise SLOSpecError(
+                f"checks[{name!r}]: unknown placeholder {('$' + unknown[0]) if unknown else 'syntax'} in {expr!r}; "
+                "use $run, $phase, $window (write $$ for a literal $)",
+                "checks",
+            )
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise SLOSpecError(f"checks[{name!r}]: bound={bound!r} must be a finite number", "checks")
+        out.append(Check(name=name, expr=expr, op=op, bound=float(bound)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SLOSpec:
     """A validated ``slo`` marker.
@@ -99,6 +165,7 @@ class SLOSpec:
     min_load: float = DEFAULT_MIN_LOAD
     timeout_s: float = DEFAULT_TIMEOUT_S
     rps_scale: float = 1.0
+    checks: tuple[Check, ...] = ()
 
     @property
     def requested_rps(self) -> float:
@@ -118,7 +185,7 @@ class SLOSpec:
 
 
 _KNOWN = frozenset(
-    {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout"}
+    {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
     | set(LATENCY_KEYS)
 )
 
@@ -210,8 +277,11 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
             f"min_load={values['min_load']!r} must be in (0, 1]: the fraction of rps the fleet must hold", "min_load"
         )
 
+    checks = _parse_checks(values["checks"]) if values.get("checks") is not None else ()
+
     return SLOSpec(
         rps=rps,
+        checks=checks,
         error_rate=error_rate,
         latency_ms=latency,
         ramp_s=ramp_s,

@@ -82,6 +82,7 @@ class PhaseMeasurement:
     scrape_interval_s: float = 1.0
     queries: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
+    checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
 
     @property
     def duration(self) -> float:
@@ -119,6 +120,7 @@ class VerdictEntry:
     bound: float | None
     passed: bool
     reason: str = ""
+    op: str = ""  # how measured is compared to bound; "" means the SLO's usual (>= for rps, else <=)
 
     def to_json(self) -> dict[str, Any]:
         def num(x: float | None) -> float | None:
@@ -131,6 +133,7 @@ class VerdictEntry:
             "bound": num(self.bound),
             "passed": self.passed,
             "reason": self.reason,
+            "op": self.op or (">=" if self.slo == "rps" else "<="),
         }
 
 
@@ -177,11 +180,28 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictE
             entries.append(VerdictEntry("error_rate", m.phase, None, spec.error_rate, False, reason))
             for key, _q, bound in spec.latency_bounds():
                 entries.append(VerdictEntry(key, m.phase, None, bound, False, reason))
+            for check in spec.checks:
+                entries.append(VerdictEntry(check.name, m.phase, None, check.bound, False, reason, check.op))
             continue
         entries.append(_judge_load(spec, m))
         entries.append(_judge_error_rate(spec, m))
         for key, q, bound in spec.latency_bounds():
             entries.append(_judge_latency(key, q, bound, m))
+        for check in spec.checks:
+            value = m.checks.get(check.name)
+            if value is None or math.isnan(value):
+                entries.append(VerdictEntry(
+                    check.name, m.phase, None, check.bound, False,
+                    "insufficient data: the check's PromQL gave no single value (see the report's queries)",
+                    check.op,
+                ))  # fmt: skip
+            elif check.holds(value):
+                entries.append(VerdictEntry(check.name, m.phase, value, check.bound, True, "", check.op))
+            else:
+                entries.append(VerdictEntry(
+                    check.name, m.phase, value, check.bound, False,
+                    f"{check.name} = {value:g}, not {check.op} {check.bound:g}", check.op,
+                ))  # fmt: skip
     return entries
 
 
@@ -197,14 +217,14 @@ def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
     asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
     if held >= bound:
         return VerdictEntry("rps", m.phase, held, bound, True)
-    return VerdictEntry(
-        "rps",
-        m.phase,
-        held,
-        bound,
-        False,
-        f"load not reached: asked {asked:,.0f} rps, held {held:,.0f} rps (min_load {spec.min_load:g})",
-    )
+    reason = f"load not reached: asked {asked:,.0f} rps, held {held:,.0f} rps (min_load {spec.min_load:g})"
+    dropped = m.by_class.get("dropped", 0.0)
+    if m.late or dropped:
+        reason += (
+            f"; the fleet fell behind: {m.late:,.0f} requests sent over 50 ms late, {dropped:,.0f} dropped "
+            "at the in-flight cap (a slow target, or too few workers: see --rollout-workers)"
+        )
+    return VerdictEntry("rps", m.phase, held, bound, False, reason)
 
 
 def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
@@ -273,7 +293,7 @@ def failure_message(entries: Sequence[VerdictEntry]) -> str:
             else _fmt(e.slo, e.measured)
         )
         bound = "n/a" if e.bound is None else _fmt(e.slo, e.bound)
-        op = ">=" if e.slo == "rps" else "<="
+        op = e.op or (">=" if e.slo == "rps" else "<=")
         lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {op} {bound}: {e.reason}")
     return "\n".join(lines)
 

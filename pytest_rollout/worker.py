@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import signal
@@ -40,7 +41,7 @@ from .engine import Engine, choose_engine
 from .histogram import BOUNDS, Histogram
 from .schedule import Segment, arrivals
 
-__all__ = ["CLASSES", "Plan", "WorkerStats", "main"]
+__all__ = ["CLASSES", "Plan", "WorkerStats", "inflight_cap", "main"]
 
 #: Outcome classes of a request. ``ok`` is any status below 400.
 CLASSES: tuple[str, ...] = ("ok", "http_4xx", "http_5xx", "timeout", "connection", "dropped")
@@ -49,6 +50,15 @@ _OK, _4XX, _5XX, _TIMEOUT, _CONN, _DROPPED = range(len(CLASSES))
 
 #: A request sent more than this many seconds after it was due is late: not "held".
 LATE_S = 0.05
+
+
+def inflight_cap(peak_rps: float) -> int:
+    """Default cap on one worker's requests in flight: a quarter second of its peak rate.
+
+    Enough to ride out a 250 ms stall of the target without dropping anything,
+    bounded so a hung target cannot pile up sockets without end (1,024 to 32,768).
+    """
+    return int(min(32768, max(1024, math.ceil(peak_rps * 0.25))))
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,7 @@ class Worker:
             self.stats.add_phase(name, at - wall_offset)
         self.engine = choose_engine(plan, self.stats, plan.engine)
         await self.engine.open()
+        gc.freeze()  # what exists now lives for the whole run: keep it out of every collection
         self.state = "running"
         self._task = loop.create_task(self._generate(plan, plan.start_at - wall_offset))
 
@@ -440,11 +451,24 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
         pass
 
 
+def _raise_fd_limit() -> None:
+    """Each request in flight holds a connection: allow as many descriptors as the hard limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_rollout.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address of the control server (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port of the control server (0: any free port)")
     args = parser.parse_args(argv)
+    _raise_fd_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

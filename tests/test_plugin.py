@@ -200,3 +200,24 @@ def test_report_is_written_for_failures(pytester: pytest.Pytester) -> None:
     (test,) = data["tests"]
     assert test["nodeid"].endswith("::test_x") and test["outcome"] == "failed"
     assert test["requested_rps"] == 10 and test["phases"] == {}
+
+
+def test_promql_syntax_error_in_a_check_is_a_clear_error_before_any_load(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10, checks={'lb_5xx': ('sum(rate(haproxy_backend_http_responses_total[$window]', '<=', 0)})\n"
+        "def test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+    )
+    report = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess("--rollout-report", str(report))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            # (in these patterns [[] is a literal "[")
+            "*slo check 'lb_5xx': Prometheus at http://127.0.0.1:* rejected the query "
+            "'sum(rate(haproxy_backend_http_responses_total[[]1s]': bad_data: *parse error: unclosed left parenthesis. "
+            "Fix the expression in @pytest.mark.slo(checks=...)"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert json.loads(report.read_text())["tests"][0]["phases"] == {}  # no load was started

@@ -30,3 +30,17 @@ def test_label_values_are_escaped() -> None:
     q = phase_queries('x"}', "p", 1, [])
     assert 'run="x\\"}"' in q.requests
     assert last_scrape("r") == 'timestamp(rollout_scheduled_total{run="r"})'
+
+
+def test_prometheus_api_errors_are_read_from_the_body() -> None:
+    from pytest_rollout.prometheus import _api_error
+
+    raw = (
+        'HTTP Status Code 400 (b\'{"status":"error","errorType":"bad_data",'
+        '"error":"invalid parameter \\\\"query\\\\": 1:50: parse error: unclosed left parenthesis"}\')'
+    )
+    assert (
+        _api_error(Exception(raw))
+        == 'bad_data: invalid parameter "query": 1:50: parse error: unclosed left parenthesis'
+    )
+    assert _api_error(Exception("something else")) == "something else"

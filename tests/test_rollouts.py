@@ -78,9 +78,19 @@ def _zombie_or_other(pid: int) -> bool:
         return True
 
 
+LB_CHECKS = (
+    ', checks={"lb_5xx": (\'sum(increase(haproxy_backend_http_responses_total{run="$run",code="5xx"}[$window]))\', "<=", 0),'
+    ' "lb_2xx": (\'sum(increase(haproxy_backend_http_responses_total{run="$run",code="2xx"}[$window]))\', ">", 100)}'
+)
+
+
 def test_good_release_passes(pytester: pytest.Pytester) -> None:
-    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=100")
+    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=100" + LB_CHECKS)
     result.assert_outcomes(passed=1)
+    # user checks on HAProxy's own exporter, scraped under the run's label, judged per phase
+    for phase in ("ramp", "baseline", "upgrade", "after"):
+        (lb_2xx,) = [v for v in test["verdicts"] if v["slo"] == "lb_2xx" and v["phase"] == phase]
+        assert lb_2xx["passed"] and lb_2xx["measured"] > 100 and lb_2xx["op"] == ">"
     assert test["outcome"] == "passed" and test["passed"]
     assert list(test["phases"]) == ["ramp", "baseline", "upgrade", "after"]
     for name, phase in test["phases"].items():

@@ -97,3 +97,32 @@ def test_bad_arguments(args: tuple, kwargs: dict, argument: str | None, text: st
         parse_slo(args, kwargs)
     assert info.value.argument == argument
     assert text in str(info.value)
+
+
+def test_checks_parse_and_render() -> None:
+    spec = parse_slo((), {"rps": 10, "checks": {"lb_5xx": ('sum(x{run="$run",phase="$phase"}[$window])', "<=", 0)}})
+    (check,) = spec.checks
+    assert (check.name, check.op, check.bound) == ("lb_5xx", "<=", 0.0)
+    assert check.render("r1", "upgrade", "5000ms") == 'sum(x{run="r1",phase="upgrade"}[5000ms])'
+    assert check.holds(0.0) and not check.holds(1.0)
+
+
+@pytest.mark.parametrize(
+    ("checks", "text"),
+    [
+        ("sum(x)", "checks must map a name to (promql, operator, bound)"),
+        ({"a": "sum(x)"}, "must be (promql, operator, bound)"),
+        ({"a": ("sum(x)", "~", 1)}, "operator '~' must be one of"),
+        ({"a": ("", "<=", 1)}, "non-empty string"),
+        ({"a": ("sum(x{run='$runid'})", "<=", 1)}, "unknown placeholder $runid"),
+        ({"a": ("sum(x) $", "<=", 1)}, "unknown placeholder syntax"),
+        ({"a": ("sum(x)", "<=", "zero")}, "bound='zero' must be a finite number"),
+        ({"p99_ms": ("sum(x)", "<=", 1)}, "not a usable check name"),
+        ({"bad name": ("sum(x)", "<=", 1)}, "not a usable check name"),
+    ],
+)
+def test_bad_checks(checks: object, text: str) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_slo((), {"rps": 10, "checks": checks})
+    assert info.value.argument == "checks"
+    assert text in str(info.value)

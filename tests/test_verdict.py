@@ -76,6 +76,7 @@ def test_late_and_dropped_requests_are_not_held() -> None:
     e = entry(evaluate(SPEC, [m]), "rps")
     assert e.measured == pytest.approx(920.0)
     assert not e.passed
+    assert "the fleet fell behind: 300 requests sent over 50 ms late, 500 dropped" in e.reason
 
 
 def test_ramp_is_judged_against_its_schedule() -> None:
@@ -149,3 +150,16 @@ def test_largest_gap_counts_from_the_phase_edges() -> None:
 def test_two_missed_scrapes_are_tolerated_three_are_not() -> None:
     assert all(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.0)]))
     assert not any(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.01)]))
+
+
+def test_user_checks_are_judged_per_phase() -> None:
+    spec = parse_slo((), {"rps": 1000, "checks": {"lb_5xx": ("sum(x)", "<=", 0), "hits": ("sum(y)", ">", 100)}})
+    entries = evaluate(spec, [good(checks={"lb_5xx": 0.0, "hits": 50.0})])
+    assert entry(entries, "lb_5xx").passed
+    e = entry(entries, "hits")
+    assert not e.passed and e.op == ">" and e.reason == "hits = 50, not > 100"
+    assert "hits in phase baseline: measured 50, bound > 100" in failure_message(entries)
+    missing = entry(evaluate(spec, [good(checks={"lb_5xx": None, "hits": 500.0})]), "lb_5xx")
+    assert not missing.passed and missing.reason.startswith("insufficient data")
+    # doubtful phase data fails the checks too
+    assert not entry(evaluate(spec, [good(workers_seen=1, checks={"lb_5xx": 0.0, "hits": 500.0})]), "lb_5xx").passed
