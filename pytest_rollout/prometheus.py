@@ -173,8 +173,8 @@ class PromClient:
             ) from None
         return version
 
-    def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
-        """Evaluate *expr* at Unix time *at*; one ``(labels, value)`` per series."""
+    def _instant(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """One instant query at Unix time *at*, errors mapped to :class:`PrometheusError`."""
         import requests
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
@@ -184,8 +184,12 @@ class PromClient:
             raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {_api_error(exc)}") from exc
         except requests.RequestException as exc:
             raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
+        return list(result)
+
+    def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+        """Evaluate *expr* at Unix time *at*; one ``(labels, value)`` per series."""
         out: list[tuple[dict[str, str], float]] = []
-        for series in result:
+        for series in self._instant(expr, at):
             try:
                 out.append((dict(series.get("metric", {})), float(series["value"][1])))
             except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -194,15 +198,7 @@ class PromClient:
 
     def samples(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         """Evaluate a range-vector *expr* (``metric[5s]``) at *at*: the raw samples of each series."""
-        import requests
-        from prometheus_api_client.exceptions import PrometheusApiClientException
-
-        try:
-            result = self._conn.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:.0f}s"})
-        except PrometheusApiClientException as exc:
-            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {_api_error(exc)}") from exc
-        except requests.RequestException as exc:
-            raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
+        result = self._instant(expr, at)
         try:
             return [
                 (dict(series.get("metric", {})), [(float(t), float(v)) for t, v in series.get("values", [])])

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+from pytest_rollout.fleet import LocalFleet
+from pytest_rollout.procs import ProcessSet
 
 pytest_plugins = ["pytester"]
 
@@ -19,3 +24,27 @@ def needs_haproxy() -> None:
 def needs_prometheus() -> None:
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed (scripts/setup installs it)")
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcessSet]:
+    """Processes a test starts; all stopped (and none needing SIGKILL) at the end."""
+    procs = ProcessSet(tmp_path)
+    yield procs
+    assert procs.stop_all() == []
+
+
+@pytest.fixture
+def make_fleet(procs: ProcessSet) -> Iterator[Callable[[int], LocalFleet]]:
+    """Start fleets of real worker processes; every one is shut down at the end."""
+    fleets: list[LocalFleet] = []
+
+    def make(size: int) -> LocalFleet:
+        fleet = LocalFleet(procs, f"t{len(fleets)}", size)
+        fleets.append(fleet)
+        fleet.start()
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.shutdown()

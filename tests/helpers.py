@@ -6,7 +6,10 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_rollout.fleet import FleetTotals, LocalFleet
 from pytest_rollout.procs import ProcessSet, free_port, http_get
+from pytest_rollout.schedule import Segment
+from pytest_rollout.worker import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "app.py"
@@ -30,3 +33,28 @@ def start_app(procs: ProcessSet, name: str, *flags: str) -> int:
             pass
         time.sleep(0.05)
     raise AssertionError(f"example app {name} did not become ready")
+
+
+def listening() -> set[str]:
+    """Local TCP listening sockets (hex address:port), from /proc/net/tcp and tcp6."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    out.add(fields[1])
+    return out
+
+
+def run_fleet(fleet: LocalFleet, url: str, rps: float, seconds: float, **plan: object) -> tuple[FleetTotals, list[str]]:
+    """Hold *rps* against *url* for *seconds* in one phase ``"p"``; the totals and the engines that ran."""
+    start = time.time() + 0.3
+    template = Plan(url=url, segments=(), start_at=start, deadline=start + seconds, phases=(("p", start),), **plan)  # type: ignore[arg-type]
+    engines = fleet.begin(template, [Segment(None, rps, rps)])
+    time.sleep(seconds + 0.4)
+    fleet.stop_load()
+    fleet.drain(settle_s=5)
+    totals = fleet.totals()
+    assert len(totals.workers) == fleet.size
+    return totals, engines

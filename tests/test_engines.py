@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from helpers import start_app
+from helpers import run_fleet, start_app
 
 from pytest_rollout.engine import AiohttpEngine, FastEngine, build_request, choose_engine
-from pytest_rollout.fleet import LocalFleet
 from pytest_rollout.histogram import Histogram
 from pytest_rollout.procs import ProcessSet, free_port
-from pytest_rollout.schedule import Segment
 from pytest_rollout.worker import Plan, WorkerStats
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessSet]:
-    procs = ProcessSet(tmp_path)
-    yield procs
-    procs.stop_all()
-
-
-def run_engine(procs: ProcessSet, url: str, engine: str, rps: float = 200, seconds: float = 1.5, **plan: object):  # type: ignore[no-untyped-def]
-    fleet = LocalFleet(procs, f"e-{engine}", 1)
-    fleet.start()
-    try:
-        start = time.time() + 0.3
-        template = Plan(
-            url=url,
-            segments=(),
-            start_at=start,
-            deadline=start + seconds,
-            phases=(("p", start),),
-            engine=engine,
-            **plan,
-        )  # type: ignore[arg-type]
-        (ran,) = fleet.begin(template, [Segment(None, rps, rps)])
-        assert ran == engine
-        time.sleep(seconds + 0.4)
-        fleet.stop_load()
-        fleet.drain(settle_s=5)
-        phase = fleet.totals().workers[0]["phases"]["p"]
-        return phase["by_class"], Histogram.from_list(phase["histogram"])
-    finally:
-        fleet.shutdown()
+def run_engine(make_fleet, url: str, engine: str, rps: float = 200, seconds: float = 1.5, **plan: object):  # type: ignore[no-untyped-def]
+    totals, (ran,) = run_fleet(make_fleet(1), url, rps, seconds, engine=engine, **plan)
+    assert ran == engine
+    phase = totals.workers[0]["phases"]["p"]
+    return phase["by_class"], Histogram.from_list(phase["histogram"])
 
 
 @pytest.mark.parametrize(
@@ -60,11 +29,13 @@ def run_engine(procs: ProcessSet, url: str, engine: str, rps: float = 200, secon
     ],
     ids=["ok", "5xx", "4xx", "timeout", "refused"],
 )
-def test_engines_agree(procs: ProcessSet, flags: tuple[str, ...] | None, path: str, plan: dict, expected: str) -> None:
+def test_engines_agree(
+    procs: ProcessSet, make_fleet, flags: tuple[str, ...] | None, path: str, plan: dict, expected: str
+) -> None:
     port = start_app(procs, "app", *flags) if flags is not None else free_port()
     url = f"http://127.0.0.1:{port}{path}"
-    fast, fast_hist = run_engine(procs, url, "fast", **plan)
-    slow, slow_hist = run_engine(procs, url, "aiohttp", **plan)
+    fast, fast_hist = run_engine(make_fleet, url, "fast", **plan)
+    slow, slow_hist = run_engine(make_fleet, url, "aiohttp", **plan)
     assert fast == slow, (fast, slow)
     assert fast[expected] == sum(fast.values()) == pytest.approx(300, abs=1)
     if expected == "ok":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import APP
+from helpers import APP, listening
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")]
 
@@ -205,7 +205,7 @@ def test_interrupt_in_any_phase_leaves_nothing_and_writes_the_report(
     inner: pytest.Pytester, sig: signal.Signals, phase: str
 ) -> None:
     report = write(inner, MARK_PHASES.format(dir=str(inner.path)))
-    before = _listening()
+    before = listening()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rollout-report", str(report), "test_release.py"],
         cwd=inner.path,
@@ -227,7 +227,7 @@ def test_interrupt_in_any_phase_leaves_nothing_and_writes_the_report(
             proc.kill()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
     assert started_by(inner.path / "tmp") == []
-    assert _listening() - before == set()
+    assert listening() - before == set()
     assert list((inner.path / "tmp").iterdir()) == []  # no temporary file or directory left
     data = json.loads(report.read_text())
     assert data["interrupted"] is True
@@ -275,14 +275,3 @@ def test_a_fleet_of_32_workers_keeps_exact_totals(inner: pytest.Pytester) -> Non
     assert test["phases"]["baseline"]["requests"] == pytest.approx(1600, abs=2)
     for phase in test["phases"].values():
         assert phase["requests"] == phase["fleet_requests"]
-
-
-def _listening() -> set[str]:
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            for line in fh.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A":
-                    out.add(fields[1])
-    return out

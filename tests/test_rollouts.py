@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import APP
+from helpers import APP, listening
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")]
 
@@ -34,18 +34,6 @@ def test_release(rollout):
     rollout.ramp()
     rollout.upgrade(command=app({v2}){upgrade_kw})
 """
-
-
-def listening() -> set[str]:
-    """Local TCP listening sockets (address:port), from /proc/net/tcp."""
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            for line in fh.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A":
-                    out.add(fields[1])
-    return out
 
 
 def run_release(pytester: pytest.Pytester, v1: str, v2: str, slo: str = SLO, upgrade_kw: str = "") -> tuple:
