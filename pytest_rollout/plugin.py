@@ -88,6 +88,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DURATION",
         default="300s",
     )
+    option(
+        "--rollout-sd-dir",
+        "rollout_sd_dir",
+        "directory for the file_sd target files naming each run's workers and load balancer; point your "
+        "Prometheus's file_sd_configs at DIR/*.json when you use --prometheus-url (default: a temporary "
+        "directory read by the Prometheus the plugin starts)",
+        metavar="DIR",
+    )
     parser.addini("rollout_haproxy", "path of the haproxy binary (default: from PATH)", default="haproxy")
     parser.addini("rollout_prometheus", "path of the prometheus binary (default: from PATH)", default="prometheus")
 
@@ -152,6 +160,7 @@ def read_settings(config: pytest.Config) -> Settings:
         haproxy=str(config.getini("rollout_haproxy") or "haproxy"),
         prometheus=str(config.getini("rollout_prometheus") or "prometheus"),
         upgrade_timeout_s=upgrade_timeout,
+        sd_dir=str(_value(config, "rollout_sd_dir") or "") or None,
     )
 
 
@@ -227,22 +236,42 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Verify the SLOs inside the call phase, so a breach is a test failure, not a teardown error."""
     try:
-        result = yield
-    except RolloutError as exc:
+        try:
+            result = yield
+        except RolloutError as exc:
+            run = item.stash.get(ROLLOUT_KEY, None)
+            if run is not None and run.verdict is None:
+                run._failure = run._failure or f"{type(exc).__name__}: {exc}"
+                _judge_quietly(run)
+            raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}", pytrace=False) from None
+        except Exception:
+            run = item.stash.get(ROLLOUT_KEY, None)
+            if run is not None and run.verdict is None:
+                _judge_quietly(run)
+            raise
         run = item.stash.get(ROLLOUT_KEY, None)
         if run is not None and run.verdict is None:
-            run._failure = run._failure or f"{type(exc).__name__}: {exc}"
-            _judge_quietly(run)
-        raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}", pytrace=False) from None
-    except Exception:
+            run.verify()
+        return result
+    finally:
         run = item.stash.get(ROLLOUT_KEY, None)
-        if run is not None and run.verdict is None:
-            _judge_quietly(run)
-        raise
-    run = item.stash.get(ROLLOUT_KEY, None)
-    if run is not None and run.verdict is None:
-        run.verify()
-    return result
+        if run is not None:
+            _attach_properties(item, run)
+
+
+def _attach_properties(item: pytest.Item, run: Any) -> None:
+    """Put the verdict into the test's user properties, so ``--junitxml`` carries it."""
+    verdict = run.verdict
+    if verdict is None or any(name == "rollout_passed" for name, _ in item.user_properties):
+        return
+    item.user_properties.append(("rollout_passed", str(verdict.passed).lower()))
+    item.user_properties.append(("rollout_requested_rps", f"{run.spec.requested_rps:g}"))
+    for e in verdict.entries:
+        measured = "n/a" if e.measured is None else f"{e.measured:.6g}"
+        bound = "n/a" if e.bound is None else f"{e.bound:g}"
+        op = e.op or (">=" if e.slo == "rps" else "<=")
+        status = "pass" if e.passed else "FAIL"
+        item.user_properties.append((f"rollout:{e.phase}:{e.slo}", f"{status} {measured} {op} {bound}"))
 
 
 def _judge_quietly(run: Any) -> None:

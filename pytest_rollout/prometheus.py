@@ -53,13 +53,18 @@ class LocalPrometheus:
     """A real Prometheus server on a free loopback port, owned by the pytest session."""
 
     def __init__(
-        self, procs: ProcessSet, run_dir: Path, binary: str = "prometheus", scrape_interval_s: float = SCRAPE_INTERVAL_S
+        self,
+        procs: ProcessSet,
+        run_dir: Path,
+        binary: str = "prometheus",
+        scrape_interval_s: float = SCRAPE_INTERVAL_S,
+        sd_dir: Path | None = None,
     ) -> None:
         self.procs = procs
         self.run_dir = run_dir
         self.binary = binary
         self.scrape_interval_s = scrape_interval_s
-        self.sd_dir = run_dir / "sd"
+        self.sd_dir = sd_dir or run_dir / "sd"
         self.port = 0
         self.process: ManagedProcess | None = None
 
@@ -227,16 +232,16 @@ class PromClient:
                 return seen
             time.sleep(0.25)
 
-    def scrape_interval(self, job: str, default: float = SCRAPE_INTERVAL_S) -> float:
-        """The scrape interval Prometheus uses for *job* (from /api/v1/targets)."""
+    def scrape_interval(self, run_id: str, default: float = SCRAPE_INTERVAL_S) -> float:
+        """How often Prometheus scrapes the targets labelled ``run=<run_id>`` (from /api/v1/targets)."""
         import requests
+
+        from .slo import parse_duration
 
         try:
             resp = requests.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=self.timeout_s)
             for target in resp.json()["data"]["activeTargets"]:
-                if target.get("scrapePool") == job and target.get("scrapeInterval"):
-                    from .slo import parse_duration
-
+                if target.get("labels", {}).get("run") == run_id and target.get("scrapeInterval"):
                     return parse_duration(target["scrapeInterval"], "scrapeInterval")
         except (requests.RequestException, ValueError, KeyError, TypeError):
             pass

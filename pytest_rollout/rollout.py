@@ -171,11 +171,13 @@ class Rollout:
         except BaseException:
             fleet.shutdown()
             raise
+        self._scrape_interval = client.scrape_interval(self.run_id)
         if seen < size:
             fleet.shutdown()
             raise PrometheusError(
                 f"Prometheus at {client.url} scrapes {seen} of the {size} load workers of this run after 20s. "
-                f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs)."
+                f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs; "
+                "choose that directory with --rollout-sd-dir)."
             )
         rps = spec.requested_rps
         segments: list[Segment] = []
@@ -518,6 +520,7 @@ class Rollout:
             "declared_rps": self.spec.rps,
             "run_id": self.run_id,
             "platform": self.session.settings.platform,
+            "scrape_interval_s": self._scrape_interval,
             "workers": self._load.fleet.size if self._load else 0,
             "engine": ",".join(sorted(set(self._load.engines))) if self._load else None,
             "passed": verdict.passed if verdict else False,

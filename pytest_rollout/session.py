@@ -34,6 +34,7 @@ class Settings:
     haproxy: str = "haproxy"
     prometheus: str = "prometheus"
     upgrade_timeout_s: float = 300.0
+    sd_dir: str | None = None  # where runs write file_sd target files (default: the session's directory)
 
 
 class RolloutSession:
@@ -79,7 +80,12 @@ class RolloutSession:
                     client.check()
                     self._client = client
                 else:
-                    server = LocalPrometheus(self.procs, self.root, binary=self.settings.prometheus)
+                    server = LocalPrometheus(
+                        self.procs,
+                        self.root,
+                        binary=self.settings.prometheus,
+                        sd_dir=Path(self.settings.sd_dir) if self.settings.sd_dir else None,
+                    )
                     server.start()
                     self._prometheus = server
                     self._client = PromClient(server.url)
@@ -88,9 +94,12 @@ class RolloutSession:
     @property
     def sd_dir(self) -> Path:
         """Where runs write their file_sd target files."""
-        if self._prometheus is not None:
+        if self.settings.sd_dir:
+            path = Path(self.settings.sd_dir)
+        elif self._prometheus is not None:
             return Path(self._prometheus.sd_dir)
-        path = self.root / "sd"
+        else:
+            path = self.root / "sd"
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -15,10 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import APP, listening
+
+from pytest_rollout.procs import reap_stale_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")]
 
@@ -61,11 +64,24 @@ def started_by(tmpdir: Path) -> list[int]:
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Pytester]:
     tmp = pytester.path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    return pytester
+    yield pytester
+    # if this test failed or was interrupted with an inner run still going, stop what that run recorded
+    reap_stale_runs(tmp)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End an inner pytest the way a user would (Ctrl-C), and only then by force."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def write(pytester: pytest.Pytester, conftest: str = "", hold: str = "3s") -> Path:
@@ -223,8 +239,7 @@ def test_interrupt_in_any_phase_leaves_nothing_and_writes_the_report(
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
     assert started_by(inner.path / "tmp") == []
     assert listening() - before == set()
@@ -246,10 +261,14 @@ def test_a_run_killed_hard_is_cleaned_up_by_the_next(inner: pytest.Pytester) -> 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not (inner.path / "phase-baseline").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while not (inner.path / "phase-baseline").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    except BaseException:
+        stop(proc)  # the phase never came: do not leave the inner run behind
+        raise
     proc.kill()
     proc.wait()
     left = started_by(inner.path / "tmp")

@@ -13,6 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from helpers import APP, listening
@@ -36,7 +37,9 @@ def test_release(rollout):
 """
 
 
-def run_release(pytester: pytest.Pytester, v1: str, v2: str, slo: str = SLO, upgrade_kw: str = "") -> tuple:
+def run_release(
+    pytester: pytest.Pytester, v1: str, v2: str, slo: str = SLO, upgrade_kw: str = "", args: tuple[str, ...] = ()
+) -> tuple:
     def flags(text: str) -> str:
         return ", ".join(repr(f) for f in text.split())
 
@@ -46,10 +49,14 @@ def run_release(pytester: pytest.Pytester, v1: str, v2: str, slo: str = SLO, upg
     report = pytester.path / "report.json"
     before = listening()
     started = time.monotonic()
-    result = pytester.runpytest_subprocess("--rollout-report", str(report), timeout=300)
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess(
+        "--rollout-report", str(report), "--junitxml", str(junit), *args, timeout=300
+    )
     took = time.monotonic() - started
     data = json.loads(report.read_text())
     (test,) = data["tests"]
+    test["junit"] = {p.get("name"): p.get("value") for p in ElementTree.parse(junit).getroot().iter("property")}
     # everything the run started is gone: no new listener, no replica process left
     assert listening() - before == set(), "the run left something listening"
     for event in test["events"]:
@@ -96,6 +103,10 @@ def test_good_release_passes(pytester: pytest.Pytester) -> None:
     assert upgrade["start"] <= first_start and last_exit <= upgrade["end"]
     assert all(v["passed"] for v in test["verdicts"])
     result.stdout.fnmatch_lines(["*rollout SLO summary*", "*test_release PASSED: asked 600 rps*", "  upgrade *"])
+    # the verdict travels in --junitxml as properties, for CI systems
+    assert test["junit"]["rollout_passed"] == "true"
+    assert test["junit"]["rollout:upgrade:error_rate"].startswith("pass 0 <= 0.01")
+    assert test["junit"]["rollout:after:lb_2xx"].startswith("pass ")
 
 
 def test_release_that_drops_requests_on_sigterm_fails_on_error_rate(pytester: pytest.Pytester) -> None:
@@ -119,6 +130,8 @@ def test_slower_release_fails_on_p99(pytester: pytest.Pytester) -> None:
     assert test["phases"]["baseline"]["p99_ms"] < 100
     assert test["phases"]["after"]["p99_ms"] > 150
     result.stdout.fnmatch_lines(["*p99_ms in phase after: measured *.?? ms, bound <= 100.00 ms*"])
+    assert test["junit"]["rollout_passed"] == "false"
+    assert test["junit"]["rollout:after:p99_ms"].startswith("FAIL ")
     failed = {(v["slo"], v["phase"]) for v in test["verdicts"] if not v["passed"]}
     assert ("p99_ms", "after") in failed and ("p99_ms", "baseline") not in failed
 
@@ -140,3 +153,27 @@ def test_release_that_never_becomes_ready_fails_fast_and_leaves_v1_serving(pytes
     assert upgrade["errors"] == 0 and upgrade["requests"] > 1000  # v1 kept serving every request
     assert "after" not in test["phases"]
     assert took < 90
+
+
+def test_an_external_prometheus_through_file_sd(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--prometheus-url with the local platform: that Prometheus reads the targets from --rollout-sd-dir."""
+    from pytest_rollout.procs import ProcessSet
+    from pytest_rollout.prometheus import LocalPrometheus
+
+    base = tmp_path_factory.mktemp("external-prometheus")
+    procs = ProcessSet(base)
+    prometheus = LocalPrometheus(procs, base, scrape_interval_s=2.0, sd_dir=base / "sd")
+    prometheus.start()
+    try:
+        result, test, _ = run_release(
+            pytester, "--version 1", "--version 2",
+            args=("--prometheus-url", prometheus.url, "--rollout-sd-dir", str(base / "sd")),
+        )  # fmt: skip
+        result.assert_outcomes(passed=1)
+        assert test["scrape_interval_s"] == 2.0  # the evidence rules use that Prometheus's own interval
+        assert all(v["passed"] for v in test["verdicts"])
+        assert list((base / "sd").iterdir()) == []  # the run removed its target files
+    finally:
+        procs.stop_all()
