@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,3 +296,30 @@ def test_a_fleet_of_32_workers_keeps_exact_totals(inner: pytest.Pytester) -> Non
     assert test["phases"]["baseline"]["requests"] == pytest.approx(1600, abs=2)
     for phase in test["phases"].values():
         assert phase["requests"] == phase["fleet_requests"]
+
+
+def test_keep_leaves_the_target_serving_and_says_where(inner: pytest.Pytester) -> None:
+    write(inner)
+    result = inner.runpytest_subprocess("--rollout-keep", timeout=240)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*rollout: left running (--rollout-keep)*",
+            "HAProxy: http://127.0.0.1:* (admin socket *",
+            "*Prometheus: http://127.0.0.1:* (pid *)*",
+        ]
+    )
+    url = re.search(r"HAProxy: (http://127.0.0.1:\d+)", result.stdout.str()).group(1)  # type: ignore[union-attr]
+    with urllib.request.urlopen(url + "/", timeout=5) as resp:
+        assert resp.read() == b"hello from v2\n"  # the upgraded target still serves
+    assert started_by(inner.path / "tmp"), "kept processes are running"
+    assert not any("pytest_rollout.worker" in _cmdline(pid) for pid in started_by(inner.path / "tmp"))  # load stopped
+    reap_stale_runs(inner.path / "tmp")
+    assert started_by(inner.path / "tmp") == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
