@@ -25,7 +25,9 @@ APP = {app!r}
 def app(*flags):
     return [sys.executable, APP, *flags]
 
-@pytest.mark.slo(rps={rps}, error_rate=0.001, p99_ms=100, ramp="5s", hold="{hold}s")
+# objectives its short phases can support: a 5 s ramp and a ~2 s upgrade at 500 rps hold ~1,000-2,500
+# requests, enough for error_rate <= 0.01 (300) and p90 (100), not for 0.001 (3,000) or p99 (1,000)
+@pytest.mark.slo(rps={rps}, error_rate=0.01, p90_ms=100, ramp="5s", hold="{hold}s")
 def test_soak(rollout):
     rollout.deploy(command=app("--version", "1"), replicas=3)
     rollout.ramp()
