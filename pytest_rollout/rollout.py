@@ -458,7 +458,10 @@ class Rollout:
                 quantile_ms[q] = math.nan if value is None else value * 1000.0
             checks: dict[str, float | None] = {}
             for check in self.spec.checks:
-                expr = check.render(self.run_id, phase.name, window(phase.end - phase.start))
+                # rate()/increase() need two samples in their range: like Grafana's $__rate_interval,
+                # $window is the phase's length but never less than four scrape intervals
+                span = max(phase.end - phase.start, 4 * self._scrape_interval)
+                expr = check.render(self.run_id, phase.name, window(span))
                 base["queries"][f"check:{check.name}"] = expr  # type: ignore[index]
                 try:
                     checks[check.name] = client.scalar(expr, phase.end)

@@ -91,7 +91,9 @@ class Check:
 
     ``expr`` may use ``$run`` (this run's ``run`` label, carried by the fleet's
     and the load balancer's series), ``$phase`` (the phase's name) and
-    ``$window`` (the phase's length as a PromQL range, e.g. ``12500ms``); it is
+    ``$window`` (the phase's length as a PromQL range, e.g. ``12500ms``, but
+    never less than four scrape intervals, so that ``rate()`` and
+    ``increase()`` always have two samples even over a short upgrade); it is
     evaluated at the phase's end and must give one value.
     """
 
