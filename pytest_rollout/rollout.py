@@ -32,7 +32,7 @@ from .procs import ProcessSet
 from .prometheus import remove_targets, write_targets
 from .promql import last_scrape, phase_queries, window
 from .schedule import Segment, expected_count
-from .slo import SLOSpec
+from .slo import SLOSpec, quantile_name
 from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message, largest_gap
 from .worker import Plan, inflight_cap
 
@@ -497,7 +497,7 @@ class Rollout:
                 "achieved_rps": num(m.held_rps) if m.requests is not None else None,
                 "asked_rps": num(m.asked_rps),
                 "error_rate": num(m.error_rate) if m.requests else None,
-                **{f"p{_qkey(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
+                **{f"p{quantile_name(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
                 "requests": None if m.requests is None else round(m.requests),
                 "late": round(m.late),
                 "errors": None if m.requests is None else round(m.errors),
@@ -563,7 +563,3 @@ class Rollout:
             if not self.session.settings.keep:
                 problems.extend(self.procs.stop_all())
         return problems
-
-
-def _qkey(q: float) -> str:
-    return f"{q * 100:g}".replace(".", "")

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import SLOSpecError
 
-__all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_slo"]
+__all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_slo", "quantile_name"]
 
 #: The phases of a run, in order.
 PHASES: tuple[str, ...] = ("ramp", "baseline", "upgrade", "after")
@@ -29,6 +29,12 @@ LATENCY_KEYS: dict[str, float] = {
     "p99_ms": 0.99,
     "p999_ms": 0.999,
 }
+
+
+def quantile_name(q: float) -> str:
+    """``"99"`` for 0.99, ``"999"`` for 0.999: the digits in ``p99`` and in ``p999_ms``."""
+    return f"{q * 100:g}".replace(".", "")
+
 
 DEFAULT_ERROR_RATE = 0.001
 DEFAULT_MIN_LOAD = 0.95

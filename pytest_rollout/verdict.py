@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .slo import SLOSpec
+from .slo import SLOSpec, quantile_name
 
 __all__ = [
     "CROSS_CHECK_TOLERANCE",
@@ -266,7 +266,7 @@ def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement) -> Ver
             value,
             bound,
             False,
-            f"insufficient data: {requests:.0f} requests are too few to judge p{_qname(q)} (need at least {needed})",
+            f"insufficient data: {requests:.0f} requests are too few to judge p{quantile_name(q)} (need at least {needed})",
         )
     if value is None or math.isnan(value):
         return VerdictEntry(
@@ -274,11 +274,9 @@ def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement) -> Ver
         )
     if value <= bound:
         return VerdictEntry(key, m.phase, value, bound, True)
-    return VerdictEntry(key, m.phase, value, bound, False, f"p{_qname(q)} latency {value:.1f} ms exceeds {bound:g} ms")
-
-
-def _qname(q: float) -> str:
-    return f"{q * 100:g}".replace(".", "")
+    return VerdictEntry(
+        key, m.phase, value, bound, False, f"p{quantile_name(q)} latency {value:.1f} ms exceeds {bound:g} ms"
+    )
 
 
 def failure_message(entries: Sequence[VerdictEntry]) -> str:
