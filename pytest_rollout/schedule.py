@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Segment", "arrivals", "expected_count", "split_rate"]
+__all__ = ["Segment", "arrivals", "expected_count", "rate_at", "split_rate"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,20 @@ def expected_count(segments: Sequence[Segment], t0: float, t1: float) -> float:
         if start >= t1:
             break
     return total
+
+
+def rate_at(segments: Sequence[Segment], t: float) -> float:
+    """The rate asked for at offset *t* (0 before the start and after a finite schedule's end)."""
+    if t < 0:
+        return 0.0
+    start = 0.0
+    for seg in segments:
+        if seg.duration is None or t < start + seg.duration:
+            if seg.duration is None or seg.duration == 0:
+                return seg.start_rps
+            return seg.start_rps + (seg.end_rps - seg.start_rps) * (t - start) / seg.duration
+        start += seg.duration
+    return 0.0
 
 
 def split_rate(rps: float, workers: int) -> list[float]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from .engine import Engine, choose_engine
 from .histogram import BOUNDS, Histogram
-from .schedule import Segment, arrivals
+from .schedule import Segment, arrivals, rate_at
 
 __all__ = ["CLASSES", "Plan", "WorkerStats", "inflight_cap", "main"]
 
@@ -214,8 +214,8 @@ class Worker:
         self.state = "idle"  # idle -> running -> stopping -> stopped
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self.target_rps = 0.0
         self.wall_offset = 0.0  # Unix time minus loop time, set at start
+        self._loop_start = 0.0
 
     async def start(self, plan: Plan) -> None:
         if self.state != "idle":
@@ -230,10 +230,17 @@ class Worker:
         await self.engine.open()
         gc.freeze()  # what exists now lives for the whole run: keep it out of every collection
         self.state = "running"
-        self._task = loop.create_task(self._generate(plan, plan.start_at - wall_offset))
+        self._loop_start = plan.start_at - wall_offset
+        self._task = loop.create_task(self._generate(plan, self._loop_start))
 
     async def stop(self) -> None:
         self._stopped = True
+
+    def target_rps(self) -> float:
+        """The rate this worker is asked to hold now (read at scrape time, off the hot path)."""
+        if self.state != "running" or self.plan is None:
+            return 0.0
+        return rate_at(self.plan.segments, asyncio.get_running_loop().time() - self._loop_start)
 
     def start_phase(self, name: str, at: float) -> None:
         """Requests due from Unix time *at* on count for phase *name*."""
@@ -248,7 +255,6 @@ class Worker:
         loop_deadline = plan.deadline - (plan.start_at - loop_start)
         due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
         max_inflight = plan.max_inflight
-        rate_segments = plan.segments
         sleep = asyncio.sleep
         try:
             count = 0
@@ -258,7 +264,6 @@ class Worker:
                     break
                 now = loop.time()
                 if due > now:
-                    self.target_rps = _rate_at(rate_segments, now - loop_start)
                     await sleep(due - now)
                     if self._stopped:
                         break
@@ -279,24 +284,12 @@ class Worker:
                     stats.max_inflight_seen = stats.inflight
                 fire(due)
         finally:
-            self.target_rps = 0.0
             self.state = "stopping"
             drain_until = loop.time() + plan.timeout_s + 1.0
             while stats.inflight > 0 and loop.time() < drain_until:
                 await sleep(0.01)
             await engine.close()
             self.state = "stopped"
-
-
-def _rate_at(segments: tuple[Segment, ...], t: float) -> float:
-    start = 0.0
-    for seg in segments:
-        if seg.duration is None or t < start + seg.duration:
-            if seg.duration is None or seg.duration == 0:
-                return seg.start_rps
-            return seg.start_rps + (seg.end_rps - seg.start_rps) * (t - start) / seg.duration
-        start += seg.duration
-    return 0.0
 
 
 class _Collector:
@@ -337,7 +330,7 @@ class _Collector:
         yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)
         yield GaugeMetricFamily("rollout_max_lag_seconds", "Largest send lag seen so far.", value=stats.max_lag)
         yield GaugeMetricFamily(
-            "rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps
+            "rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps()
         )
 
 

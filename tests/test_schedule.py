@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pytest_rollout.schedule import Segment, arrivals, expected_count
+from pytest_rollout.schedule import Segment, arrivals, expected_count, rate_at
 
 
 def test_constant_rate_is_exact_without_drift() -> None:
@@ -63,3 +63,11 @@ def test_invalid_schedules(segments: list[Segment]) -> None:
 def test_expected_count_open_segment() -> None:
     assert expected_count([Segment(None, 50.0, 50.0)], 2.0, 4.0) == pytest.approx(100.0)
     assert math.isinf(Segment(None, 1, 1).count())
+
+
+def test_rate_at() -> None:
+    segments = [Segment(10.0, 0.0, 100.0), Segment(None, 100.0, 100.0)]
+    assert rate_at(segments, -1.0) == 0.0
+    assert rate_at(segments, 2.5) == pytest.approx(25.0)
+    assert rate_at(segments, 60.0) == 100.0
+    assert rate_at([Segment(2.0, 5.0, 5.0)], 3.0) == 0.0
