@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_rollout.cli import attack
+from pytest_rollout.cli import attack, capacity
 from pytest_rollout.procs import free_port, http_get
 
 NGINX_CONF = """
@@ -88,42 +88,6 @@ def run_wrk(url: str, seconds: float, connections: int = 64) -> dict[str, Any]:
     return {"rps": rps, "requests": requests, "cpu_s": cpu, "cpu_us_per_request": cpu / requests * 1e6}
 
 
-def held_within(summary: dict[str, Any], tolerance: float = 0.01) -> bool:
-    return summary["held_rps"] >= summary["requested_rps"] * (1 - tolerance) and not any(summary["errors"].values())
-
-
-def capacity(
-    url: str, engine: str, seconds: float, confirm_seconds: float, workers: int = 1, start: float = 2000.0
-) -> tuple[float, list]:
-    """Highest rate *workers* workers hold within 1%.
-
-    Doubling, then 4 bisection steps with short trials; then the rate found must
-    hold for a full-length run too, stepping down 10% at a time until it does
-    (a single lucky short trial on a noisy machine overstates capacity).
-    """
-    low, high, runs = 0.0, start * workers, []
-    while True:
-        s = attack(url, high, seconds, engine=engine, workers=workers)
-        runs.append(s)
-        if not held_within(s):
-            break
-        low, high = high, high * 2
-    for _ in range(4):
-        mid = (low + high) / 2
-        s = attack(url, mid, seconds, engine=engine, workers=workers)
-        runs.append(s)
-        low, high = (mid, high) if held_within(s) else (low, mid)
-    for _ in range(8):
-        s = attack(url, low, confirm_seconds, engine=engine, workers=workers)
-        runs.append(s)
-        if held_within(s):
-            break
-        low *= 0.9
-    else:
-        low = 0.0
-    return low, runs
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run (default 10)")
@@ -142,7 +106,8 @@ def main() -> int:
             results["wrk"] = run_wrk(url, args.seconds)
             engines: dict[str, Any] = {}
             for engine in ("fast", "aiohttp"):
-                held, runs = capacity(url, engine, args.search_seconds, args.seconds)
+                found = capacity(url, engine, args.search_seconds, args.seconds, start_rps=2000.0)
+                held, runs = found["held_rps"], found["runs"]
                 engines[engine] = {
                     "held_rps_within_1pct": held,
                     "trials": [(r["requested_rps"], r["held_rps"]) for r in runs],

@@ -5,7 +5,7 @@ holds an open-loop rate against URL and prints totals, the rate held, errors
 by class and latency quantiles (``--json``: one JSON object).
 
 ``pytest-rollout calibrate --url URL`` finds the highest rate one worker
-holds within 1% on this machine and records it; the plugin then sizes fleets
+holds within 1% on this machine (confirmed by a longer run) and records it; the plugin then sizes fleets
 from that measurement (see :func:`measured_worker_rps`).
 
 Requests go only where ``--url`` says; every run is bounded by ``--duration``.
@@ -32,7 +32,7 @@ from .schedule import Segment
 from .slo import parse_duration
 from .worker import CLASSES, Plan, inflight_cap
 
-__all__ = ["attack", "calibration_path", "main", "measured_worker_rps"]
+__all__ = ["attack", "calibration_path", "capacity", "held_within", "main", "measured_worker_rps"]
 
 PHASE = "attack"
 #: Fraction of the calibrated capacity the plugin gives each worker.
@@ -141,32 +141,52 @@ def attack(
     }
 
 
-def _held_within(summary: dict[str, Any], tolerance: float) -> bool:
+def held_within(summary: dict[str, Any], tolerance: float = 0.01) -> bool:
+    """True when an attack held its asked rate within *tolerance*, with no errors."""
     return bool(summary["held_rps"] >= summary["requested_rps"] * (1 - tolerance)) and not any(
         summary["errors"].values()
     )
 
 
-def calibrate(url: str, engine: str, seconds: float, start_rps: float, tolerance: float = 0.01) -> dict[str, Any]:
-    """Highest rate one worker holds within *tolerance* (doubling, then bisecting)."""
-    low, high = 0.0, start_rps
+def capacity(
+    url: str,
+    engine: str,
+    trial_s: float,
+    confirm_s: float,
+    *,
+    workers: int = 1,
+    start_rps: float = 1000.0,
+    tolerance: float = 0.01,
+) -> dict[str, Any]:
+    """The highest rate *workers* workers hold within *tolerance* on this machine.
+
+    Doubling, then four bisection steps with *trial_s* runs; then the rate found
+    must hold for a *confirm_s* run too, stepping down 10% at a time until it
+    does (on a noisy machine a single lucky short trial overstates capacity).
+    """
+    low, high = 0.0, start_rps * workers
     runs = []
-    while True:
-        summary = attack(url, high, seconds, engine=engine)
+    while high <= 1_000_000 * workers:
+        summary = attack(url, high, trial_s, engine=engine, workers=workers)
         runs.append(summary)
-        if not _held_within(summary, tolerance):
+        if not held_within(summary, tolerance):
             break
         low, high = high, high * 2
-        if high > 1_000_000:
-            break
     for _ in range(4):
         mid = (low + high) / 2
-        summary = attack(url, mid, seconds, engine=engine)
+        summary = attack(url, mid, trial_s, engine=engine, workers=workers)
         runs.append(summary)
-        if _held_within(summary, tolerance):
-            low = mid
-        else:
-            high = mid
+        low, high = (mid, high) if held_within(summary, tolerance) else (low, mid)
+    for _ in range(8):
+        if low <= 0:
+            break
+        summary = attack(url, low, confirm_s, engine=engine, workers=workers)
+        runs.append(summary)
+        if held_within(summary, tolerance):
+            break
+        low *= 0.9
+    else:
+        low = 0.0
     return {"engine": runs[-1]["engine"], "held_rps": round(low), "runs": runs}
 
 
@@ -222,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     cal = sub.add_parser("calibrate", help="measure what one worker holds on this machine, and record it")
     cal.add_argument("--url", required=True, type=_check_url)
     cal.add_argument("--engine", choices=["fast", "aiohttp"], default="fast")
-    cal.add_argument("--seconds", default="5s", help="length of each trial run (default 5s)")
+    cal.add_argument(
+        "--seconds",
+        default="5s",
+        help="length of each trial run; the result is confirmed by a run twice as long (default 5s)",
+    )
     cal.add_argument("--start-rps", type=float, default=1000.0)
     cal.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -242,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _print_summary(summary)
             return 0
-        result = calibrate(args.url, args.engine, _duration(args.seconds, "--seconds"), args.start_rps)
+        trial_s = _duration(args.seconds, "--seconds")
+        result = capacity(args.url, args.engine, trial_s, 2 * trial_s, start_rps=args.start_rps)
         path = calibration_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
