@@ -1,6 +1,6 @@
 """A small HTTP service to upgrade under load: the target of the example SLO tests.
 
-It listens on 127.0.0.1 at the port in env var ``PORT`` and answers
+It listens on 127.0.0.1 (``--host`` to change; 0.0.0.0 in a pod) at the port in env var ``PORT`` and answers
 ``GET /`` with its version after ``--delay-ms`` of simulated work, and
 ``GET /healthz`` with 200 once started (503 before, and while shutting down).
 
@@ -28,6 +28,7 @@ from aiohttp import web
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--version", default="1", help="version reported in answers (default 1)")
     parser.add_argument("--delay-ms", type=float, default=2.0, help="simulated work per request (default 2)")
     parser.add_argument("--startup-s", type=float, default=0.3, help="time to become ready (default 0.3)")
@@ -58,7 +59,7 @@ async def serve(args: argparse.Namespace) -> None:
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, args.host, port).start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

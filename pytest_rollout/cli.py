@@ -93,7 +93,7 @@ def attack(
             cpu_before = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
             end = start + ramp_s + duration_s
             while time.time() < end:
-                dead = fleet.dead()
+                dead = fleet.dead_processes()
                 if dead:
                     raise RolloutError(f"load worker {dead[0].describe()} died:\n{dead[0].log_tail()}")
                 time.sleep(min(0.2, max(0.0, end - time.time())))

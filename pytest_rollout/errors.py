@@ -10,7 +10,8 @@ Every error says what failed, with what, and what to do about it. The tree::
     ├── UpgradeFailed               a rolling upgrade could not complete
     ├── LoadBalancerError           HAProxy refused a runtime command
     ├── FleetError                  a load worker failed or went silent
-    └── PrometheusError             Prometheus unreachable or a query failed
+    ├── PrometheusError             Prometheus unreachable or a query failed
+    └── KubernetesError             the Kubernetes API refused or failed a request
 
 Bad command-line and ini values are reported as :class:`pytest.UsageError`,
 not with these classes.
@@ -61,3 +62,15 @@ class FleetError(RolloutError):
 
 class PrometheusError(RolloutError):
     """Prometheus could not be reached, or answered a query with an error."""
+
+
+class KubernetesError(RolloutError):
+    """The Kubernetes API could not be reached, or refused or failed a request.
+
+    ``status`` is the HTTP status the API server answered (``None`` when it
+    was not reached).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -17,14 +17,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import FleetError
 from .procs import ManagedProcess, ProcessSet
 from .schedule import Segment
 from .worker import Plan
 
-__all__ = ["FleetTotals", "LocalFleet", "workers_for"]
+__all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for"]
 
 
 def workers_for(rps: float, per_worker_rps: float) -> int:
@@ -56,7 +56,115 @@ class FleetTotals:
         return sum(int(t["requests"]) for t in self.workers)
 
 
-class LocalFleet:
+@runtime_checkable
+class Fleet(Protocol):
+    """What a run needs from its load workers, wherever they run."""
+
+    size: int
+    start_lead_s: float  # how far ahead of the first request the plan is sent
+
+    def start(self) -> None: ...
+
+    def scrape_targets(self) -> list[dict[str, Any]]: ...
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]: ...
+
+    def announce(self, phase: str, at: float) -> None: ...
+
+    def dead(self) -> list[str]: ...
+
+    def stop_load(self) -> None: ...
+
+    def drain(self, settle_s: float) -> None: ...
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals: ...
+
+    def shutdown(self) -> None: ...
+
+
+class ControlledFleet:
+    """The controller's side of the worker protocol, over any transport.
+
+    Subclasses say how to reach a worker (:meth:`_call`), which workers there
+    are (:meth:`_handles`) and which still live (:meth:`_alive`).
+    """
+
+    size: int
+    start_lead_s = 0.5
+
+    def _handles(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _alive(self, handle: Any) -> bool:
+        raise NotImplementedError
+
+    def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        raise NotImplementedError
+
+    def _death(self, handle: Any) -> FleetError:
+        return FleetError(f"load worker {handle} died")
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
+        """Give every worker its share of *total_segments*; returns the engine each runs."""
+        share = 1.0 / self.size
+        engines = []
+        for i, handle in enumerate(self._handles()):
+            segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
+            plan = template.to_json()
+            plan["segments"] = segments
+            plan["phase"] = i / self.size
+            answer = self._call(handle, "POST", "/start", plan)
+            engines.append(str(answer.get("engine")))
+        return engines
+
+    def announce(self, phase: str, at: float) -> None:
+        """Tell every worker that requests due from Unix time *at* on belong to *phase*."""
+        for handle in self._handles():
+            if self._alive(handle):
+                self._call(handle, "POST", "/phase", {"name": phase, "at": at}, timeout=5.0)
+
+    def stop_load(self) -> None:
+        for handle in self._handles():
+            if self._alive(handle):
+                try:
+                    self._call(handle, "POST", "/stop", {}, timeout=5.0)
+                except FleetError:
+                    pass
+
+    def drain(self, settle_s: float) -> None:
+        """Wait (bounded) until every live worker has stopped and its requests in flight ended."""
+        deadline = time.monotonic() + settle_s
+        for handle in self._handles():
+            while self._alive(handle) and time.monotonic() < deadline:
+                if self._call(handle, "GET", "/status").get("state") in ("stopped", "idle"):
+                    break
+                time.sleep(0.05)
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals:
+        """Each live worker's own totals, once its requests in flight have ended."""
+        deadline = time.monotonic() + settle_s
+        out = []
+        for handle in self._handles():
+            if not self._alive(handle):
+                raise self._death(handle)
+            while True:
+                data = self._call(handle, "GET", "/totals")
+                if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            out.append(data)
+        return FleetTotals(out)
+
+    def _quit_all(self) -> None:
+        for handle in self._handles():
+            if self._alive(handle):
+                try:
+                    self._call(handle, "POST", "/quit", {}, timeout=2.0)
+                except FleetError:
+                    pass
+
+
+class LocalFleet(ControlledFleet):
     """Worker processes on this machine, each with a control port on 127.0.0.1."""
 
     def __init__(self, procs: ProcessSet, run_id: str, size: int) -> None:
@@ -112,7 +220,19 @@ class LocalFleet:
             for i, (_, port) in enumerate(self.workers)
         ]
 
-    def _call(self, port: int, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    def _handles(self) -> list[Any]:
+        return list(self.workers)
+
+    def _alive(self, handle: Any) -> bool:
+        proc: ManagedProcess = handle[0]
+        return proc.alive()
+
+    def _death(self, handle: Any) -> FleetError:
+        proc: ManagedProcess = handle[0]
+        return FleetError(f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}")
+
+    def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        port: int = handle[1]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
             payload = None if body is None else json.dumps(body).encode()
@@ -128,69 +248,15 @@ class LocalFleet:
         finally:
             conn.close()
 
-    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
-        """Give every worker its share of *total_segments*; returns the engine each runs."""
-        share = 1.0 / self.size
-        engines = []
-        for i, (_, port) in enumerate(self.workers):
-            segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
-            plan = template.to_json()
-            plan["segments"] = segments
-            plan["phase"] = i / self.size
-            answer = self._call(port, "POST", "/start", plan)
-            engines.append(str(answer.get("engine")))
-        return engines
+    def dead(self) -> list[str]:
+        """One line for each worker process that exited."""
+        return [f"{proc.describe()} exit code {proc.returncode}" for proc, _ in self.workers if not proc.alive()]
 
-    def announce(self, phase: str, at: float) -> None:
-        """Tell every worker that requests due from Unix time *at* on belong to *phase*."""
-        for proc, port in self.workers:
-            if proc.alive():
-                self._call(port, "POST", "/phase", {"name": phase, "at": at}, timeout=5.0)
-
-    def dead(self) -> list[ManagedProcess]:
+    def dead_processes(self) -> list[ManagedProcess]:
         return [proc for proc, _ in self.workers if not proc.alive()]
 
-    def stop_load(self) -> None:
-        for proc, port in self.workers:
-            if proc.alive():
-                try:
-                    self._call(port, "POST", "/stop", {}, timeout=5.0)
-                except FleetError:
-                    pass
-
-    def drain(self, settle_s: float) -> None:
-        """Wait (bounded) until every live worker has stopped and its requests in flight ended."""
-        deadline = time.monotonic() + settle_s
-        for proc, port in self.workers:
-            while proc.alive() and time.monotonic() < deadline:
-                if self._call(port, "GET", "/status").get("state") in ("stopped", "idle"):
-                    break
-                time.sleep(0.05)
-
-    def totals(self, settle_s: float = 10.0) -> FleetTotals:
-        """Each live worker's own totals, once its requests in flight have ended."""
-        deadline = time.monotonic() + settle_s
-        out = []
-        for proc, port in self.workers:
-            if not proc.alive():
-                raise FleetError(
-                    f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}"
-                )
-            while True:
-                data = self._call(port, "GET", "/totals")
-                if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.1)
-            out.append(data)
-        return FleetTotals(out)
-
     def shutdown(self) -> None:
-        for proc, port in self.workers:
-            if proc.alive():
-                try:
-                    self._call(port, "POST", "/quit", {}, timeout=2.0)
-                except FleetError:
-                    pass
+        self._quit_all()
         for proc, _ in self.workers:
             proc.stop(grace=5.0)
             self.procs.forget(proc)

@@ -18,11 +18,17 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_rollout_make_platform(config: pytest.Config, name: str, run_dir: Any, procs: Any) -> Platform | None:
+def pytest_rollout_make_platform(
+    config: pytest.Config, name: str, run_dir: Any, procs: Any, rollout: Rollout
+) -> Platform | None:
     """Return the platform called *name* (from ``--rollout-platform``), or None if it is not yours.
 
-    *run_dir* is the run's temporary directory (a :class:`pathlib.Path`) and
-    *procs* the :class:`pytest_rollout.procs.ProcessSet` to start processes with.
+    *run_dir* is the run's temporary directory (a :class:`pathlib.Path`),
+    *procs* the :class:`pytest_rollout.procs.ProcessSet` to start processes with
+    and *rollout* the test's :class:`pytest_rollout.Rollout` (its ``run_id``,
+    ``nodeid``, ``spec``).
+
+    .. versionchanged:: 0.2 the *rollout* argument.
 
     .. versionadded:: 0.1
     """

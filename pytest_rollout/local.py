@@ -20,13 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ReplicaNotReady, UpgradeFailed
+from .errors import ReplicaNotReady, RolloutUsageError, UpgradeFailed
+from .fleet import LocalFleet
 from .haproxy import HAProxy
 from .platform import TargetSpec, UpgradeEvent, UpgradeResult
 from .procs import ManagedProcess, ProcessSet, free_port, http_get
 from .upgrade import next_step, resolve_surge
 
 __all__ = ["LocalPlatform"]
+
+
+def _needs_command(target: TargetSpec, what: str) -> None:
+    if target.form != "command":
+        raise RolloutUsageError(
+            f"rollout.{what}({target.form}=...) needs --rollout-platform kubernetes; "
+            "the local platform runs each replica as a process: pass command=[...]"
+        )
 
 
 @dataclass
@@ -58,6 +67,10 @@ class LocalPlatform:
         self._counter: dict[str, int] = {}
         self._terminators: list[threading.Thread] = []
         self._problems: list[str] = []
+        self._current: TargetSpec | None = None
+        self._previous: tuple[TargetSpec, int | str | None, int | str | None] | None = (
+            None  # (version, surge, unavailable)
+        )
 
     # -- the Platform protocol -------------------------------------------------
 
@@ -68,6 +81,7 @@ class LocalPlatform:
         return self.lb.url
 
     def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
+        _needs_command(target, "deploy")
         if self.lb is None:
             self.lb = HAProxy(
                 self.procs,
@@ -77,6 +91,7 @@ class LocalPlatform:
                 server_timeout_s=self.request_timeout_s,
             )
             self.lb.start()
+        self._current = target
         pending = [self._start_replica(target, on_event) for _ in range(target.replicas)]
         try:
             while pending:
@@ -91,11 +106,17 @@ class LocalPlatform:
     def upgrade(
         self,
         target: TargetSpec,
-        max_surge: int | str,
-        max_unavailable: int | str,
+        max_surge: int | str | None,
+        max_unavailable: int | str | None,
         on_event: Callable[[UpgradeEvent], None],
     ) -> UpgradeResult:
         assert self.lb is not None, "deploy first"
+        _needs_command(target, "upgrade")
+        max_surge = "25%" if max_surge is None else max_surge
+        max_unavailable = "25%" if max_unavailable is None else max_unavailable
+        if self._current is not None:
+            self._previous = (self._current, max_surge, max_unavailable)
+        self._current = target
         replicas = target.replicas
         surge, unavailable = resolve_surge(max_surge, max_unavailable, replicas)
         start = time.time()
@@ -139,6 +160,18 @@ class LocalPlatform:
             self._join_terminators()
             return UpgradeResult(start=start, end=time.time(), replaced=replaced, events=tuple(events))
         raise UpgradeFailed(message)
+
+    def make_fleet(self, run_id: str, size: int) -> LocalFleet:
+        return LocalFleet(self.procs, run_id, size)
+
+    def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
+        """Roll back to the version before the last upgrade, the same rolling way."""
+        if self._previous is None:
+            raise UpgradeFailed("nothing to roll back: no upgrade has started")
+        target, surge, unavailable = self._previous
+        result = self.upgrade(target, surge, unavailable, on_event)
+        self._previous = None
+        return f"rolled back to {target.version} ({target.describe()}): {result.replaced} replica(s) replaced"
 
     def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
         if self.lb is None:

@@ -12,16 +12,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import RolloutUsageError
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 __all__ = ["Platform", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One version of the target, as ``rollout.deploy()`` / ``upgrade()`` describe it."""
+    """One version of the target, as ``rollout.deploy()`` / ``upgrade()`` describe it.
+
+    Exactly one of *command* (a process per replica: the ``local`` platform),
+    *image* or *manifests* (the ``kubernetes`` platform) is set.
+    """
 
     command: tuple[str, ...]
     version: str
@@ -31,6 +38,21 @@ class TargetSpec:
     ready_timeout_s: float = 30.0
     grace_period_s: float = 10.0
     cwd: str | None = None
+    image: str | None = None
+    manifests: tuple[str, ...] = ()
+    port: int = 8080
+
+    @property
+    def form(self) -> str:
+        """``command``, ``image`` or ``manifests``: how this version is described."""
+        return "command" if self.command else "image" if self.image else "manifests"
+
+    def describe(self) -> str:
+        if self.command:
+            return " ".join(self.command)
+        if self.image:
+            return f"image {self.image}"
+        return "manifests " + ", ".join(self.manifests)
 
     @classmethod
     def build(
@@ -45,16 +67,52 @@ class TargetSpec:
         grace_period: float,
         cwd: str | os.PathLike[str] | None,
         what: str,
+        image: str | None = None,
+        manifests: Sequence[str | os.PathLike[str]] | None = None,
+        port: int = 8080,
     ) -> TargetSpec:
-        if command is None:
-            raise RolloutUsageError(f"rollout.{what}() needs command=[...]: the argv that starts one replica")
-        if isinstance(command, (str, bytes)) or not all(isinstance(a, (str, os.PathLike)) for a in command):
-            raise RolloutUsageError(f"rollout.{what}(command=...) must be a list of strings (an argv), got {command!r}")
-        argv = tuple(os.fspath(a) for a in command)
-        if not argv:
-            raise RolloutUsageError(f"rollout.{what}(command=[]) is empty")
+        given = [
+            name
+            for name, value in (("command", command), ("image", image), ("manifests", manifests))
+            if value is not None
+        ]
+        if not given:
+            raise RolloutUsageError(
+                f"rollout.{what}() needs command=[...] (the argv that starts one replica, local platform), "
+                "or image=... / manifests=[...] (kubernetes platform)"
+            )
+        if len(given) > 1:
+            raise RolloutUsageError(
+                f"rollout.{what}() takes one of command=, image=, manifests=; got {' and '.join(given)}"
+            )
+        argv: tuple[str, ...] = ()
+        if command is not None:
+            if isinstance(command, (str, bytes)) or not all(isinstance(a, (str, os.PathLike)) for a in command):
+                raise RolloutUsageError(
+                    f"rollout.{what}(command=...) must be a list of strings (an argv), got {command!r}"
+                )
+            argv = tuple(os.fspath(a) for a in command)
+            if not argv:
+                raise RolloutUsageError(f"rollout.{what}(command=[]) is empty")
+        if image is not None and (not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image)):
+            raise RolloutUsageError(f"rollout.{what}(image={image!r}) must be an image reference such as 'shop/app:v2'")
+        paths: tuple[str, ...] = ()
+        if manifests is not None:
+            if isinstance(manifests, (str, bytes, os.PathLike)) or not all(
+                isinstance(m, (str, os.PathLike)) for m in manifests
+            ):
+                raise RolloutUsageError(
+                    f"rollout.{what}(manifests=...) must be a list of file paths, got {manifests!r}"
+                )
+            paths = tuple(os.fspath(m) for m in manifests)
+            if not paths:
+                raise RolloutUsageError(f"rollout.{what}(manifests=[]) is empty")
+            base = os.fspath(cwd) if cwd is not None else os.getcwd()
+            paths = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in paths)
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise RolloutUsageError(f"rollout.{what}(replicas={replicas!r}) must be an int >= 1")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise RolloutUsageError(f"rollout.{what}(port={port!r}) must be a TCP port (1-65535)")
         if not isinstance(ready_path, str) or not ready_path.startswith("/"):
             raise RolloutUsageError(f"rollout.{what}(ready_path={ready_path!r}) must start with '/'")
         if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
@@ -73,6 +131,9 @@ class TargetSpec:
             ready_timeout_s=float(ready_timeout),
             grace_period_s=float(grace_period),
             cwd=os.fspath(cwd) if cwd is not None else None,
+            image=image,
+            manifests=paths,
+            port=port,
         )
 
 
@@ -113,14 +174,20 @@ class Platform(Protocol):
     def upgrade(
         self,
         target: TargetSpec,
-        max_surge: int | str,
-        max_unavailable: int | str,
+        max_surge: int | str | None,
+        max_unavailable: int | str | None,
         on_event: Callable[[UpgradeEvent], None],
     ) -> UpgradeResult:
         """Replace the running version by *target*, rolling, under load."""
 
     def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
         """Extra file_sd groups for Prometheus (may be empty)."""
+
+    def make_fleet(self, run_id: str, size: int) -> Fleet:
+        """*size* load workers for this run, placed where they reach :attr:`url`."""
+
+    def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
+        """Return the target to the version before the last upgrade; say what was done."""
 
     def describe(self) -> str:
         """How to reach what runs (for --rollout-keep)."""

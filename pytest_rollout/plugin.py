@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from .errors import RolloutError, RolloutUsageError, SLOSpecError
+from .errors import RolloutError, SLOSpecError
 from .session import SESSION_KEY, RolloutSession, Settings
 from .slo import SLOSpec, parse_slo
 
 SPEC_KEY = pytest.StashKey[SLOSpec]()
 DEFAULT_WORKER_RPS = 2500.0
+DEFAULT_WORKER_IMAGE = "pytest-rollout-worker:0.1.0"
 ROLLOUT_KEY = pytest.StashKey[Any]()
 OUTCOME_KEY = pytest.StashKey[str]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
@@ -74,9 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--rollout-worker-rps",
         "rollout_worker_rps",
-        "requests per second one load worker is given (sizes the fleet; default 2500)",
+        "requests per second one load worker is given (sizes the fleet; default: what "
+        "`pytest-rollout calibrate` measured here, else 2500; on kubernetes 2500)",
         metavar="RPS",
-        default="2500",
     )
     option(
         "--rollout-workers", "rollout_workers", "number of load workers (default: from rps / worker rps)", metavar="N"
@@ -95,6 +96,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Prometheus's file_sd_configs at DIR/*.json when you use --prometheus-url (default: a temporary "
         "directory read by the Prometheus the plugin starts)",
         metavar="DIR",
+    )
+    kube = parser.getgroup("rollout-kubernetes", "pytest-rollout on --rollout-platform kubernetes")
+
+    def kube_option(flag: str, ini: str, help: str, default: Any = None, **kw: Any) -> None:
+        kube.addoption(flag, dest=ini, default=None, help=f"{help} (ini: {ini})", **kw)
+        parser.addini(ini, help, default=default)
+
+    kube_option(
+        "--rollout-kubeconfig",
+        "rollout_kubeconfig",
+        "kubeconfig to use (default: KUBECONFIG, else ~/.kube/config)",
+        metavar="PATH",
+    )
+    kube_option(
+        "--rollout-kube-context",
+        "rollout_kube_context",
+        "kubeconfig context to use (default: its current context)",
+        metavar="NAME",
+    )
+    kube_option(
+        "--rollout-namespace",
+        "rollout_namespace",
+        "run in this existing namespace (objects labelled with the run, deleted at the end); by default each "
+        "run creates its own namespace rollout-<run id> and deletes it",
+        metavar="NAME",
+    )
+    kube_option(
+        "--rollout-worker-image",
+        "rollout_worker_image",
+        f"image of the load worker pods (default {DEFAULT_WORKER_IMAGE}; build it from docker/worker.Dockerfile)",
+        metavar="IMAGE",
+    )
+    kube_option(
+        "--rollout-kube-timeout",
+        "rollout_kube_timeout",
+        "how long deploys and the worker pods may take to become available (default 300s)",
+        metavar="DURATION",
+        default="300s",
+    )
+    kube_option(
+        "--rollout-prometheus-service",
+        "rollout_prometheus_service",
+        "reach the cluster's Prometheus by a port-forward to this Service (NAMESPACE/NAME:PORT), "
+        "instead of --prometheus-url",
+        metavar="NS/NAME:PORT",
     )
     parser.addini("rollout_haproxy", "path of the haproxy binary (default: from PATH)", default="haproxy")
     parser.addini("rollout_prometheus", "path of the prometheus binary (default: from PATH)", default="prometheus")
@@ -126,7 +172,9 @@ def read_settings(config: pytest.Config) -> Settings:
         )
     scale = _positive_float("rollout_rps_scale", "--rollout-rps-scale", _value(config, "rollout_rps_scale"))
     raw_worker_rps = _value(config, "rollout_worker_rps")
-    if raw_worker_rps in (None, ""):
+    if raw_worker_rps in (None, "") and platform != "local":
+        worker_rps = DEFAULT_WORKER_RPS  # a calibration of this machine says nothing of a pod's
+    elif raw_worker_rps in (None, ""):
         from .cli import measured_worker_rps
 
         worker_rps = measured_worker_rps() or DEFAULT_WORKER_RPS
@@ -149,6 +197,7 @@ def read_settings(config: pytest.Config) -> Settings:
     if url is not None and not re.match(r"^https?://[^/\s]+", str(url)):
         raise pytest.UsageError(f"--prometheus-url={url!r}: expected an http(s) URL such as http://127.0.0.1:9090")
     keep = config.getoption("rollout_keep", default=None)
+    kube = _kube_settings(config, platform, url, upgrade_timeout)
     return Settings(
         platform=platform,
         rps_scale=scale,
@@ -161,6 +210,47 @@ def read_settings(config: pytest.Config) -> Settings:
         prometheus=str(config.getini("rollout_prometheus") or "prometheus"),
         upgrade_timeout_s=upgrade_timeout,
         sd_dir=str(_value(config, "rollout_sd_dir") or "") or None,
+        kube=kube,
+        prometheus_service=kube.prometheus_service if kube else None,
+    )
+
+
+def _kube_settings(config: pytest.Config, platform: str, url: str | None, upgrade_timeout: float) -> Any:
+    """The kubernetes platform's settings (None on other platforms)."""
+    from .kube import KubeSettings, parse_service
+    from .slo import parse_duration
+
+    if platform != "kubernetes":
+        return None
+    try:
+        timeout = parse_duration(_value(config, "rollout_kube_timeout"), "--rollout-kube-timeout")
+    except SLOSpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    namespace = _value(config, "rollout_namespace") or None
+    if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", str(namespace)):
+        raise pytest.UsageError(f"--rollout-namespace={namespace!r}: not a valid namespace name")
+    service = _value(config, "rollout_prometheus_service") or None
+    if service is not None:
+        try:
+            parse_service(str(service))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--rollout-prometheus-service={service!r}: {exc}") from None
+    if url is None and service is None:
+        raise pytest.UsageError(
+            "--rollout-platform kubernetes needs the cluster's Prometheus: --prometheus-url URL, or "
+            "--rollout-prometheus-service NAMESPACE/NAME:PORT for a port-forward to it "
+            "(examples/kind/prometheus.yaml is one that fits)"
+        )
+    if url is not None and service is not None:
+        raise pytest.UsageError("give --prometheus-url or --rollout-prometheus-service, not both")
+    return KubeSettings(
+        kubeconfig=_value(config, "rollout_kubeconfig") or None,
+        context=_value(config, "rollout_kube_context") or None,
+        namespace=str(namespace) if namespace else None,
+        worker_image=str(_value(config, "rollout_worker_image") or DEFAULT_WORKER_IMAGE),
+        timeout_s=timeout,
+        upgrade_timeout_s=upgrade_timeout,
+        prometheus_service=str(service) if service else None,
     )
 
 
@@ -344,17 +434,18 @@ class BuiltinHooks:
         self.config = config
 
     @pytest.hookimpl(trylast=True)
-    def pytest_rollout_make_platform(self, config: pytest.Config, name: str, run_dir: Any, procs: Any) -> Any:
+    def pytest_rollout_make_platform(
+        self, config: pytest.Config, name: str, run_dir: Any, procs: Any, rollout: Any
+    ) -> Any:
         settings = config.stash[SESSION_KEY].settings
         if name == "local":
             from .local import LocalPlatform
 
             return LocalPlatform(procs, run_dir, haproxy_binary=settings.haproxy)
         if name == "kubernetes":
-            raise RolloutUsageError(
-                "the kubernetes platform is not part of this version of pytest-rollout yet; "
-                "run with --rollout-platform local (the default)"
-            )
+            from .kube import KubePlatform
+
+            return KubePlatform(settings.kube, rollout.run_id, rollout.nodeid, rollout.lifetime_s())
         return None
 
     @pytest.hookimpl(trylast=True)

@@ -218,7 +218,7 @@ class ProcessSet:
 RUN_PREFIX = "pytest-rollout-"
 
 
-def _alive_as_recorded(pid: int, start_time: int | None) -> bool:
+def alive_as_recorded(pid: int, start_time: int | None) -> bool:
     return start_time is not None and proc_start_time(pid) == start_time
 
 
@@ -245,21 +245,21 @@ def reap_stale_runs(temp_dir: str | os.PathLike[str] | None = None, grace: float
                 data = json.loads(record.read_text())
             except (OSError, ValueError):
                 continue
-            if _alive_as_recorded(int(data.get("owner_pid", 0)), data.get("owner_start_time")):
+            if alive_as_recorded(int(data.get("owner_pid", 0)), data.get("owner_start_time")):
                 owners_alive = True
                 break
             stale.extend((str(p["name"]), int(p["pid"]), p.get("start_time")) for p in data.get("processes", []))
         if owners_alive:
             continue
         for name, pid, start_time in stale:
-            if not _alive_as_recorded(pid, start_time):
+            if not alive_as_recorded(pid, start_time):
                 continue
             try:
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + grace
-                while time.monotonic() < deadline and _alive_as_recorded(pid, start_time):
+                while time.monotonic() < deadline and alive_as_recorded(pid, start_time):
                     time.sleep(0.05)
-                if _alive_as_recorded(pid, start_time):
+                if alive_as_recorded(pid, start_time):
                     os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import FleetError, PrometheusError, RolloutError, RolloutUsageError, UpgradeFailed
-from .fleet import FleetTotals, LocalFleet, workers_for
+from .fleet import Fleet, FleetTotals, workers_for
+from .kube_objects import LABEL_RUN
 from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
 from .prometheus import remove_targets, write_targets
@@ -80,7 +81,7 @@ class Verdict:
 
 @dataclass
 class _Load:
-    fleet: LocalFleet
+    fleet: Fleet
     segments: tuple[Segment, ...]
     start_at: float
     engines: list[str]
@@ -113,6 +114,8 @@ class Rollout:
         self._eval_at = 0.0
         self._scrape_interval = 1.0
         self._current: tuple[str, float] | None = None  # the phase under way, if any
+        self._rollback_on_breach = False
+        self.rollback_note: str | None = None  # what rollback_on_breach did
 
     # -- public API -----------------------------------------------------------
 
@@ -135,19 +138,29 @@ class Rollout:
         ready_path: str = "/healthz",
         env: Mapping[str, str] | None = None,
         *,
-        ready_timeout: float = 30.0,
+        image: str | None = None,
+        manifests: Sequence[str | os.PathLike[str]] | None = None,
+        port: int = 8080,
+        ready_timeout: float | None = None,
         grace_period: float = 10.0,
         cwd: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Start version 1 of the target: *replicas* processes running *command*.
+        """Deploy version 1 of the target and return once it is ready.
 
-        Each replica listens on 127.0.0.1 at the port in env var ``PORT``; it is
-        ready when ``GET ready_path`` answers 200 (within *ready_timeout* seconds).
+        Local platform: *replicas* processes running *command*, each listening on
+        127.0.0.1 at the port in env var ``PORT``, ready when ``GET ready_path``
+        answers 200. Kubernetes: ``image=`` (the plugin writes a Deployment and a
+        ClusterIP Service on *port*) or ``manifests=[...]`` (one Deployment and the
+        Service selecting its pods), available within *ready_timeout* seconds
+        (default: 30 locally, ``--rollout-kube-timeout`` on Kubernetes).
         """
         if self.platform is not None:
             raise RolloutUsageError("rollout.deploy() was already called in this test; use rollout.upgrade()")
-        target = self._target_spec(command, replicas, ready_path, env, ready_timeout, grace_period, cwd, "deploy")
         self.platform = self._make_platform()
+        timeout = ready_timeout if ready_timeout is not None else float(getattr(self.platform, "ready_timeout_s", 30.0))
+        target = self._target_spec(
+            command, replicas, ready_path, env, timeout, grace_period, cwd, "deploy", image, manifests, port
+        )
         self.platform.deploy(target, self.events.append)
         self._target = target
 
@@ -162,29 +175,42 @@ class Rollout:
         client, _ = self.session.prometheus()
         self._validate_checks(client)
         size = settings.workers or workers_for(spec.requested_rps, settings.worker_rps)
-        fleet = LocalFleet(self.procs, self.run_id, size)
+        fleet = self.platform.make_fleet(self.run_id, size)
+        discovery = 20.0 if fleet.scrape_targets() else 60.0  # a cluster's Prometheus finds new pods more slowly
         try:
             fleet.start()
-            write_targets(self.session.sd_dir, "fleet", self.run_id, fleet.scrape_targets())
-            write_targets(self.session.sd_dir, "lb", self.run_id, self.platform.scrape_targets(self.run_id))
-            seen = client.wait_for_targets(self.run_id, size, timeout_s=20.0)
+            if fleet.scrape_targets():
+                write_targets(self.session.sd_dir, "fleet", self.run_id, fleet.scrape_targets())
+            if self.platform.scrape_targets(self.run_id):
+                write_targets(self.session.sd_dir, "lb", self.run_id, self.platform.scrape_targets(self.run_id))
+            seen = client.wait_for_targets(self.run_id, size, timeout_s=discovery)
         except BaseException:
             fleet.shutdown()
             raise
         self._scrape_interval = client.scrape_interval(self.run_id)
         if seen < size:
             fleet.shutdown()
+            if fleet.scrape_targets():
+                how = (
+                    f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs; "
+                    "choose that directory with --rollout-sd-dir)."
+                )
+            else:
+                how = (
+                    "It must discover the worker pods by their prometheus.io/scrape annotations and copy the pod "
+                    f"label {LABEL_RUN} to the target label 'run' and the pod name to 'worker' "
+                    "(see examples/kind/prometheus.yaml)."
+                )
             raise PrometheusError(
-                f"Prometheus at {client.url} scrapes {seen} of the {size} load workers of this run after 20s. "
-                f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs; "
-                "choose that directory with --rollout-sd-dir)."
+                f"Prometheus at {client.url} scrapes {seen} of the {size} load workers of this run "
+                f"after {discovery:g}s. {how}"
             )
         rps = spec.requested_rps
         segments: list[Segment] = []
         if spec.ramp_s > 0:
             segments.append(Segment(spec.ramp_s, 0.0, rps))
         segments.append(Segment(None, rps, rps))
-        start_at = time.time() + 0.5
+        start_at = time.time() + fleet.start_lead_s
         baseline_at = start_at + spec.ramp_s
         between_at = baseline_at + spec.hold_s
         phases = [("baseline", baseline_at), ("between", between_at)]
@@ -218,24 +244,38 @@ class Rollout:
         self,
         command: Sequence[str | os.PathLike[str]] | None = None,
         *,
+        image: str | None = None,
+        manifests: Sequence[str | os.PathLike[str]] | None = None,
         replicas: int | None = None,
         ready_path: str | None = None,
         env: Mapping[str, str] | None = None,
         ready_timeout: float | None = None,
         grace_period: float | None = None,
         cwd: str | os.PathLike[str] | None = None,
-        max_surge: int | str = "25%",
-        max_unavailable: int | str = "25%",
+        max_surge: int | str | None = None,
+        max_unavailable: int | str | None = None,
+        rollback_on_breach: bool = False,
     ) -> None:
-        """Roll the target to *command* under full load, then hold the ``after`` phase.
+        """Roll the target to a new version under full load, then hold the ``after`` phase.
 
-        Settings left out are taken from the deployed version.
+        Give the new version as *command* (local), *image* or *manifests*
+        (Kubernetes); settings left out are taken from the deployed version.
+        *max_surge* / *max_unavailable* default to 25% each locally and to the
+        Deployment's own strategy on Kubernetes. With *rollback_on_breach*, a
+        failed or stalled upgrade, or a verdict that fails, rolls the target
+        back to the previous version, and the report says so.
         """
         if self._load is None or self._target is None or self.platform is None:
             raise RolloutUsageError("call rollout.deploy(...) and rollout.ramp() before rollout.upgrade()")
         if self._upgraded:
             raise RolloutUsageError("rollout.upgrade() was already called in this test")
+        if not isinstance(rollback_on_breach, bool):
+            raise RolloutUsageError(f"rollout.upgrade(rollback_on_breach={rollback_on_breach!r}) must be True or False")
         old = self._target
+        if command is None and image is None and manifests is None:
+            raise RolloutUsageError(
+                "rollout.upgrade() needs the new version: command=[...], image=... or manifests=[...]"
+            )
         target = self._target_spec(
             command,
             old.replicas if replicas is None else replicas,
@@ -245,11 +285,20 @@ class Rollout:
             old.grace_period_s if grace_period is None else grace_period,
             old.cwd if cwd is None else cwd,
             "upgrade",
+            image,
+            manifests,
+            old.port,
         )
         from .upgrade import resolve_surge
 
-        resolve_surge(max_surge, max_unavailable, target.replicas)  # bad values fail before anything moves
+        # bad values fail before anything moves
+        resolve_surge(
+            "25%" if max_surge is None else max_surge,
+            "25%" if max_unavailable is None else max_unavailable,
+            target.replicas,
+        )
         self._upgraded = True
+        self._rollback_on_breach = rollback_on_breach
         start = time.time()
         self._current = ("upgrade", start)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
@@ -284,7 +333,8 @@ class Rollout:
         """
         verdict = self._judge()
         if not verdict.passed:
-            pytest.fail(verdict.message(self.nodeid), pytrace=False)
+            self._roll_back()
+            pytest.fail(self._with_rollback(verdict.message(self.nodeid)), pytrace=False)
         return verdict
 
     # -- internals ------------------------------------------------------------
@@ -299,6 +349,9 @@ class Rollout:
         grace_period: Any,
         cwd: Any,
         what: str,
+        image: Any = None,
+        manifests: Any = None,
+        port: Any = 8080,
     ) -> TargetSpec:
         self._versions += 1
         return TargetSpec.build(
@@ -311,6 +364,9 @@ class Rollout:
             grace_period=grace_period,
             cwd=cwd if cwd is not None else self.config.rootpath,
             what=what,
+            image=image,
+            manifests=manifests,
+            port=port,
         )
 
     def _validate_checks(self, client: Any) -> None:
@@ -324,10 +380,17 @@ class Rollout:
                     f"slo check {check.name!r}: {exc}. Fix the expression in @pytest.mark.slo(checks=...)"
                 ) from None
 
+    def lifetime_s(self) -> float:
+        """The longest this run can last, from now: what a stale-object reaper may assume."""
+        spec = self.spec
+        settings = self.session.settings
+        kube_timeout = settings.kube.timeout_s if settings.kube is not None else 60.0
+        return 2 * kube_timeout + spec.ramp_s + spec.hold_s + settings.upgrade_timeout_s + spec.after_s + 600.0
+
     def _make_platform(self) -> Platform:
         name = self.session.settings.platform
         platform = self.config.hook.pytest_rollout_make_platform(
-            config=self.config, name=name, run_dir=self.run_dir, procs=self.procs
+            config=self.config, name=name, run_dir=self.run_dir, procs=self.procs, rollout=self
         )
         if platform is None:
             raise RolloutUsageError(
@@ -366,7 +429,7 @@ class Rollout:
             return
         dead = self._load.fleet.dead()
         if dead:
-            names = ", ".join(f"{p.describe()} exit code {p.returncode}" for p in dead)
+            names = ", ".join(dead)
             raise FleetError(
                 f"load not reached: {len(dead)} of {self._load.fleet.size} load workers died during phase "
                 f"{phase} ({names}); the fleet cannot hold {self.spec.requested_rps:,.0f} rps"
@@ -376,7 +439,22 @@ class Rollout:
         """Record a failure of the run itself, judge what was measured, and fail the test."""
         self._failure = message
         verdict = self._judge()
-        pytest.fail(verdict.message(self.nodeid), pytrace=False)
+        self._roll_back()
+        pytest.fail(self._with_rollback(verdict.message(self.nodeid)), pytrace=False)
+
+    def _roll_back(self) -> None:
+        """With ``rollback_on_breach``, return the target to the previous version (once)."""
+        if not self._rollback_on_breach or self.rollback_note is not None or self.platform is None:
+            return
+        try:
+            self.rollback_note = self.platform.rollback(self.events.append)
+        except RolloutError as exc:
+            self.rollback_note = f"rollback failed: {exc}"
+
+    def _with_rollback(self, message: str) -> str:
+        if self.rollback_note is None:
+            return message
+        return f"{message}\nrollback_on_breach: {self.rollback_note}"
 
     def _finish_load(self) -> None:
         """Stop the load, let requests in flight end, and wait until Prometheus has scraped the final counts."""
@@ -531,6 +609,7 @@ class Rollout:
             "phases": phases,
             "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],
             "events": [e.to_json() for e in self.events],
+            "rollback": self.rollback_note,
         }
 
     def close(self) -> list[str]:
@@ -557,6 +636,9 @@ class Rollout:
         finally:
             if self.platform is not None:
                 if self.session.settings.keep:
+                    keep = getattr(self.platform, "keep", None)
+                    if callable(keep):
+                        keep()
                     self.session.kept.append(f"{self.nodeid}:\n{self.platform.describe()}")
                 else:
                     problems.extend(self.platform.teardown())

@@ -35,6 +35,8 @@ class Settings:
     prometheus: str = "prometheus"
     upgrade_timeout_s: float = 300.0
     sd_dir: str | None = None  # where runs write file_sd target files (default: the session's directory)
+    kube: Any = None  # kube.KubeSettings on --rollout-platform kubernetes
+    prometheus_service: str | None = None  # NAMESPACE/NAME:PORT to port-forward to
 
 
 class RolloutSession:
@@ -47,6 +49,7 @@ class RolloutSession:
         self._procs: ProcessSet | None = None
         self._prometheus: Any = None  # LocalPrometheus
         self._client: Any = None  # PromClient
+        self._forward: Any = None  # kube.PortForward to the cluster's Prometheus
         self._lock = threading.Lock()
         self.kept: list[str] = []  # what --rollout-keep left running, for the summary
         self.problems: list[str] = []  # clean-up trouble worth telling the user
@@ -75,7 +78,16 @@ class RolloutSession:
 
         with self._lock:
             if self._client is None:
-                if self.settings.prometheus_url:
+                if self.settings.prometheus_service:
+                    from .kube import PortForward, connect
+
+                    forward = PortForward(connect(self.settings.kube), self.settings.prometheus_service)
+                    forward.start()
+                    self._forward = forward
+                    client = PromClient(forward.url)
+                    client.check()
+                    self._client = client
+                elif self.settings.prometheus_url:
                     client = PromClient(self.settings.prometheus_url)
                     client.check()
                     self._client = client
@@ -104,6 +116,9 @@ class RolloutSession:
         return path
 
     def close(self) -> None:
+        if self._forward is not None:
+            self._forward.close()
+            self._forward = None
         if self.settings.keep and self._prometheus is not None:
             self.kept.append(
                 f"Prometheus: {self._prometheus.url} (pid {self._prometheus.process.pid}), data in {self.root}"

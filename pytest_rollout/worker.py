@@ -338,7 +338,7 @@ def _le(bound: float) -> str:
     return repr(bound) if not math.isinf(bound) else "+Inf"
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, serve: bool = False) -> None:
     from aiohttp import web
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -412,7 +412,8 @@ async def _serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    _watch_stdin(loop, done)
+    if not serve:
+        _watch_stdin(loop, done)
     await done.wait()
     await worker.stop()
     if worker._task is not None:
@@ -460,14 +461,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_rollout.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address of the control server (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port of the control server (0: any free port)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="run until SIGTERM or POST /quit, ignoring standard input (in a container; "
+        "by default the worker exits when its standard input closes, i.e. when its controller is gone)",
+    )
     args = parser.parse_args(argv)
     _raise_fd_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_serve(args.host, args.port))
+        asyncio.run(_serve(args.host, args.port, args.serve))
     else:
-        uvloop.run(_serve(args.host, args.port))
+        uvloop.run(_serve(args.host, args.port, args.serve))
     return 0
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from controlplane import ControlPlane, missing
 
 from pytest_rollout.fleet import LocalFleet
 from pytest_rollout.procs import ProcessSet
@@ -48,3 +49,20 @@ def make_fleet(procs: ProcessSet) -> Iterator[Callable[[int], LocalFleet]]:
     yield make
     for fleet in fleets:
         fleet.shutdown()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real Kubernetes control plane (with kwok nodes) for the session; skips where it cannot run."""
+    why = missing()
+    if why is not None:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("control-plane")
+    procs = ProcessSet(work)
+    plane = ControlPlane(work, procs)
+    try:
+        plane.start()
+        yield plane
+    finally:
+        problems = procs.stop_all()
+    assert problems == [], problems

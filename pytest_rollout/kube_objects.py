@@ -1,0 +1,418 @@
+"""Kubernetes objects as plain dicts, and the rules read off them (no I/O).
+
+What the ``kubernetes`` platform creates (namespace, target Deployment and
+Service, the worker Deployment), how it reads user manifests, the RBAC it
+needs, and the rollout-status logic of ``kubectl rollout status``, kept apart
+from the API calls in :mod:`pytest_rollout.kube` so they are tested without a
+cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import RolloutUsageError
+
+__all__ = [
+    "ANN_EXPIRES",
+    "ANN_OWNER",
+    "LABEL_COMPONENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_RUN",
+    "MANAGED_BY",
+    "RolloutStatus",
+    "WORKER_PORT",
+    "cluster_role",
+    "fleet_deployment",
+    "load_manifests",
+    "namespace_object",
+    "namespace_role",
+    "pick_target",
+    "rbac_documents",
+    "rollout_status",
+    "target_objects",
+]
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "pytest-rollout"
+LABEL_RUN = "pytest-rollout.dev/run"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+ANN_OWNER = "pytest-rollout.dev/owner"  # host/pid/start-ticks of the pytest process that made it
+ANN_EXPIRES = "pytest-rollout.dev/expires-at"  # Unix seconds after which nobody uses it any more
+ANN_TEST = "pytest-rollout.dev/test"
+REVISION = "deployment.kubernetes.io/revision"
+WORKER_PORT = 8089
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# Kinds a per-run namespace cannot hold: they are cluster-wide.
+_CLUSTER_KINDS = {
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PriorityClass",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "APIService",
+}
+
+
+def check_name(value: str, what: str) -> str:
+    """*value* as a DNS-1123 label (what names of namespaces, Services and most objects must be)."""
+    if not isinstance(value, str) or not value or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise RolloutUsageError(
+            f"{what}={value!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def _labels(name: str, run_id: str, component: str, version: str | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{run_id}",
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RUN: run_id,
+    }
+    if version:
+        labels["app.kubernetes.io/version"] = _label_value(version)
+    return labels
+
+
+def _label_value(value: str) -> str:
+    """*value* squeezed into a label value (63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[-63:].strip("-_.")
+    return cleaned or "unknown"
+
+
+def namespace_object(name: str, run_id: str, owner: str, expires_at: float, test: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN: run_id},
+            "annotations": {ANN_OWNER: owner, ANN_EXPIRES: str(int(expires_at)), ANN_TEST: test[:1000]},
+        },
+    }
+
+
+def _surge(value: int | str) -> int | str:
+    return value
+
+
+def target_objects(
+    *,
+    name: str,
+    image: str,
+    replicas: int,
+    port: int,
+    ready_path: str,
+    env: Mapping[str, str],
+    run_id: str,
+    grace_period_s: float,
+    progress_deadline_s: int,
+) -> list[dict[str, Any]]:
+    """The Deployment and ClusterIP Service written for ``rollout.deploy(image=...)``.
+
+    Zero-downtime defaults: ``maxUnavailable: 0`` and ``maxSurge: 25%`` (a
+    replica leaves only once its replacement is ready), a readiness probe on
+    *ready_path*, and the app.kubernetes.io labels.
+    """
+    labels = _labels(name, run_id, "target", version=image.rsplit(":", 1)[-1] if ":" in image else None)
+    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": [{"name": "PORT", "value": str(port)}] + [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "readinessProbe": {
+            "httpGet": {"path": ready_path, "port": port},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+            "successThreshold": 1,
+            "timeoutSeconds": 1,
+        },
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": progress_deadline_s,
+            "revisionHistoryLimit": 5,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": max(1, round(grace_period_s)),
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+    return [deployment, service]
+
+
+def fleet_deployment(*, name: str, image: str, replicas: int, run_id: str, cpu: str = "1") -> dict[str, Any]:
+    """The load workers as a Deployment: one worker process per pod, controlled through the pod proxy.
+
+    Pods carry the ``prometheus.io/*`` scrape annotations and the run label,
+    which a Prometheus must copy to the ``run`` target label (and the pod name
+    to ``worker``); see ``examples/kind/prometheus.yaml``.
+    """
+    labels = _labels(name, run_id, "load")
+    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(WORKER_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": image,
+                            "command": ["python", "-m", "pytest_rollout.worker"],
+                            "args": ["--serve", "--host", "0.0.0.0", "--port", str(WORKER_PORT)],
+                            "ports": [{"name": "control", "containerPort": WORKER_PORT}],
+                            "readinessProbe": {"httpGet": {"path": "/status", "port": WORKER_PORT}, "periodSeconds": 2},
+                            "resources": {"requests": {"cpu": cpu, "memory": "128Mi"}, "limits": {"cpu": cpu}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def load_manifests(paths: Sequence[str | os.PathLike[str]], what: str) -> list[dict[str, Any]]:
+    """Every YAML document in *paths*, checked to be namespaced objects with a kind and a name."""
+    import yaml
+
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise RolloutUsageError(f"rollout.{what}(manifests=...) must be a list of file paths, got {paths!r}")
+    docs: list[dict[str, Any]] = []
+    for raw in paths:
+        path = os.fspath(raw)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = list(yaml.safe_load_all(fh))
+        except OSError as exc:
+            raise RolloutUsageError(f"rollout.{what}(manifests=...): cannot read {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise RolloutUsageError(f"rollout.{what}(manifests=...): {path} is not valid YAML: {exc}") from None
+        for i, doc in enumerate(loaded):
+            if doc is None:
+                continue
+            where = f"{path} (document {i + 1})"
+            if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
+                raise RolloutUsageError(f"rollout.{what}(manifests=...): {where} has no apiVersion/kind")
+            if doc["kind"] == "List":
+                raise RolloutUsageError(
+                    f"rollout.{what}(manifests=...): {where} is a List; write its items as documents"
+                )
+            name = (doc.get("metadata") or {}).get("name")
+            if not name:
+                raise RolloutUsageError(f"rollout.{what}(manifests=...): {where} ({doc['kind']}) has no metadata.name")
+            if doc["kind"] in _CLUSTER_KINDS:
+                raise RolloutUsageError(
+                    f"rollout.{what}(manifests=...): {where} is a {doc['kind']}, which is cluster-wide; "
+                    "pytest-rollout deploys into one namespace per run: create cluster-wide objects beforehand"
+                )
+            ns = doc["metadata"].get("namespace")
+            if ns:
+                raise RolloutUsageError(
+                    f"rollout.{what}(manifests=...): {where} ({doc['kind']} {name}) sets metadata.namespace={ns!r}; "
+                    "remove it: pytest-rollout puts every object in the run's namespace"
+                )
+            docs.append(doc)
+    if not docs:
+        raise RolloutUsageError(f"rollout.{what}(manifests=...) holds no objects")
+    return docs
+
+
+def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pick_target(docs: Iterable[Mapping[str, Any]], what: str) -> tuple[str, str, int]:
+    """``(deployment, service, port)``: the one Deployment, and the Service that selects its pods."""
+    docs = list(docs)
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if len(deployments) != 1:
+        names = ", ".join(d["metadata"]["name"] for d in deployments) or "none"
+        raise RolloutUsageError(
+            f"rollout.{what}(manifests=...) must hold exactly one Deployment (the target), found: {names}"
+        )
+    dep = deployments[0]
+    pod_labels = ((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+    services = [
+        d for d in docs if d["kind"] == "Service" and _matches((d.get("spec") or {}).get("selector") or {}, pod_labels)
+    ]
+    if not services:
+        raise RolloutUsageError(
+            f"rollout.{what}(manifests=...) has no Service selecting the pods of Deployment "
+            f"{dep['metadata']['name']}: the fleet sends its requests to that Service"
+        )
+    svc = services[0]
+    ports = (svc.get("spec") or {}).get("ports") or []
+    if not ports or "port" not in ports[0]:
+        raise RolloutUsageError(f"rollout.{what}(manifests=...): Service {svc['metadata']['name']} declares no port")
+    return dep["metadata"]["name"], svc["metadata"]["name"], int(ports[0]["port"])
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """Where a Deployment's rollout stands, read like ``kubectl rollout status``."""
+
+    done: bool
+    message: str
+    stalled: bool = False
+
+
+def rollout_status(dep: Mapping[str, Any]) -> RolloutStatus:
+    """The rollout state of Deployment *dep* (its JSON form, status included)."""
+    meta = dep.get("metadata") or {}
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    name = meta.get("name", "?")
+    if int(meta.get("generation") or 0) > int(status.get("observedGeneration") or 0):
+        return RolloutStatus(False, f"deployment {name}: waiting for the controller to observe the new spec")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return RolloutStatus(
+                False, f"deployment {name} exceeded its progress deadline: {cond.get('message', '')}", stalled=True
+            )
+    want = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if updated < want:
+        return RolloutStatus(False, f"deployment {name}: {updated} of {want} new replicas updated")
+    if total > updated:
+        return RolloutStatus(False, f"deployment {name}: {total - updated} old replicas pending termination")
+    if available < updated:
+        return RolloutStatus(False, f"deployment {name}: {available} of {updated} updated replicas available")
+    return RolloutStatus(True, f"deployment {name} successfully rolled out")
+
+
+def conditions_text(obj: Mapping[str, Any]) -> str:
+    """The conditions of *obj* as one line each (``type=status reason: message``)."""
+    lines = []
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        lines.append(
+            f"  {cond.get('type')}={cond.get('status')} {cond.get('reason') or ''}: {cond.get('message') or ''}".rstrip(
+                ": "
+            )
+        )
+    return "\n".join(lines) or "  (no conditions)"
+
+
+# -- RBAC ---------------------------------------------------------------------------------------------
+
+_NAMESPACED_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["services", "configmaps", "secrets", "serviceaccounts"],
+        "verbs": ["get", "list", "create", "update", "patch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+]
+
+
+def namespace_role(namespace: str, name: str = "pytest-rollout") -> dict[str, Any]:
+    """The Role that suffices inside an existing namespace (``--rollout-namespace``)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": [dict(rule) for rule in _NAMESPACED_RULES],
+    }
+
+
+def cluster_role(name: str = "pytest-rollout") -> dict[str, Any]:
+    """The ClusterRole for the default mode, where each run makes (and deletes) its own namespace."""
+    rules = [dict(rule) for rule in _NAMESPACED_RULES]
+    rules.append(
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create", "patch", "delete"]}
+    )
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": rules,
+    }
+
+
+def rbac_documents(subject_namespace: str, subject: str, namespace: str | None) -> list[dict[str, Any]]:
+    """A Role (or ClusterRole) and its binding to ServiceAccount *subject* in *subject_namespace*.
+
+    With *namespace*, the Role for that one namespace (runs use
+    ``--rollout-namespace``); without, the ClusterRole for per-run namespaces.
+    """
+    account = {"kind": "ServiceAccount", "name": subject, "namespace": subject_namespace}
+    if namespace is not None:
+        role = namespace_role(namespace)
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "pytest-rollout", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pytest-rollout"},
+            "subjects": [account],
+        }
+        return [role, binding]
+    return [
+        cluster_role(),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "pytest-rollout"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pytest-rollout"},
+            "subjects": [account],
+        },
+    ]

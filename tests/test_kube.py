@@ -1,0 +1,397 @@
+"""The kubernetes platform against a real control plane (see tests/controlplane.py).
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are real;
+kwok simulates the nodes and marks pods ready. So Deployments really roll,
+ReplicaSet by ReplicaSet, through the real Deployment controller, and RBAC is
+really enforced; pods run nothing, so no traffic flows (the fleet's
+behaviour under load is covered by the local tier).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from controlplane import UNREADY, ControlPlane
+
+from pytest_rollout.errors import FleetError, KubernetesError, ReplicaNotReady, UpgradeFailed
+from pytest_rollout.kube import KubePlatform, KubeSettings, reap_stale
+from pytest_rollout.kube_objects import ANN_EXPIRES, ANN_OWNER, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, rbac_documents
+from pytest_rollout.platform import TargetSpec, UpgradeEvent
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "kind"
+
+
+def k8s() -> Any:
+    from kubernetes import client
+
+    return client
+
+
+@pytest.fixture
+def admin(control_plane: ControlPlane) -> Iterator[Any]:
+    api = control_plane.client()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def settings(control_plane: ControlPlane) -> KubeSettings:
+    return KubeSettings(kubeconfig=str(control_plane.kubeconfig), timeout_s=30.0, upgrade_timeout_s=60.0)
+
+
+@pytest.fixture
+def platforms() -> Iterator[list[KubePlatform]]:
+    """Platforms a test makes; each is torn down, and must leave nothing behind."""
+    made: list[KubePlatform] = []
+    yield made
+    for platform in made:
+        problems = platform.teardown(wait_s=60.0)
+        assert problems == [], problems
+
+
+def make(platforms: list[KubePlatform], settings: KubeSettings, run_id: str, lifetime_s: float = 600.0) -> KubePlatform:
+    platform = KubePlatform(settings, run_id, f"tests/test_kube.py::{run_id}", lifetime_s)
+    platforms.append(platform)
+    return platform
+
+
+def image_target(image: str, replicas: int = 3, version: str = "v1", ready_timeout: float = 30.0) -> TargetSpec:
+    return TargetSpec.build(
+        None,
+        version=version,
+        replicas=replicas,
+        ready_path="/healthz",
+        env={"MODE": "test"},
+        ready_timeout=ready_timeout,
+        grace_period=5,
+        cwd=None,
+        what="deploy",
+        image=image,
+        port=8080,
+    )
+
+
+def manifest_target(*paths: Path, version: str = "v1", ready_timeout: float = 30.0) -> TargetSpec:
+    return TargetSpec.build(
+        None,
+        version=version,
+        replicas=1,
+        ready_path="/healthz",
+        env=None,
+        ready_timeout=ready_timeout,
+        grace_period=5,
+        cwd=None,
+        what="deploy",
+        manifests=[str(p) for p in paths],
+    )
+
+
+def replica_sets(api: Any, namespace: str) -> list[Any]:
+    return list(k8s().AppsV1Api(api).list_namespaced_replica_set(namespace).items)
+
+
+def ready_times(api: Any, namespace: str, image: str) -> list[float]:
+    """When each pod running *image* turned Ready, by its condition (second precision)."""
+    out = []
+    for pod in k8s().CoreV1Api(api).list_namespaced_pod(namespace).items:
+        if pod.spec.containers[0].image != image:
+            continue
+        for cond in pod.status.conditions or []:
+            if cond.type == "Ready" and cond.status == "True":
+                out.append(cond.last_transition_time.timestamp())
+    return out
+
+
+# -- objects the API server accepts --------------------------------------------------------------------
+
+
+def test_the_example_manifests_and_generated_objects_are_accepted(
+    platforms: list[KubePlatform], settings: KubeSettings, admin: Any
+) -> None:
+    platform = make(platforms, settings, "accepted")
+    docs = []
+    for name in ("app-v1.yaml",):
+        docs += list(yaml.safe_load_all((EXAMPLES / name).read_text()))
+    platform.apply(docs)  # server-side apply: the API server validates every field
+    platform.apply(list(yaml.safe_load_all((EXAMPLES / "app-v2-slow.yaml").read_text())))
+    dep = k8s().AppsV1Api(admin).read_namespaced_deployment("shop", platform.namespace)
+    assert dep.spec.template.spec.containers[0].args[-2:] == ["--delay-ms", "300"]
+    # the Prometheus example, cluster-wide objects included, applied as a cluster admin would
+    from kubernetes.utils import create_from_yaml
+
+    created = create_from_yaml(admin, str(EXAMPLES / "prometheus.yaml"))
+    assert {objs[0].kind for objs in created} >= {"Namespace", "ConfigMap", "Deployment", "Service", "ClusterRole"}
+    core = k8s().CoreV1Api(admin)
+    core.delete_namespace("monitoring")
+    k8s().RbacAuthorizationV1Api(admin).delete_cluster_role("pytest-rollout-prometheus")
+    k8s().RbacAuthorizationV1Api(admin).delete_cluster_role_binding("pytest-rollout-prometheus")
+
+
+# -- deploy, upgrade, stall, rollback --------------------------------------------------------------------
+
+
+def test_deploy_waits_until_available_and_upgrade_follows_the_deployment_controller(
+    platforms: list[KubePlatform], settings: KubeSettings, admin: Any
+) -> None:
+    platform = make(platforms, settings, "upgrade")
+    events: list[UpgradeEvent] = []
+    platform.deploy(image_target("shop/app:v1", replicas=4), events.append)
+    dep = k8s().AppsV1Api(admin).read_namespaced_deployment("target", platform.namespace)
+    assert dep.status.available_replicas == 4
+    assert platform.url == f"http://target.{platform.namespace}.svc:8080"
+    assert len({e.replica for e in events if e.action == "ready"}) == 4
+
+    upgrade_events: list[UpgradeEvent] = []
+    result = platform.upgrade(
+        image_target("shop/app:v2", replicas=4, version="v2"), max_surge=1, max_unavailable=0, on_event=upgrade_events.append
+    )
+    # the real controller made a second ReplicaSet, scaled it to 4 and the first to 0
+    sets = {rs.spec.template.spec.containers[0].image: rs for rs in replica_sets(admin, platform.namespace)}
+    assert sets["shop/app:v2"].status.ready_replicas == 4
+    assert (sets["shop/app:v1"].status.replicas or 0) == 0
+    # the upgrade phase spans the patch to the rollout's completion, as the controller timestamps it
+    created = sets["shop/app:v2"].metadata.creation_timestamp.timestamp()
+    assert result.start - 1.0 <= created <= result.end  # API timestamps have one-second precision
+    last_ready = max(ready_times(admin, platform.namespace, "shop/app:v2"))
+    assert last_ready - 1.0 <= result.end <= last_ready + 5.0
+    assert result.replaced == 4
+    assert [e.action for e in upgrade_events].count("ready") == 4
+    dep = k8s().AppsV1Api(admin).read_namespaced_deployment("target", platform.namespace)
+    assert dep.spec.strategy.rolling_update.max_surge == 1
+    assert dep.spec.template.metadata.labels["app.kubernetes.io/version"] == "v2"
+
+
+def write_manifests(tmp_path: Path, name: str, image: str, unready: bool) -> Path:
+    docs = list(yaml.safe_load_all((EXAMPLES / "app-v1.yaml").read_text()))
+    dep = docs[0]
+    dep["spec"]["progressDeadlineSeconds"] = 6
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    if unready:
+        dep["spec"]["template"]["metadata"]["annotations"] = {UNREADY: "true"}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def test_a_rollout_that_cannot_progress_fails_within_its_deadline_and_rolls_back(
+    platforms: list[KubePlatform], settings: KubeSettings, admin: Any, tmp_path: Path
+) -> None:
+    platform = make(platforms, settings, "stall")
+    v1 = write_manifests(tmp_path, "v1.yaml", "shop/app:v1", unready=False)
+    v2 = write_manifests(tmp_path, "v2.yaml", "shop/app:v2", unready=True)
+    platform.deploy(manifest_target(v1), lambda e: None)
+    began = time.monotonic()
+    with pytest.raises(UpgradeFailed) as info:
+        platform.upgrade(manifest_target(v2, version="v2"), None, None, lambda e: None)
+    took = time.monotonic() - began
+    message = str(info.value)
+    assert "it stalled" in message and "ProgressDeadlineExceeded" in message
+    assert "ReadinessProbeFailed" in message  # the pods that are not ready, and why
+    assert took < 6 + 15  # the deadline, plus the controller's resync
+    # the old replicas kept serving: maxUnavailable 0
+    dep = k8s().AppsV1Api(admin).read_namespaced_deployment("shop", platform.namespace)
+    assert dep.status.available_replicas == 3
+
+    note = platform.rollback(lambda e: None)
+    assert "rolled back deployment shop" in note and "shop/app:v1" in note
+    dep = k8s().AppsV1Api(admin).read_namespaced_deployment("shop", platform.namespace)
+    assert dep.spec.template.spec.containers[0].image == "shop/app:v1"
+    assert UNREADY not in (dep.spec.template.metadata.annotations or {})
+    assert dep.status.updated_replicas == dep.status.available_replicas == 3
+
+
+def test_a_deploy_that_never_becomes_available_names_the_deployment_and_why(
+    platforms: list[KubePlatform], settings: KubeSettings, tmp_path: Path
+) -> None:
+    platform = make(platforms, settings, "never")
+    bad = write_manifests(tmp_path, "bad.yaml", "shop/app:bad", unready=True)
+    with pytest.raises(ReplicaNotReady) as info:
+        platform.deploy(manifest_target(bad, ready_timeout=3.0), lambda e: None)
+    message = str(info.value)
+    assert "deployment shop did not become available within 3s" in message
+    assert "ReadinessProbeFailed" in message and "Available=False" in message
+
+
+# -- namespace, clean-up, stale runs -------------------------------------------------------------------
+
+
+def test_the_run_namespace_is_labelled_and_everything_in_it_goes_at_teardown(
+    settings: KubeSettings, admin: Any
+) -> None:
+    platform = KubePlatform(settings, "cleanup", "tests/test_kube.py::cleanup", 600.0)
+    platform.deploy(image_target("shop/app:v1", replicas=2), lambda e: None)
+    ns = k8s().CoreV1Api(admin).read_namespace(platform.namespace)
+    assert ns.metadata.labels[LABEL_MANAGED_BY] == MANAGED_BY and ns.metadata.labels[LABEL_RUN] == "cleanup"
+    assert str(os.getpid()) in ns.metadata.annotations[ANN_OWNER]
+    assert platform.teardown(wait_s=60.0) == []
+    names = [n.metadata.name for n in k8s().CoreV1Api(admin).list_namespace().items]
+    assert platform.namespace not in names
+
+
+def test_a_stale_namespace_of_a_dead_run_is_found_by_label_and_removed(
+    settings: KubeSettings, admin: Any
+) -> None:
+    core = k8s().CoreV1Api(admin)
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN: "dead"}
+    host = os.uname().nodename
+    dead_owner = f"{host}/999999/12345"  # no such process: the run that made it is gone
+    far = str(int(time.time()) + 3600)
+    core.create_namespace({"metadata": {"name": "rollout-dead", "labels": labels, "annotations": {ANN_OWNER: dead_owner, ANN_EXPIRES: far}}})
+    core.create_namespace({"metadata": {"name": "rollout-expired", "labels": labels, "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: "1"}}})
+    core.create_namespace({"metadata": {"name": "rollout-elsewhere", "labels": labels, "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: far}}})
+    core.create_namespace({"metadata": {"name": "not-ours", "annotations": {ANN_OWNER: dead_owner, ANN_EXPIRES: "1"}}})
+    try:
+        removed = reap_stale(admin, None)
+        assert "namespace rollout-dead" in removed and "namespace rollout-expired" in removed
+        assert "namespace rollout-elsewhere" not in removed and "namespace not-ours" not in removed
+    finally:
+        for name in ("rollout-elsewhere", "not-ours"):
+            core.delete_namespace(name)
+
+
+def test_runs_in_a_given_namespace_clean_up_by_label_and_reap_dead_runs(
+    control_plane: ControlPlane, admin: Any
+) -> None:
+    core = k8s().CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": "shared"}})
+    try:
+        settings = KubeSettings(kubeconfig=str(control_plane.kubeconfig), namespace="shared", timeout_s=30.0)
+        crashed = KubePlatform(settings, "crashed", "t::crashed", 600.0)
+        crashed.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
+        # the crashed run's owner is gone: rewrite its record as another process's
+        core.patch_namespaced_config_map(
+            "pytest-rollout-run-crashed", "shared", {"metadata": {"annotations": {ANN_OWNER: f"{os.uname().nodename}/999999/1"}}}
+        )
+        bystander = k8s().AppsV1Api(admin).create_namespaced_deployment(
+            "shared",
+            {
+                "metadata": {"name": "bystander"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "bystander"}},
+                    "template": {"metadata": {"labels": {"app": "bystander"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}},
+                },
+            },
+        )
+        platform = KubePlatform(settings, "next", "t::next", 600.0)
+        assert platform.reaped == ["run crashed in namespace shared"]
+        platform.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
+        assert platform.teardown(wait_s=60.0) == []
+        left = [d.metadata.name for d in k8s().AppsV1Api(admin).list_namespaced_deployment("shared").items]
+        assert left == [bystander.metadata.name]
+        assert [c.metadata.name for c in core.list_namespaced_config_map("shared").items if "pytest-rollout" in c.metadata.name] == []
+    finally:
+        core.delete_namespace("shared")
+
+
+# -- the fleet -------------------------------------------------------------------------------------------
+
+
+def test_the_fleet_is_a_deployment_of_annotated_worker_pods_and_unreachable_workers_fail_closed(
+    platforms: list[KubePlatform], settings: KubeSettings, admin: Any
+) -> None:
+    platform = make(platforms, settings, "fleet")
+    platform.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
+    fleet = platform.make_fleet("fleet", 3)
+    with pytest.raises(FleetError) as info:
+        fleet.start()
+    # kwok's pods run nothing: the API server refuses to proxy to their (loopback) addresses, and the
+    # fleet says so instead of pretending to have load
+    assert "through the API server's pod proxy" in str(info.value)
+    pods = k8s().CoreV1Api(admin).list_namespaced_pod(platform.namespace, label_selector="app.kubernetes.io/component=load").items
+    assert len(pods) == 3
+    annotations = pods[0].metadata.annotations
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8089"
+    assert pods[0].metadata.labels[LABEL_RUN] == "fleet"
+    assert pods[0].spec.containers[0].args == ["--serve", "--host", "0.0.0.0", "--port", "8089"]
+
+
+# -- RBAC --------------------------------------------------------------------------------------------------
+
+
+def service_account_kubeconfig(
+    control_plane: ControlPlane, admin: Any, tmp_path: Path, namespace: str, docs: list[dict[str, Any]]
+) -> Path:
+    from kubernetes.utils import create_from_dict
+
+    core = k8s().CoreV1Api(admin)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "rollout"}})
+    for doc in docs:
+        create_from_dict(admin, doc)
+    token = core.create_namespaced_service_account_token(
+        "rollout", namespace, {"spec": {"audiences": [], "expirationSeconds": 3600}}
+    ).status.token
+    return control_plane.kubeconfig_for(tmp_path / f"{namespace}.kubeconfig", token)
+
+
+def exercise(settings: KubeSettings) -> None:
+    """What the platform does to a cluster: deploy, upgrade, roll back, fleet, reap, teardown."""
+    platform = KubePlatform(settings, "rbac", "t::rbac", 600.0)
+    try:
+        platform.deploy(image_target("shop/app:v1", replicas=2), lambda e: None)
+        platform.upgrade(image_target("shop/app:v2", replicas=2, version="v2"), 1, 0, lambda e: None)
+        assert "shop/app:v1" in platform.rollback(lambda e: None)
+        fleet = platform.make_fleet("rbac", 1)
+        with pytest.raises(FleetError) as info:
+            fleet.start()
+        assert " 403 " not in str(info.value)  # the pod proxy call was allowed; the pod just runs nothing
+    finally:
+        problems = platform.teardown(wait_s=60.0)
+    assert problems == []
+
+
+def test_the_documented_role_suffices_in_a_given_namespace(
+    control_plane: ControlPlane, admin: Any, tmp_path: Path
+) -> None:
+    core = k8s().CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": "team"}})
+    try:
+        kubeconfig = service_account_kubeconfig(
+            control_plane, admin, tmp_path, "team", rbac_documents("team", "rollout", namespace="team")
+        )
+        settings = KubeSettings(kubeconfig=str(kubeconfig), namespace="team", timeout_s=30.0, upgrade_timeout_s=60.0)
+        exercise(settings)
+        # and the same identity may do nothing outside its namespace
+        with pytest.raises(KubernetesError, match="403"):
+            KubePlatform(KubeSettings(kubeconfig=str(kubeconfig), timeout_s=30.0), "outside", "t::outside", 600.0)
+    finally:
+        core.delete_namespace("team")
+
+
+def test_the_documented_cluster_role_suffices_for_per_run_namespaces(
+    control_plane: ControlPlane, admin: Any, tmp_path: Path
+) -> None:
+    core = k8s().CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": "ci"}})
+    try:
+        kubeconfig = service_account_kubeconfig(
+            control_plane, admin, tmp_path, "ci", rbac_documents("ci", "rollout", namespace=None)
+        )
+        exercise(KubeSettings(kubeconfig=str(kubeconfig), timeout_s=30.0, upgrade_timeout_s=60.0))
+    finally:
+        core.delete_namespace("ci")
+        k8s().RbacAuthorizationV1Api(admin).delete_cluster_role("pytest-rollout")
+        k8s().RbacAuthorizationV1Api(admin).delete_cluster_role_binding("pytest-rollout")
+
+
+def test_without_the_role_the_error_names_the_refusal_and_the_rbac_to_grant(
+    control_plane: ControlPlane, admin: Any, tmp_path: Path
+) -> None:
+    core = k8s().CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": "norole"}})
+    try:
+        kubeconfig = service_account_kubeconfig(control_plane, admin, tmp_path, "norole", [])
+        platform = KubePlatform(KubeSettings(kubeconfig=str(kubeconfig), namespace="norole"), "x", "t::x", 600.0)
+        raise AssertionError(f"a ServiceAccount without the Role was let in: {platform.namespace}")
+    except KubernetesError as exc:
+        assert exc.status == 403 and "pytest-rollout rbac" in str(exc)
+    finally:
+        core.delete_namespace("norole")
