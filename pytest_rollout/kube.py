@@ -766,6 +766,10 @@ class KubeFleet(ControlledFleet):
             raise FleetError(f"load worker pod {handle} did not answer {method} {path}: {exc}") from None
         if status != 200:
             text = raw.decode(errors="replace").strip()[:300]
+            try:
+                text = json.loads(raw)["message"]  # a Status from the API server itself
+            except (ValueError, KeyError, TypeError):
+                pass
             raise FleetError(
                 f"load worker pod {handle} did not answer {method} {path} through the API server's pod proxy: "
                 f"{status} {text}"

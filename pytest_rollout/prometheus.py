@@ -59,13 +59,14 @@ class LocalPrometheus:
         binary: str = "prometheus",
         scrape_interval_s: float = SCRAPE_INTERVAL_S,
         sd_dir: Path | None = None,
+        port: int = 0,
     ) -> None:
         self.procs = procs
         self.run_dir = run_dir
         self.binary = binary
         self.scrape_interval_s = scrape_interval_s
         self.sd_dir = sd_dir or run_dir / "sd"
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
         self.process: ManagedProcess | None = None
 
     @property
@@ -83,7 +84,7 @@ class LocalPrometheus:
         self.sd_dir.mkdir(parents=True, exist_ok=True)
         config = self.run_dir / "prometheus.yml"
         config.write_text(render_config(self.sd_dir, self.scrape_interval_s))
-        self.port = free_port()
+        self.port = self.port or free_port()
         self.process = self.procs.start(
             "prometheus",
             [

@@ -176,6 +176,28 @@ spec:
 """
 
 
+#: A simulated pod whose port 9090 kwok forwards (``kubectl port-forward``) to a real local Prometheus.
+PROMETHEUS_POD = ("monitoring", "prometheus-0")
+
+
+def port_forward(local_port: int) -> str:
+    namespace, name = PROMETHEUS_POD
+    return f"""\
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: PortForward
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  forwards:
+  - ports: [9090]
+    target:
+      port: {local_port}
+      address: 127.0.0.1
+"""
+
+
 def cache_dir() -> Path:
     """Where scripts/build-control-plane puts the binaries (it prints the directory)."""
     out = subprocess.run([str(BUILD_SCRIPT), "--where"], capture_output=True, text=True, check=True)
@@ -276,7 +298,8 @@ class ControlPlane:
             "--concurrent-deployment-syncs=10",
         )
         self._run("kube-scheduler", *common)
-        (w / "kwok.yaml").write_text(KWOK_STAGES)
+        self.prometheus_port = free_port()  # where a test runs the real Prometheus behind PROMETHEUS_POD
+        (w / "kwok.yaml").write_text(KWOK_STAGES + port_forward(self.prometheus_port))
         self._run(
             "kwok",
             f"--kubeconfig={self.kubeconfig}",
@@ -307,7 +330,10 @@ class ControlPlane:
                     "clusters": [
                         {
                             "name": "rollout",
-                            "cluster": {"server": self.server, "certificate-authority": str(self.work / "certs" / "apiserver.crt")},
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority": str(self.work / "certs" / "apiserver.crt"),
+                            },
                         }
                     ],
                     "users": [{"name": "user", "user": {"token": token}}],

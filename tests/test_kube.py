@@ -10,6 +10,7 @@ behaviour under load is covered by the local tier).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,8 +130,7 @@ def test_the_example_manifests_and_generated_objects_are_accepted(
 
     created = create_from_yaml(admin, str(EXAMPLES / "prometheus.yaml"))
     assert {objs[0].kind for objs in created} >= {"Namespace", "ConfigMap", "Deployment", "Service", "ClusterRole"}
-    core = k8s().CoreV1Api(admin)
-    core.delete_namespace("monitoring")
+    delete_namespace(admin, "monitoring")
     k8s().RbacAuthorizationV1Api(admin).delete_cluster_role("pytest-rollout-prometheus")
     k8s().RbacAuthorizationV1Api(admin).delete_cluster_role_binding("pytest-rollout-prometheus")
 
@@ -151,7 +151,10 @@ def test_deploy_waits_until_available_and_upgrade_follows_the_deployment_control
 
     upgrade_events: list[UpgradeEvent] = []
     result = platform.upgrade(
-        image_target("shop/app:v2", replicas=4, version="v2"), max_surge=1, max_unavailable=0, on_event=upgrade_events.append
+        image_target("shop/app:v2", replicas=4, version="v2"),
+        max_surge=1,
+        max_unavailable=0,
+        on_event=upgrade_events.append,
     )
     # the real controller made a second ReplicaSet, scaled it to 4 and the first to 0
     sets = {rs.spec.template.spec.containers[0].image: rs for rs in replica_sets(admin, platform.namespace)}
@@ -236,17 +239,39 @@ def test_the_run_namespace_is_labelled_and_everything_in_it_goes_at_teardown(
     assert platform.namespace not in names
 
 
-def test_a_stale_namespace_of_a_dead_run_is_found_by_label_and_removed(
-    settings: KubeSettings, admin: Any
-) -> None:
+def test_a_stale_namespace_of_a_dead_run_is_found_by_label_and_removed(settings: KubeSettings, admin: Any) -> None:
     core = k8s().CoreV1Api(admin)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN: "dead"}
     host = os.uname().nodename
     dead_owner = f"{host}/999999/12345"  # no such process: the run that made it is gone
     far = str(int(time.time()) + 3600)
-    core.create_namespace({"metadata": {"name": "rollout-dead", "labels": labels, "annotations": {ANN_OWNER: dead_owner, ANN_EXPIRES: far}}})
-    core.create_namespace({"metadata": {"name": "rollout-expired", "labels": labels, "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: "1"}}})
-    core.create_namespace({"metadata": {"name": "rollout-elsewhere", "labels": labels, "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: far}}})
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": "rollout-dead",
+                "labels": labels,
+                "annotations": {ANN_OWNER: dead_owner, ANN_EXPIRES: far},
+            }
+        }
+    )
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": "rollout-expired",
+                "labels": labels,
+                "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: "1"},
+            }
+        }
+    )
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": "rollout-elsewhere",
+                "labels": labels,
+                "annotations": {ANN_OWNER: "elsewhere/1/1", ANN_EXPIRES: far},
+            }
+        }
+    )
     core.create_namespace({"metadata": {"name": "not-ours", "annotations": {ANN_OWNER: dead_owner, ANN_EXPIRES: "1"}}})
     try:
         removed = reap_stale(admin, None)
@@ -268,18 +293,27 @@ def test_runs_in_a_given_namespace_clean_up_by_label_and_reap_dead_runs(
         crashed.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
         # the crashed run's owner is gone: rewrite its record as another process's
         core.patch_namespaced_config_map(
-            "pytest-rollout-run-crashed", "shared", {"metadata": {"annotations": {ANN_OWNER: f"{os.uname().nodename}/999999/1"}}}
-        )
-        bystander = k8s().AppsV1Api(admin).create_namespaced_deployment(
+            "pytest-rollout-run-crashed",
             "shared",
-            {
-                "metadata": {"name": "bystander"},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "bystander"}},
-                    "template": {"metadata": {"labels": {"app": "bystander"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}},
+            {"metadata": {"annotations": {ANN_OWNER: f"{os.uname().nodename}/999999/1"}}},
+        )
+        bystander = (
+            k8s()
+            .AppsV1Api(admin)
+            .create_namespaced_deployment(
+                "shared",
+                {
+                    "metadata": {"name": "bystander"},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": {"app": "bystander"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "bystander"}},
+                            "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+                        },
+                    },
                 },
-            },
+            )
         )
         platform = KubePlatform(settings, "next", "t::next", 600.0)
         assert platform.reaped == ["run crashed in namespace shared"]
@@ -287,7 +321,11 @@ def test_runs_in_a_given_namespace_clean_up_by_label_and_reap_dead_runs(
         assert platform.teardown(wait_s=60.0) == []
         left = [d.metadata.name for d in k8s().AppsV1Api(admin).list_namespaced_deployment("shared").items]
         assert left == [bystander.metadata.name]
-        assert [c.metadata.name for c in core.list_namespaced_config_map("shared").items if "pytest-rollout" in c.metadata.name] == []
+        assert [
+            c.metadata.name
+            for c in core.list_namespaced_config_map("shared").items
+            if "pytest-rollout" in c.metadata.name
+        ] == []
     finally:
         core.delete_namespace("shared")
 
@@ -305,8 +343,13 @@ def test_the_fleet_is_a_deployment_of_annotated_worker_pods_and_unreachable_work
         fleet.start()
     # kwok's pods run nothing: the API server refuses to proxy to their (loopback) addresses, and the
     # fleet says so instead of pretending to have load
-    assert "through the API server's pod proxy" in str(info.value)
-    pods = k8s().CoreV1Api(admin).list_namespaced_pod(platform.namespace, label_selector="app.kubernetes.io/component=load").items
+    assert "through the API server's pod proxy: 400 address not allowed" in str(info.value)
+    pods = (
+        k8s()
+        .CoreV1Api(admin)
+        .list_namespaced_pod(platform.namespace, label_selector="app.kubernetes.io/component=load")
+        .items
+    )
     assert len(pods) == 3
     annotations = pods[0].metadata.annotations
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8089"
@@ -395,3 +438,101 @@ def test_without_the_role_the_error_names_the_refusal_and_the_rbac_to_grant(
         assert exc.status == 403 and "pytest-rollout rbac" in str(exc)
     finally:
         core.delete_namespace("norole")
+
+
+# -- Prometheus through a port-forward -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus_in_cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``monitoring/prometheus:9090``: a Service whose (simulated) pod kwok port-forwards to a real Prometheus."""
+    from controlplane import PROMETHEUS_POD
+
+    from pytest_rollout.procs import ProcessSet
+    from pytest_rollout.prometheus import LocalPrometheus
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed (scripts/setup installs it)")
+    work = tmp_path_factory.mktemp("prometheus-in-cluster")
+    procs = ProcessSet(work)
+    api = control_plane.client()
+    core = k8s().CoreV1Api(api)
+    namespace, pod = PROMETHEUS_POD
+    try:
+        LocalPrometheus(procs, work, port=control_plane.prometheus_port).start()
+        core.create_namespace({"metadata": {"name": namespace}})
+        labels = {"app.kubernetes.io/name": "prometheus"}
+        container = {
+            "name": "prometheus",
+            "image": "prom/prometheus:v3.5.0",
+            "ports": [{"name": "web", "containerPort": 9090}],
+        }
+        core.create_namespaced_pod(
+            namespace, {"metadata": {"name": pod, "labels": labels}, "spec": {"containers": [container]}}
+        )
+        ports = [{"name": "web", "port": 9090, "targetPort": "web"}]
+        core.create_namespaced_service(
+            namespace, {"metadata": {"name": "prometheus"}, "spec": {"selector": labels, "ports": ports}}
+        )
+        deadline = time.monotonic() + 30
+        while not any(
+            c.type == "Ready" and c.status == "True"
+            for c in (core.read_namespaced_pod(pod, namespace).status.conditions or [])
+        ):
+            assert time.monotonic() < deadline, "the simulated Prometheus pod never became ready"
+            time.sleep(0.2)
+        yield f"{namespace}/prometheus:9090"
+    finally:
+        delete_namespace(api, namespace)
+        api.close()
+        assert procs.stop_all() == []
+
+
+def delete_namespace(api: Any, name: str, wait_s: float = 60.0) -> None:
+    """Delete namespace *name* and wait until it is gone (so a later test may make it again)."""
+    from kubernetes.client.exceptions import ApiException
+
+    core = k8s().CoreV1Api(api)
+    try:
+        core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.25)
+    raise AssertionError(f"namespace {name} still there {wait_s:g}s after deletion")
+
+
+def test_a_port_forward_reaches_the_prometheus_behind_a_service(prometheus_in_cluster: str, admin: Any) -> None:
+    from pytest_rollout.kube import PortForward
+    from pytest_rollout.prometheus import PromClient
+
+    forward = PortForward(admin, prometheus_in_cluster)
+    forward.start()
+    try:
+        assert (forward.pod, forward.pod_port) == ("prometheus-0", 9090)  # the named targetPort, resolved
+        client = PromClient(forward.url)
+        client.check()  # the real server's build info, through the API server and kwok's kubelet endpoint
+        for _ in range(3):  # one stream per connection
+            assert client.scalar("vector(42)", time.time()) == 42.0
+    finally:
+        forward.close()
+
+
+def test_a_port_forward_to_a_missing_service_or_port_says_which(prometheus_in_cluster: str, admin: Any) -> None:
+    from pytest_rollout.kube import PortForward
+
+    with pytest.raises(
+        KubernetesError, match=r"monitoring/nothing:9090: reading the Service: the API server answered 404"
+    ):
+        PortForward(admin, "monitoring/nothing:9090").start()
+    with pytest.raises(KubernetesError, match=r"the Service has no port 9191 \(it has web:9090\)"):
+        PortForward(admin, "monitoring/prometheus:9191").start()
