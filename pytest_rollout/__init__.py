@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .errors import (
     FleetError,
+    KubernetesError,
     LoadBalancerError,
     ProcessStartError,
     PrometheusError,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FleetError",
+    "KubernetesError",
     "LoadBalancerError",
     "Phase",
     "PhaseMeasurement",

@@ -249,7 +249,45 @@ def main(argv: list[str] | None = None) -> int:
     )
     cal.add_argument("--start-rps", type=float, default=1000.0)
     cal.add_argument("--json", action="store_true")
+    rbac = sub.add_parser(
+        "rbac",
+        help="print the RBAC the kubernetes platform needs, bound to a ServiceAccount, as YAML for kubectl apply",
+    )
+    rbac.add_argument(
+        "--namespace",
+        help="the existing namespace runs use (--rollout-namespace): print a Role for it; without, print the "
+        "ClusterRole for per-run namespaces",
+    )
+    rbac.add_argument(
+        "--service-account",
+        default="pytest-rollout",
+        metavar="NAME",
+        help="ServiceAccount to bind (default pytest-rollout)",
+    )
+    rbac.add_argument(
+        "--service-account-namespace", metavar="NS", help="its namespace (default: --namespace, else 'default')"
+    )
     args = parser.parse_args(argv)
+    if args.command == "rbac":
+        import yaml
+
+        from .errors import RolloutUsageError
+        from .kube_objects import check_name, rbac_documents
+
+        try:
+            for name, value in (
+                ("--namespace", args.namespace),
+                ("--service-account-namespace", args.service_account_namespace),
+            ):
+                if value is not None:
+                    check_name(value, name)
+        except RolloutUsageError as exc:
+            print(f"pytest-rollout: {exc}", file=sys.stderr)
+            return 2
+        subject_ns = args.service_account_namespace or args.namespace or "default"
+        docs = rbac_documents(subject_ns, args.service_account, args.namespace)
+        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+        return 0
 
     try:
         if args.command == "attack":

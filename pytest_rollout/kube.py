@@ -44,6 +44,8 @@ from .kube_objects import (
     WORKER_PORT,
     conditions_text,
     fleet_deployment,
+    image_tag,
+    label_value,
     load_manifests,
     namespace_object,
     pick_target,
@@ -559,12 +561,9 @@ class KubePlatform:
             "spec": {"template": {"spec": {"containers": [{"name": containers[0]["name"], "image": target.image}]}}}
         }
         labels = before["spec"]["template"]["metadata"].get("labels") or {}
-        if "app.kubernetes.io/version" in labels and ":" in target.image:
-            from .kube_objects import _label_value
-
-            patch["spec"]["template"]["metadata"] = {
-                "labels": {"app.kubernetes.io/version": _label_value(target.image.rsplit(":", 1)[-1])}
-            }
+        tag = image_tag(target.image)
+        if "app.kubernetes.io/version" in labels and tag:
+            patch["spec"]["template"]["metadata"] = {"labels": {"app.kubernetes.io/version": label_value(tag)}}
         if surge is not None or unavailable is not None:
             patch["spec"]["strategy"] = _strategy(surge, unavailable)
         try:
@@ -742,7 +741,9 @@ class KubeFleet(ControlledFleet):
         for pod_name in self.pods:  # each must answer through the pod proxy before any plan is sent
             answer = self._call(pod_name, "GET", "/status", timeout=10.0)
             if not isinstance(answer, dict) or "state" not in answer:
-                raise FleetError(f"load worker pod {pod_name} answered GET /status with {answer!r}: is it a pytest-rollout worker?")
+                raise FleetError(
+                    f"load worker pod {pod_name} answered GET /status with {answer!r}: is it a pytest-rollout worker?"
+                )
 
     def scrape_targets(self) -> list[dict[str, Any]]:
         return []

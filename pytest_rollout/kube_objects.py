@@ -84,11 +84,17 @@ def _labels(name: str, run_id: str, component: str, version: str | None = None) 
         LABEL_RUN: run_id,
     }
     if version:
-        labels["app.kubernetes.io/version"] = _label_value(version)
+        labels["app.kubernetes.io/version"] = label_value(version)
     return labels
 
 
-def _label_value(value: str) -> str:
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (``shop/app:v2`` -> ``v2``); None without one (a digest is not a tag)."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else None
+
+
+def label_value(value: str) -> str:
     """*value* squeezed into a label value (63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[-63:].strip("-_.")
     return cleaned or "unknown"
@@ -104,10 +110,6 @@ def namespace_object(name: str, run_id: str, owner: str, expires_at: float, test
             "annotations": {ANN_OWNER: owner, ANN_EXPIRES: str(int(expires_at)), ANN_TEST: test[:1000]},
         },
     }
-
-
-def _surge(value: int | str) -> int | str:
-    return value
 
 
 def target_objects(
@@ -128,7 +130,7 @@ def target_objects(
     replica leaves only once its replacement is ready), a readiness probe on
     *ready_path*, and the app.kubernetes.io labels.
     """
-    labels = _labels(name, run_id, "target", version=image.rsplit(":", 1)[-1] if ":" in image else None)
+    labels = _labels(name, run_id, "target", version=image_tag(image))
     selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
     container: dict[str, Any] = {
         "name": name,

@@ -161,10 +161,17 @@ def _positive_float(name: str, flag: str, raw: Any) -> float:
     return value
 
 
-def read_settings(config: pytest.Config) -> Settings:
-    """Validated settings from the command line, falling back to ini values."""
+def _duration(config: pytest.Config, name: str, flag: str) -> float:
     from .slo import parse_duration
 
+    try:
+        return parse_duration(_value(config, name), flag)
+    except SLOSpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Validated settings from the command line, falling back to ini values."""
     platform = str(_value(config, "rollout_platform") or "local")
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", platform):
         raise pytest.UsageError(
@@ -189,10 +196,7 @@ def read_settings(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"--rollout-workers={workers_raw!r}: expected a whole number >= 1") from None
         if workers < 1:
             raise pytest.UsageError(f"--rollout-workers={workers_raw!r}: expected a whole number >= 1")
-    try:
-        upgrade_timeout = parse_duration(_value(config, "rollout_upgrade_timeout"), "--rollout-upgrade-timeout")
-    except SLOSpecError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    upgrade_timeout = _duration(config, "rollout_upgrade_timeout", "--rollout-upgrade-timeout")
     url = _value(config, "rollout_prometheus_url") or None
     if url is not None and not re.match(r"^https?://[^/\s]+", str(url)):
         raise pytest.UsageError(f"--prometheus-url={url!r}: expected an http(s) URL such as http://127.0.0.1:9090")
@@ -218,14 +222,10 @@ def read_settings(config: pytest.Config) -> Settings:
 def _kube_settings(config: pytest.Config, platform: str, url: str | None, upgrade_timeout: float) -> Any:
     """The kubernetes platform's settings (None on other platforms)."""
     from .kube import KubeSettings, parse_service
-    from .slo import parse_duration
 
     if platform != "kubernetes":
         return None
-    try:
-        timeout = parse_duration(_value(config, "rollout_kube_timeout"), "--rollout-kube-timeout")
-    except SLOSpecError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    timeout = _duration(config, "rollout_kube_timeout", "--rollout-kube-timeout")
     namespace = _value(config, "rollout_namespace") or None
     if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", str(namespace)):
         raise pytest.UsageError(f"--rollout-namespace={namespace!r}: not a valid namespace name")

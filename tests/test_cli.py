@@ -58,3 +58,26 @@ def test_calibrate_records_what_sizes_fleets(
     from pytest_rollout.cli import measured_worker_rps
 
     assert measured_worker_rps() == pytest.approx(0.7 * result["held_rps"])
+
+
+def test_rbac_prints_the_role_the_platform_needs_bound_to_a_service_account() -> None:
+    import yaml
+
+    from pytest_rollout.kube_objects import rbac_documents
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "team", "--service-account", "ci-bot"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = list(yaml.safe_load_all(out))
+    assert docs == rbac_documents("team", "ci-bot", "team")  # what the kubernetes tier proves sufficient
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac"], capture_output=True, text=True, check=True
+    ).stdout
+    assert [d["kind"] for d in yaml.safe_load_all(out)] == ["ClusterRole", "ClusterRoleBinding"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "Team"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--namespace='Team' is not a valid Kubernetes name" in bad.stderr

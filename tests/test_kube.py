@@ -9,6 +9,7 @@ behaviour under load is covered by the local tier).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -536,3 +537,53 @@ def test_a_port_forward_to_a_missing_service_or_port_says_which(prometheus_in_cl
         PortForward(admin, "monitoring/nothing:9090").start()
     with pytest.raises(KubernetesError, match=r"the Service has no port 9191 \(it has web:9090\)"):
         PortForward(admin, "monitoring/prometheus:9191").start()
+
+
+# -- the whole plugin, on --rollout-platform kubernetes ----------------------------------------------------
+
+
+def test_an_slo_test_on_kubernetes_fails_closed_when_its_workers_cannot_be_reached(
+    pytester: pytest.Pytester, control_plane: ControlPlane, prometheus_in_cluster: str, admin: Any
+) -> None:
+    pytester.makepyfile(
+        test_shop="""
+        import pytest
+
+        @pytest.mark.slo(rps=200, hold="2s", ramp="0s")
+        def test_upgrade(rollout):
+            rollout.deploy(image="shop/app:v1", replicas=2)
+            assert rollout.url.startswith("http://target.rollout-")
+            rollout.ramp()
+            rollout.upgrade(image="shop/app:v2")
+            rollout.verify()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--rollout-platform=kubernetes",
+        f"--rollout-kubeconfig={control_plane.kubeconfig}",
+        f"--rollout-prometheus-service={prometheus_in_cluster}",
+        "--rollout-kube-timeout=30s",
+        "--rollout-report=report.json",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*did not answer GET /status through the API server's pod proxy: 400 address not allowed*"]
+    )
+    report = json.loads((pytester.path / "report.json").read_text())
+    (entry,) = report["tests"]
+    assert entry["platform"] == "kubernetes" and entry["passed"] is False
+    ready = [e for e in entry["events"] if e["action"] == "ready"]
+    assert len(ready) == 2  # the target's pods, seen becoming ready during deploy
+    # the run's namespace went with it
+    deadline = time.monotonic() + 60
+    while True:
+        left = [
+            n.metadata.name
+            for n in k8s().CoreV1Api(admin).list_namespace(label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}").items
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert left == []

@@ -65,6 +65,30 @@ def test_bad_marker_is_a_usage_error_naming_test_and_argument(pytester: pytest.P
         (["--prometheus-url", "localhost:9090"], "--prometheus-url='localhost:9090': expected an http(s) URL*"),
         (["--rollout-platform", "Local!"], "--rollout-platform='Local!': expected a platform name*"),
         (["--rollout-upgrade-timeout", "ages"], "*--rollout-upgrade-timeout='ages' is not a duration*"),
+        (["--rollout-platform", "kubernetes"], "--rollout-platform kubernetes needs the cluster's Prometheus: *"),
+        (
+            ["--rollout-platform", "kubernetes", "--rollout-prometheus-service", "prometheus"],
+            "--rollout-prometheus-service='prometheus': expected NAMESPACE/NAME:PORT, e.g. monitoring/prometheus:9090",
+        ),
+        (
+            ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-namespace", "Team_A"],
+            "--rollout-namespace='Team_A': not a valid namespace name",
+        ),
+        (
+            ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-kube-timeout", "x"],
+            "*--rollout-kube-timeout='x' is not a duration*",
+        ),
+        (
+            [
+                "--rollout-platform",
+                "kubernetes",
+                "--prometheus-url",
+                "http://p:9090",
+                "--rollout-prometheus-service",
+                "m/p:9090",
+            ],
+            "give --prometheus-url or --rollout-prometheus-service, not both",
+        ),
     ],
 )
 def test_bad_options(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -95,11 +119,18 @@ def test_scale_below_one_rps(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*rps=50 scaled by --rollout-rps-scale=0.01 is 0.5, less than 1 request per second*"])
 
 
-def test_kubernetes_platform_is_refused_clearly(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n")
-    result = pytester.runpytest("--rollout-platform", "kubernetes")
+def test_a_missing_kubeconfig_is_a_clear_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(image='a/b:1')\n"
+    )
+    result = pytester.runpytest(
+        "--rollout-platform=kubernetes",
+        "--prometheus-url=http://127.0.0.1:9",
+        f"--rollout-kubeconfig={pytester.path / 'nowhere.yaml'}",
+    )
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the kubernetes platform is not part of this version*"])
+    result.stdout.fnmatch_lines(["*cannot load the kubeconfig *nowhere.yaml*Point --rollout-kubeconfig*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_unknown_platform(pytester: pytest.Pytester) -> None:
@@ -127,6 +158,15 @@ def test_command_that_does_not_exist(pytester: pytest.Pytester) -> None:
         ("rollout.deploy(command='python app.py')", "*must be a list of strings (an argv)*"),
         ("rollout.deploy(command=app(), replicas=0)", "*replicas=0) must be an int >= 1*"),
         ("rollout.deploy(command=app(), env={'PORT': '1'})", "*must not set PORT*"),
+        ("rollout.deploy(image='shop/app:v1')", "*rollout.deploy(image=...) needs --rollout-platform kubernetes*"),
+        ("rollout.deploy(manifests=['d.yaml'])", "*rollout.deploy(manifests=...) needs --rollout-platform kubernetes*"),
+        (
+            "rollout.deploy(command=app(), image='a:1')",
+            "*takes one of command=, image=, manifests=; got command and image*",
+        ),
+        ("rollout.deploy()", "*rollout.deploy() needs command=*or image=* (kubernetes platform)*"),
+        ("rollout.deploy(image='shop app')", "*image='shop app') must be an image reference*"),
+        ("rollout.deploy(command=app(), port=0)", "*port=0) must be a TCP port*"),
     ],
 )
 def test_fixture_misuse(pytester: pytest.Pytester, body: str, message: str) -> None:

@@ -124,9 +124,20 @@ def test_release_that_drops_requests_on_sigterm_fails_on_error_rate(pytester: py
     )
 
 
-def test_slower_release_fails_on_p99(pytester: pytest.Pytester) -> None:
-    result, test, _ = run_release(pytester, "--version 1", "--version 2 --delay-ms 150", slo=SLO + ", p99_ms=100")
+def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pytester) -> None:
+    result, test, _ = run_release(
+        pytester,
+        "--version 1",
+        "--version 2 --delay-ms 150",
+        slo=SLO + ", p99_ms=100",
+        upgrade_kw=", rollback_on_breach=True",
+    )
     result.assert_outcomes(failed=1)
+    # rollback_on_breach: the verdict failed, so v1 replicas replaced the v2 ones, rolling, and the report says so
+    assert test["rollback"].startswith("rolled back to v1") and "3 replica(s) replaced" in test["rollback"]
+    result.stdout.fnmatch_lines(["*rollback_on_breach: rolled back to v1 *"])
+    started = [e["replica"] for e in test["events"] if e["action"] == "start"]
+    assert started[-3:] == ["v1-3", "v1-4", "v1-5"] and started.count("v2-0") == 1
     assert test["phases"]["baseline"]["p99_ms"] < 100
     assert test["phases"]["after"]["p99_ms"] > 150
     result.stdout.fnmatch_lines(["*p99_ms in phase after: measured *.?? ms, bound <= 100.00 ms*"])
