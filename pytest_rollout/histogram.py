@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-__all__ = ["BOUNDS", "Histogram", "quantile_from_buckets"]
+__all__ = ["BOUNDS", "Histogram", "quantile_from_buckets", "value_at_rank"]
 
 _FIRST = 0.0001
 _PER_DOUBLING = 8
@@ -96,8 +96,11 @@ def quantile_from_buckets(q: float, buckets: Iterable[tuple[float, float]]) -> f
     pairs = sorted(buckets)
     if not pairs or pairs[-1][1] <= 0:
         return float("nan")
-    total = pairs[-1][1]
-    rank = q * total
+    return value_at_rank(pairs, q * pairs[-1][1])
+
+
+def value_at_rank(pairs: Sequence[tuple[float, float]], rank: float) -> float:
+    """The value at *rank* (1-based, may be fractional) in sorted cumulative ``(upper_bound, count)`` pairs."""
     prev_bound, prev_count = 0.0, 0.0
     for bound, count in pairs:
         if count >= rank:

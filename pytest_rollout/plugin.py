@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .errors import RolloutError, SLOSpecError
+from .errors import RolloutError, RolloutUsageError, SLOSpecError
 from .session import SESSION_KEY, RolloutSession, Settings
 from .slo import SLOSpec, parse_slo
 
@@ -24,6 +24,12 @@ DEFAULT_WORKER_IMAGE = "pytest-rollout-worker:0.1.0"
 ROLLOUT_KEY = pytest.StashKey[Any]()
 OUTCOME_KEY = pytest.StashKey[str]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
+_FAILED_KEY = pytest.StashKey[set[str]]()
+
+#: Exit status when no test failed but SLO tests could not be run or judged (Prometheus unreachable, too
+#: little data, dead workers, a cluster error): the release was not proven bad, the run should be retried.
+#: Any broken SLO, or any other failing test, keeps pytest's own status 1.
+EXIT_NOT_JUDGED = 6
 
 _MARKER_DOC = (
     "slo(rps, error_rate=0.001, p50_ms=None, p90_ms=None, p95_ms=None, p99_ms=None, p999_ms=None, "
@@ -60,6 +66,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="1.0",
     )
     option("--rollout-report", "rollout_report", "write the JSON report to PATH", metavar="PATH")
+    option(
+        "--rollout-save",
+        "rollout_save",
+        "store this run's per-phase results (request counts, latency histograms) as baseline NAME",
+        metavar="NAME",
+    )
+    option(
+        "--rollout-compare",
+        "rollout_compare",
+        "compare each SLO test with baseline NAME and fail on a regression beyond the marker's "
+        "regression margins (default: p99 at most 10 percent slower, error rate at most 0.001 higher)",
+        metavar="NAME",
+    )
+    option(
+        "--rollout-baseline-dir",
+        "rollout_baseline_dir",
+        "where baselines are stored (default: .pytest-rollout/baselines under the rootdir)",
+        metavar="DIR",
+    )
+    option(
+        "--rollout-html",
+        "rollout_html",
+        "write the HTML report (charts, verdicts, PromQL; one self-contained file) to PATH",
+        metavar="PATH",
+    )
     option(
         "--prometheus-url", "rollout_prometheus_url", "use the Prometheus at URL instead of starting one", metavar="URL"
     )
@@ -161,6 +192,29 @@ def _positive_float(name: str, flag: str, raw: Any) -> float:
     return value
 
 
+def _baseline_name(name: str | None, flag: str) -> str | None:
+    from .baseline import check_name
+
+    if name is None:
+        return None
+    try:
+        return check_name(str(name), flag)
+    except RolloutUsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _html_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise pytest.UsageError(
+            f"--rollout-html={path!r} needs matplotlib to draw its charts: pip install 'pytest-rollout[html]'"
+        ) from None
+    return str(path)
+
+
 def _duration(config: pytest.Config, name: str, flag: str) -> float:
     from .slo import parse_duration
 
@@ -206,6 +260,10 @@ def read_settings(config: pytest.Config) -> Settings:
         platform=platform,
         rps_scale=scale,
         report=_value(config, "rollout_report") or None,
+        html=_html_path(_value(config, "rollout_html") or None),
+        save=_baseline_name(_value(config, "rollout_save") or None, "--rollout-save"),
+        compare=_baseline_name(_value(config, "rollout_compare") or None, "--rollout-compare"),
+        baseline_dir=str(_value(config, "rollout_baseline_dir") or config.rootpath / ".pytest-rollout" / "baselines"),
         prometheus_url=url,
         keep=bool(config.getini("rollout_keep") if keep is None else keep),
         worker_rps=worker_rps,
@@ -256,7 +314,15 @@ def _kube_settings(config: pytest.Config, platform: str, url: str | None, upgrad
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_DOC)
-    config.stash[SESSION_KEY] = RolloutSession(read_settings(config))
+    session = RolloutSession(read_settings(config))
+    config.stash[SESSION_KEY] = session
+    if session.settings.compare:
+        from .baseline import Baselines
+
+        try:
+            session.baseline = Baselines(session.settings.baseline_dir).load(session.settings.compare)
+        except RolloutUsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(BuiltinHooks(config), "rollout-builtin")
     _install_sigterm(config)
 
@@ -319,6 +385,8 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
         problems = run.close()
         # no call-phase report means the run was interrupted before or during the test body
         session.results.append(run.to_json(item.stash.get(OUTCOME_KEY, "interrupted")))
+        if run.verdict is not None:
+            session.measured[item.nodeid] = (run.verdict.phases, run.verdict.passed)
         session.problems.extend(f"{item.nodeid}: {problem}" for problem in problems)
 
 
@@ -355,6 +423,7 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
     if verdict is None or any(name == "rollout_passed" for name, _ in item.user_properties):
         return
     item.user_properties.append(("rollout_passed", str(verdict.passed).lower()))
+    item.user_properties.append(("rollout_result", verdict.result))
     item.user_properties.append(("rollout_requested_rps", f"{run.spec.requested_rps:g}"))
     for e in verdict.entries:
         measured = "n/a" if e.measured is None else f"{e.measured:.6g}"
@@ -375,6 +444,8 @@ def _judge_quietly(run: Any) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    if report.failed:
+        item.config.stash.setdefault(_FAILED_KEY, set()).add(item.nodeid)
     if ROLLOUT_KEY in item.stash:
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             item.stash[OUTCOME_KEY] = "error" if report.when == "setup" else report.outcome
@@ -394,7 +465,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             rollout_session.results,
             interrupted=exitstatus == pytest.ExitCode.INTERRUPTED,
         )
+    if rollout_session.settings.save and rollout_session.measured:
+        from .baseline import Baselines
+
+        store = Baselines(rollout_session.settings.baseline_dir)
+        saved = store.save(
+            rollout_session.settings.save,
+            {k: v[0] for k, v in rollout_session.measured.items()},
+            {k: v[1] for k, v in rollout_session.measured.items()},
+        )
+        rollout_session.notes.append(f"baseline {rollout_session.settings.save!r} saved to {saved}")
+    if rollout_session.settings.html and rollout_session.results:
+        from .html_report import write_html
+
+        write_html(rollout_session.settings.html, rollout_session.results)
     rollout_session.close()
+    failed = session.config.stash.get(_FAILED_KEY, set())
+    results = {r["nodeid"]: r.get("result") for r in rollout_session.results}
+    if exitstatus == pytest.ExitCode.TESTS_FAILED and failed and all(results.get(n) == "not_judged" for n in failed):
+        session.exitstatus = EXIT_NOT_JUDGED
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -410,8 +499,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 terminalreporter.write_line(line)
     for problem in rollout_session.problems:
         terminalreporter.write_line(f"rollout clean-up: {problem}", yellow=True)
+    results = [r.get("result") for r in rollout_session.results]
+    if "not_judged" in results and "slo_broken" not in results:
+        terminalreporter.write_line(
+            f"rollout: {results.count('not_judged')} SLO test(s) could not be run or judged, and no SLO was "
+            f"shown broken: exit status {EXIT_NOT_JUDGED} unless another test failed",
+            yellow=True,
+        )
     for line in rollout_session.reaped:
         terminalreporter.write_line(f"rollout: stopped {line}", yellow=True)
+    for note in rollout_session.notes:
+        terminalreporter.write_line(f"rollout: {note}")
     if rollout_session.settings.keep and rollout_session.kept:
         terminalreporter.section("rollout: left running (--rollout-keep)")
         for line in rollout_session.kept:
@@ -452,5 +550,5 @@ class BuiltinHooks:
     def pytest_rollout_upgrade(
         self, rollout: Any, platform: Any, target: Any, max_surge: Any, max_unavailable: Any
     ) -> Any:
-        on_event: Callable[[Any], None] = rollout.events.append
+        on_event: Callable[[Any], None] = rollout.note_event
         return platform.upgrade(target, max_surge, max_unavailable, on_event)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import shutil
 import time
@@ -131,6 +132,12 @@ def remove_targets(sd_dir: Path, run_id: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def _datetime(t: float) -> Any:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+
+
 def _api_error(exc: Exception) -> str:
     """Prometheus' own words from an API error (``bad_data: 1:5: parse error: ...``).
 
@@ -212,6 +219,32 @@ class PromClient:
             ]
         except (TypeError, ValueError) as exc:
             raise PrometheusError(f"unexpected answer to {expr!r}: {result!r:.200}") from exc
+
+    def series(self, expr: str, start: float, end: float, step_s: float) -> list[tuple[float, float]]:
+        """One series of *expr* from *start* to *end* every *step_s* seconds (a range query); NaN dropped."""
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        try:
+            result = self._conn.custom_query_range(
+                expr,
+                start_time=_datetime(start),
+                end_time=_datetime(end),
+                step=f"{max(step_s, 0.001):.3f}s",
+                params={"timeout": f"{self.timeout_s:.0f}s"},
+            )
+        except PrometheusApiClientException as exc:
+            raise PrometheusError(f"Prometheus at {self.url} rejected the query {expr!r}: {_api_error(exc)}") from exc
+        except requests.RequestException as exc:
+            raise PrometheusError(f"Prometheus at {self.url} is unreachable while querying {expr!r}: {exc}") from exc
+        if not result:
+            return []
+        out = []
+        for t, v in result[0].get("values", []):
+            value = float(v)
+            if math.isfinite(value):
+                out.append((float(t), value))
+        return out
 
     def scalar(self, expr: str, at: float) -> float | None:
         """The single value of *expr* at *at*, or None when the result is empty."""

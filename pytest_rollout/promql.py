@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PhaseQueries", "escape", "last_scrape", "phase_queries", "window"]
+__all__ = ["PhaseQueries", "escape", "last_scrape", "live_queries", "phase_queries", "window"]
 
 REQUESTS = "rollout_requests_total"
 LATE = "rollout_late_total"
@@ -44,9 +44,12 @@ class PhaseQueries:
     late: str
     samples: str
     quantiles: dict[float, str]
+    histogram: str = ""
 
     def all(self) -> dict[str, str]:
         out = {"requests": self.requests, "by_class": self.by_class, "late": self.late, "samples": self.samples}
+        if self.histogram:
+            out["histogram"] = self.histogram
         for q, expr in sorted(self.quantiles.items()):
             out[f"quantile_{q:g}"] = expr
         return out
@@ -61,7 +64,27 @@ def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[fl
         late=f"sum({LATE}{sel})",
         samples=f'up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}]',
         quantiles={q: f"histogram_quantile({q:g}, sum by (le) ({LATENCY_BUCKETS}{sel}))" for q in quantiles},
+        histogram=f"sum by (le) ({LATENCY_BUCKETS}{sel})",
     )
+
+
+def live_queries(run_id: str, window_s: float, quantiles: list[float]) -> dict[str, str]:
+    """The run's recent behaviour over the last *window_s* seconds, for progress lines and charts.
+
+    ``rps`` counts requests by when they were due; ``error_rate`` is the share
+    not answered ``ok``; ``pNN_ms`` the latency quantiles, in milliseconds.
+    """
+    run = f'run="{escape(run_id)}"'
+    w = window(window_s)
+    total = f"sum(rate({REQUESTS}{{{run}}}[{w}]))"
+    out = {
+        "rps": total,
+        "error_rate": f'sum(rate({REQUESTS}{{{run},class!="ok"}}[{w}])) / {total}',
+    }
+    for q in quantiles:
+        name = f"p{f'{q * 100:g}'.replace('.', '')}_ms"
+        out[name] = f"histogram_quantile({q:g}, sum by (le) (rate({LATENCY_BUCKETS}{{{run}}}[{w}]))) * 1000"
+    return out
 
 
 def last_scrape(run_id: str) -> str:

@@ -30,11 +30,12 @@ from .fleet import Fleet, FleetTotals, workers_for
 from .kube_objects import LABEL_RUN
 from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
+from .progress import format_progress
 from .prometheus import remove_targets, write_targets
-from .promql import last_scrape, phase_queries, window
-from .schedule import Segment, expected_count
+from .promql import last_scrape, live_queries, phase_queries, window
+from .schedule import Segment, expected_count, rate_at
 from .slo import SLOSpec, quantile_name
-from .verdict import PhaseMeasurement, VerdictEntry, evaluate, failure_message, largest_gap
+from .verdict import PhaseMeasurement, VerdictEntry, error_budget, evaluate, failure_message, largest_gap
 from .worker import Plan, inflight_cap
 
 if TYPE_CHECKING:
@@ -60,10 +61,21 @@ class Verdict:
     entries: tuple[VerdictEntry, ...]
     phases: tuple[PhaseMeasurement, ...]
     failure: str | None = None  # an upgrade or fleet failure, besides the SLO entries
+    failure_kind: str | None = None  # "release" (the new version's fault) or "run" (could not run or judge)
 
     @property
     def passed(self) -> bool:
         return self.failure is None and bool(self.entries) and all(e.passed for e in self.entries)
+
+    @property
+    def result(self) -> str:
+        """``passed``; ``slo_broken`` (a judged SLO failed, or the upgrade itself failed); or
+        ``not_judged`` (the run could not be carried out or judged: no breach was proven)."""
+        if self.passed:
+            return "passed"
+        if self.failure_kind == "release" or any(not e.passed and e.judged for e in self.entries):
+            return "slo_broken"
+        return "not_judged"
 
     @property
     def failures(self) -> list[VerdictEntry]:
@@ -110,11 +122,17 @@ class Rollout:
         self._upgraded = False
         self._verdict: Verdict | None = None
         self._failure: str | None = None
+        self._failure_kind: str | None = None
         self._closed = False
         self._eval_at = 0.0
         self._scrape_interval = 1.0
         self._current: tuple[str, float] | None = None  # the phase under way, if any
         self._rollback_on_breach = False
+        self.series: dict[str, Any] = {}  # name -> {"query", "points"}: the run over time, for charts
+        from .progress import Progress
+
+        self.progress = Progress(config)
+        self._upgrade_target: tuple[float, int] | None = None  # (start, replicas) while upgrading
         self.rollback_note: str | None = None  # what rollback_on_breach did
 
     # -- public API -----------------------------------------------------------
@@ -161,7 +179,7 @@ class Rollout:
         target = self._target_spec(
             command, replicas, ready_path, env, timeout, grace_period, cwd, "deploy", image, manifests, port
         )
-        self.platform.deploy(target, self.events.append)
+        self.platform.deploy(target, self.note_event)
         self._target = target
 
     def ramp(self) -> None:
@@ -301,6 +319,7 @@ class Rollout:
         self._rollback_on_breach = rollback_on_breach
         start = time.time()
         self._current = ("upgrade", start)
+        self._upgrade_target = (start, target.replicas)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
         failure: str | None = None
         try:
@@ -313,11 +332,13 @@ class Rollout:
                 max_unavailable=max_unavailable,
             )
             self._check_fleet("upgrade")
-        except (UpgradeFailed, FleetError) as exc:
-            failure = str(exc)
+        except UpgradeFailed as exc:
+            failure, kind = str(exc), "release"
+        except FleetError as exc:
+            failure, kind = str(exc), "run"
         if failure is not None:
             self._end_phase("upgrade", start, time.time())
-            self._fail(failure)
+            self._fail(failure, kind)
         end = time.time() if result is None else max(start, min(result.end, time.time()))
         self._end_phase("upgrade", start, end)
         self._target = target
@@ -408,16 +429,45 @@ class Rollout:
             failure = str(exc)
         if failure is not None:
             self._end_phase(name, start, time.time())
-            self._fail(failure)
+            self._fail(failure, "run")
         self._end_phase(name, start, end)
 
     def _end_phase(self, name: str, start: float, end: float) -> None:
         self._current = None
+        if name == "upgrade":
+            self._upgrade_target = None
         self.phases.append(Phase(name, start, end))
         self.config.hook.pytest_rollout_phase_end(rollout=self, phase=name, start=start, end=end)
 
+    def note_event(self, event: UpgradeEvent) -> None:
+        """Record a replica event (the platforms' ``on_event``) and show it in the progress line."""
+        self.events.append(event)
+        if self._current is not None:
+            self._tick(force=not self.progress.tty)
+
+    def _tick(self, force: bool = False) -> None:
+        """Write the progress line, when one is due."""
+        if self._current is None or self._load is None or not self.progress.due(force):
+            return
+        phase, start = self._current
+        length = {"ramp": self.spec.ramp_s, "baseline": self.spec.hold_s, "after": self.spec.after_s}.get(phase)
+        try:
+            client, _ = self.session.prometheus()
+        except RolloutError:
+            return
+        live = self.progress.live(client, self.run_id, max(3 * self._scrape_interval, 3.0))
+        upgrade = None
+        if phase == "upgrade" and self._upgrade_target is not None:
+            began, replicas = self._upgrade_target
+            ready = {e.replica for e in self.events if e.action == "ready" and e.at >= began}
+            upgrade = (min(len(ready), replicas), replicas)
+        asked = rate_at(self._load.segments, time.time() - self._load.start_at)
+        line = format_progress(phase, time.time() - start, length, asked, live, upgrade)
+        self.progress.write(line)
+
     def _hold_until(self, until: float, phase: str) -> None:
         while True:
+            self._tick()
             self._check_fleet(phase)
             left = until - time.time()
             if left <= 0:
@@ -435,9 +485,10 @@ class Rollout:
                 f"{phase} ({names}); the fleet cannot hold {self.spec.requested_rps:,.0f} rps"
             )
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, kind: str) -> None:
         """Record a failure of the run itself, judge what was measured, and fail the test."""
         self._failure = message
+        self._failure_kind = kind
         verdict = self._judge()
         self._roll_back()
         pytest.fail(self._with_rollback(verdict.message(self.nodeid)), pytrace=False)
@@ -447,7 +498,7 @@ class Rollout:
         if not self._rollback_on_breach or self.rollback_note is not None or self.platform is None:
             return
         try:
-            self.rollback_note = self.platform.rollback(self.events.append)
+            self.rollback_note = self.platform.rollback(self.note_event)
         except RolloutError as exc:
             self.rollback_note = f"rollback failed: {exc}"
 
@@ -462,6 +513,7 @@ class Rollout:
         if load is None or load.stopped:
             return
         load.stopped = True
+        self.progress.close()
         try:
             load.fleet.stop_load()
             load.fleet.drain(settle_s=self.spec.timeout_s + 2.0)
@@ -498,12 +550,35 @@ class Rollout:
         except FleetError as exc:
             self._failure = self._failure or str(exc)
         measured = tuple(self._measure(p) for p in self.phases)
+        self._collect_series()
         entries = evaluate(self.spec, measured)
+        if self.session.baseline is not None:
+            from .baseline import compare
+
+            name = self.session.settings.compare or ""
+            entries.extend(compare(self.spec, measured, self.session.baseline["tests"].get(self.nodeid), name))
         for extra in self.config.hook.pytest_rollout_add_verdicts(rollout=self, entries=list(entries)):
             if extra:
                 entries.extend(extra)
-        self._verdict = Verdict(tuple(entries), measured, self._failure)
+        self._verdict = Verdict(
+            tuple(entries), measured, self._failure, (self._failure_kind or "run") if self._failure else None
+        )
         return self._verdict
+
+    def _collect_series(self) -> None:
+        """The run over time (rate, errors, latency quantiles), for the HTML report's charts."""
+        if not self.phases:
+            return
+        start, end = self.phases[0].start, self.phases[-1].end
+        step = self._scrape_interval
+        span = max(3 * step, 2.0)
+        try:
+            client, _ = self.session.prometheus()
+            for name, expr in live_queries(self.run_id, span, [0.5, 0.9, 0.99]).items():
+                points = client.series(expr, start, end + step, step)
+                self.series[name] = {"query": expr, "points": [[round(t, 3), round(v, 6)] for t, v in points]}
+        except RolloutError:
+            return  # the charts are a courtesy; the verdict stands on the phase queries
 
     def _measure(self, phase: Phase) -> PhaseMeasurement:
         load = self._load
@@ -529,6 +604,9 @@ class Rollout:
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
+            histogram = tuple(
+                sorted((float(labels.get("le", "inf")), value) for labels, value in client.query(queries.histogram, at))
+            )
             scrapes = client.samples(queries.samples, phase.end)
             quantile_ms = {}
             for q, expr in queries.quantiles.items():
@@ -556,6 +634,7 @@ class Rollout:
             quantiles_ms=quantile_ms,
             checks=checks,
             workers_seen=len(ok_times),
+            histogram=histogram,
             max_gap_s=max((largest_gap(phase.start, phase.end, t) for t in ok_times), default=phase.end - phase.start),
             **base,  # type: ignore[arg-type]
         )
@@ -582,6 +661,7 @@ class Rollout:
                 "errors_by_class": {k: round(v) for k, v in m.by_class.items() if k != "ok"},
                 "fleet_requests": m.fleet_requests,
                 "queries": dict(m.queries),
+                "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],
             }
         if verdict is None:
             # never judged (interrupted): the phases seen, with the fleet's own counts where known
@@ -606,10 +686,13 @@ class Rollout:
             "engine": ",".join(sorted(set(self._load.engines))) if self._load else None,
             "passed": verdict.passed if verdict else False,
             "failure": verdict.failure if verdict else self._failure,
+            "result": verdict.result if verdict else ("passed" if outcome == "passed" else "not_judged"),
+            "error_budget": error_budget(self.spec, verdict.phases) if verdict else None,
             "phases": phases,
             "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],
             "events": [e.to_json() for e in self.events],
             "rollback": self.rollback_note,
+            "series": self.series,
         }
 
     def close(self) -> list[str]:
@@ -617,6 +700,7 @@ class Rollout:
         if self._closed:
             return []
         self._closed = True
+        self.progress.close()
         problems: list[str] = []
         try:
             load = self._load

@@ -27,6 +27,10 @@ class Settings:
     platform: str = "local"
     rps_scale: float = 1.0
     report: str | None = None
+    html: str | None = None
+    save: str | None = None  # --rollout-save NAME
+    compare: str | None = None  # --rollout-compare NAME
+    baseline_dir: str = ".pytest-rollout/baselines"
     prometheus_url: str | None = None
     keep: bool = False
     worker_rps: float = 2500.0
@@ -54,6 +58,9 @@ class RolloutSession:
         self.kept: list[str] = []  # what --rollout-keep left running, for the summary
         self.problems: list[str] = []  # clean-up trouble worth telling the user
         self.reaped: list[str] = []  # what earlier, hard-killed runs left and this one stopped
+        self.baseline: dict[str, Any] | None = None  # --rollout-compare: the loaded baseline
+        self.measured: dict[str, tuple[Any, bool]] = {}  # nodeid -> (phase measurements, passed), for --rollout-save
+        self.notes: list[str] = []  # things worth telling at the end (a baseline saved, say)
 
     @property
     def root(self) -> Path:

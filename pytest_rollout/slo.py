@@ -174,6 +174,8 @@ class SLOSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     rps_scale: float = 1.0
     checks: tuple[Check, ...] = ()
+    availability: float | None = None  # objective over the whole run: the error budget is 1 - availability
+    regression: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REGRESSION))
 
     @property
     def requested_rps(self) -> float:
@@ -194,8 +196,40 @@ class SLOSpec:
 
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
+    | {"availability", "regression"}
     | set(LATENCY_KEYS)
 )
+
+#: Margins a run compared with a baseline (``--rollout-compare``) may worsen by, unless the marker says otherwise:
+#: latency quantiles relative (0.10: 10% slower), error_rate absolute (0.001: 0.1 percentage points more).
+DEFAULT_REGRESSION: dict[str, float] = {"p99_ms": 0.10, "error_rate": 0.001}
+
+
+def _parse_regression(value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping) or not value:
+        raise SLOSpecError(
+            f"regression={value!r} must map an SLO to its margin, e.g. {{'p99_ms': '10%', 'error_rate': 0.001}}",
+            "regression",
+        )
+    out: dict[str, float] = {}
+    for key, raw in value.items():
+        if key not in LATENCY_KEYS and key != "error_rate":
+            raise SLOSpecError(
+                f"regression[{key!r}]: compare one of {', '.join([*LATENCY_KEYS, 'error_rate'])}", "regression"
+            )
+        if isinstance(raw, str) and raw.strip().endswith("%") and key != "error_rate":
+            try:
+                margin = float(raw.strip()[:-1].lstrip("+")) / 100.0
+            except ValueError:
+                raise SLOSpecError(
+                    f"regression[{key!r}]={raw!r} is not a percentage like '10%'", "regression"
+                ) from None
+        else:
+            margin = _number(f"regression[{key!r}]", raw)
+        if margin < 0 or not math.isfinite(margin):
+            raise SLOSpecError(f"regression[{key!r}]={raw!r} must be a margin >= 0", "regression")
+        out[key] = margin
+    return out
 
 
 def _number(name: str, value: object) -> float:
@@ -287,6 +321,19 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
 
     checks = _parse_checks(values["checks"]) if values.get("checks") is not None else ()
 
+    availability = None
+    if values.get("availability") is not None:
+        availability = _number("availability", values["availability"])
+        if not 0 < availability < 1:
+            raise SLOSpecError(
+                f"availability={values['availability']!r} must be in (0, 1): the fraction of requests that must "
+                "succeed over the run, e.g. 0.999",
+                "availability",
+            )
+    regression = (
+        _parse_regression(values["regression"]) if values.get("regression") is not None else dict(DEFAULT_REGRESSION)
+    )
+
     return SLOSpec(
         rps=rps,
         checks=checks,
@@ -301,4 +348,6 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         body=body,
         min_load=min_load,
         timeout_s=timeout_s,
+        availability=availability,
+        regression=regression,
     )

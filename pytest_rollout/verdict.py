@@ -40,6 +40,7 @@ __all__ = [
     "MAX_GAP_INTERVALS",
     "PhaseMeasurement",
     "VerdictEntry",
+    "error_budget",
     "evaluate",
     "failure_message",
     "largest_gap",
@@ -83,6 +84,7 @@ class PhaseMeasurement:
     queries: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
     checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
+    histogram: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count), +Inf last
 
     @property
     def duration(self) -> float:
@@ -121,6 +123,13 @@ class VerdictEntry:
     passed: bool
     reason: str = ""
     op: str = ""  # how measured is compared to bound; "" means the SLO's usual (>= for rps, else <=)
+
+    @property
+    def judged(self) -> bool:
+        """False when the entry could not be judged: insufficient data, load not reached, no load."""
+        if self.passed:
+            return True
+        return not (self.reason.startswith(("insufficient data", "load not reached")) or self.slo == "load")
 
     def to_json(self) -> dict[str, Any]:
         def num(x: float | None) -> float | None:
@@ -202,7 +211,65 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictE
                     check.name, m.phase, value, check.bound, False,
                     f"{check.name} = {value:g}, not {check.op} {check.bound:g}", check.op,
                 ))  # fmt: skip
+    if spec.availability is not None:
+        entries.append(_judge_availability(spec, phases))
     return entries
+
+
+def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> VerdictEntry:
+    """The share of requests that succeeded over the whole run, against ``availability``."""
+    assert spec.availability is not None
+    target = spec.availability
+    problems = [f"{m.phase}: {p}" for m in phases if (p := _evidence_problem(m)) is not None]
+    if problems:
+        return VerdictEntry("availability", "run", None, target, False, f"insufficient data: {problems[0]}", ">=")
+    requests = sum(m.requests or 0.0 for m in phases)
+    errors = sum(m.errors for m in phases)
+    needed = min_requests_for_error_rate(1.0 - target)
+    measured = 1.0 - errors / requests if requests else math.nan
+    if requests < needed:
+        return VerdictEntry(
+            "availability", "run", None if math.isnan(measured) else measured, target, False,
+            f"insufficient data: {requests:.0f} requests are too few to judge availability >= {target:g} "
+            f"(need at least {needed})",
+            ">=",
+        )  # fmt: skip
+    if measured >= target:
+        return VerdictEntry("availability", "run", measured, target, True, "", ">=")
+    budget = (1.0 - target) * requests
+    return VerdictEntry(
+        "availability", "run", measured, target, False,
+        f"{errors:.0f} failed requests spent {errors / budget:.0%} of the run's error budget ({budget:.0f})",
+        ">=",
+    )  # fmt: skip
+
+
+def error_budget(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> dict[str, Any] | None:
+    """The error budget of the run (``availability``): spent per phase, and each phase's burn rate.
+
+    The budget is ``(1 - availability)`` of the run's requests. A phase's burn
+    rate is its error rate over ``1 - availability``: 1 spends the budget
+    exactly at the pace of the run, 10 ten times as fast.
+    """
+    if spec.availability is None:
+        return None
+    allowed = 1.0 - spec.availability
+    total = sum(m.requests or 0.0 for m in phases)
+    budget = allowed * total
+    out: dict[str, Any] = {"availability": spec.availability, "budget_requests": budget, "phases": {}}
+    spent_total = 0.0
+    for m in phases:
+        if m.requests is None:
+            out["phases"][m.phase] = {"errors": None, "spent": None, "burn_rate": None}
+            continue
+        spent_total += m.errors
+        out["phases"][m.phase] = {
+            "errors": m.errors,
+            "spent": m.errors / budget if budget else None,
+            "burn_rate": (m.errors / m.requests) / allowed if m.requests else None,
+        }
+    out["spent"] = spent_total / budget if budget else None
+    return out
 
 
 def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
@@ -297,7 +364,7 @@ def failure_message(entries: Sequence[VerdictEntry]) -> str:
 
 
 def _fmt(slo: str, value: float) -> str:
-    if slo == "error_rate":
+    if slo in ("error_rate", "availability"):
         return f"{value:.5f}"
     if slo == "rps":
         return f"{value:,.0f}"

@@ -57,8 +57,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     """A real Kubernetes control plane (with kwok nodes) for the session; skips where it cannot run."""
     why = missing()
     if why is not None:
-        if os.environ.get("ROLLOUT_REQUIRE_KUBE") == "1":  # .ci/run: the tier must run there
-            pytest.fail(f"ROLLOUT_REQUIRE_KUBE=1 but {why}", pytrace=False)
+        if os.environ.get("ROLLOUT_CI") == "1":  # .ci/run: the tier must run there
+            pytest.fail(f"ROLLOUT_CI=1 but {why}", pytrace=False)
         pytest.skip(why)
     work = tmp_path_factory.mktemp("control-plane")
     procs = ProcessSet(work)

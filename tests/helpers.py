@@ -58,3 +58,12 @@ def run_fleet(fleet: LocalFleet, url: str, rps: float, seconds: float, **plan: o
     totals = fleet.totals()
     assert len(totals.workers) == fleet.size
     return totals, engines
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

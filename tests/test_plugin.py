@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from helpers import APP
+from helpers import APP, closed_port
 
 pytestmark = pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
 
@@ -203,12 +202,6 @@ def not_prometheus() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_unreachable_prometheus(pytester: pytest.Pytester) -> None:

@@ -126,3 +126,26 @@ def test_bad_checks(checks: object, text: str) -> None:
         parse_slo((), {"rps": 10, "checks": checks})
     assert info.value.argument == "checks"
     assert text in str(info.value)
+
+
+def test_availability_and_regression_margins() -> None:
+    spec = parse_slo((), {"rps": 10, "availability": 0.999, "regression": {"p99_ms": "15%", "error_rate": 0.002}})
+    assert spec.availability == 0.999 and spec.regression == {"p99_ms": 0.15, "error_rate": 0.002}
+    assert parse_slo((), {"rps": 10}).regression == {"p99_ms": 0.10, "error_rate": 0.001}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"availability": 1.0}, "availability=1.0 must be in (0, 1)"),
+        ({"availability": "high"}, "availability='high' must be a number"),
+        ({"regression": {"p42_ms": 0.1}}, "regression['p42_ms']: compare one of p50_ms"),
+        ({"regression": {"p99_ms": "lots%"}}, "regression['p99_ms']='lots%' is not a percentage"),
+        ({"regression": {"error_rate": -0.1}}, "regression['error_rate']=-0.1 must be a margin >= 0"),
+        ({"regression": []}, "regression=[] must map an SLO to its margin"),
+    ],
+)
+def test_bad_availability_and_regression(kwargs: dict, message: str) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_slo((), {"rps": 10, **kwargs})
+    assert message in str(info.value)

@@ -9,6 +9,7 @@ import pytest
 from pytest_rollout.slo import parse_slo
 from pytest_rollout.verdict import (
     PhaseMeasurement,
+    error_budget,
     evaluate,
     failure_message,
     largest_gap,
@@ -163,3 +164,46 @@ def test_user_checks_are_judged_per_phase() -> None:
     assert not missing.passed and missing.reason.startswith("insufficient data")
     # doubtful phase data fails the checks too
     assert not entry(evaluate(spec, [good(workers_seen=1, checks={"lb_5xx": 0.0, "hits": 500.0})]), "lb_5xx").passed
+
+
+# -- availability and the error budget --------------------------------------------------------------------
+
+AVAIL = parse_slo((), {"rps": 1000, "availability": 0.999})
+
+
+def test_availability_over_the_run_and_the_budget_each_phase_spent() -> None:
+    phases = [
+        good("baseline"),
+        good("upgrade", by_class={"ok": 9_992, "http_5xx": 8}),
+        good("after", by_class={"ok": 9_999, "http_5xx": 1}),
+    ]
+    judged = entry(evaluate(AVAIL, phases), "availability", "run")
+    assert judged.passed and judged.measured == pytest.approx(1 - 9 / 30_000) and judged.op == ">="
+    budget = error_budget(AVAIL, phases)
+    assert budget is not None
+    assert budget["budget_requests"] == pytest.approx(30.0)  # 0.1% of 30,000 requests
+    assert budget["phases"]["upgrade"]["spent"] == pytest.approx(8 / 30)
+    assert budget["phases"]["upgrade"]["burn_rate"] == pytest.approx(0.8)  # 0.08% errors against 0.1% allowed
+    assert budget["spent"] == pytest.approx(9 / 30)
+
+
+def test_availability_broken_names_the_budget_spent() -> None:
+    phases = [good("baseline"), good("upgrade", by_class={"ok": 9_950, "http_5xx": 50})]
+    judged = entry(evaluate(AVAIL, phases), "availability", "run")
+    assert not judged.passed and judged.judged
+    assert "50 failed requests spent 250% of the run's error budget (20)" in judged.reason
+
+
+def test_availability_without_evidence_is_insufficient_data() -> None:
+    phases = [good("baseline"), good("upgrade", workers_seen=1)]
+    judged = entry(evaluate(AVAIL, phases), "availability", "run")
+    assert not judged.passed and not judged.judged and judged.reason.startswith("insufficient data: upgrade:")
+    few = [good("baseline", requests=500, fleet_requests=500, by_class={"ok": 500})]
+    assert "too few to judge availability" in entry(evaluate(AVAIL, few), "availability", "run").reason
+
+
+def test_entries_tell_a_judged_breach_from_what_could_not_be_judged() -> None:
+    entries = evaluate(SPEC, [good(quantiles_ms={0.99: 150.0}), good("upgrade", workers_seen=0)])
+    assert entry(entries, "p99_ms").judged and not entry(entries, "p99_ms").passed
+    assert not entry(entries, "p99_ms", "upgrade").judged
+    assert not entry(evaluate(SPEC, [good(requests=5_000)]), "rps").judged  # load not reached

@@ -1,0 +1,134 @@
+"""Reports people read, from real runs: live progress, the HTML report in a real browser, baselines, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import APP, closed_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")]
+
+TEST = """
+import sys, pytest
+APP = {app!r}
+def app(*flags):
+    return [sys.executable, APP, *flags]
+
+@pytest.mark.slo(rps=600, error_rate=0.01, p99_ms=100, ramp="3s", hold="6s", availability=0.99,
+                 regression={{"p99_ms": "10%", "error_rate": 0.01}})
+def test_release(rollout):
+    rollout.deploy(command=app("--delay-ms", "2"), replicas=2)
+    rollout.ramp()
+    rollout.upgrade(command=app({v2}))
+"""
+
+
+def browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def needs_browser() -> str:
+    path = browser()
+    if path is None:
+        if os.environ.get("ROLLOUT_CI") == "1":
+            pytest.fail("ROLLOUT_CI=1 but chromium is not installed (scripts/setup installs it)", pytrace=False)
+        pytest.skip("chromium is not installed (scripts/setup installs it)")
+    return path
+
+
+def chromium(path: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        [
+            path,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={profile}",
+            *args,
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def run(pytester: pytest.Pytester, v2: str, *args: str) -> tuple[pytest.RunResult, dict]:
+    pytester.makepyfile(test_release=TEST.format(app=str(APP), v2=", ".join(repr(f) for f in v2.split())))
+    result = pytester.runpytest_subprocess(
+        "-v", "--rollout-report", "report.json", "--rollout-baseline-dir", "baselines", *args, timeout=300
+    )
+    (record,) = json.loads((pytester.path / "report.json").read_text())["tests"]
+    return result, record
+
+
+def test_a_good_run_shows_progress_writes_html_that_a_browser_renders_and_saves_a_baseline(
+    pytester: pytest.Pytester, needs_browser: str, tmp_path: Path
+) -> None:
+    result, record = run(pytester, "--delay-ms 2", "--rollout-html", "report.html", "--rollout-save", "main")
+    assert result.ret == 0, result.stdout.str()
+    out = result.stdout.str()
+    # live progress: whole lines (the output is not a terminal), no carriage returns
+    progress = [line for line in out.splitlines() if line.startswith("[rollout] ")]
+    phases = {line.split()[1] for line in progress}
+    assert {"baseline", "upgrade"} <= phases, progress
+    assert any("new replicas ready" in line for line in progress)
+    assert "\r" not in out
+    assert record["result"] == "passed"
+    budget = record["error_budget"]
+    assert budget["availability"] == 0.99 and set(budget["phases"]) >= {"baseline", "upgrade", "after"}
+    assert {"rps", "error_rate", "p99_ms"} <= set(record["series"]) and len(record["series"]["rps"]["points"]) > 5
+    result.stdout.fnmatch_lines(["rollout: baseline 'main' saved to *baselines/main.json"])
+
+    html = pytester.path / "report.html"
+    text = html.read_text()
+    assert "http" not in text.replace("http_", "").split("<body", 1)[0]  # nothing fetched from a network
+    assert "sum(rollout_requests_total{run=" in text  # the PromQL behind the numbers
+    dom = chromium(needs_browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", html.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-ready="1"' in dom.stdout and 'data-charts="1"' in dom.stdout  # the page's script ran to the end
+    assert "Uncaught" not in dom.stderr and ":CONSOLE" not in dom.stderr
+    assert dom.stdout.count("<svg") == 1 and dom.stdout.count('class="fail"') == 0
+    shot = tmp_path / "report.png"
+    chromium(needs_browser, tmp_path, "--window-size=1200,1400", f"--screenshot={shot}", html.as_uri())
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 50  # charts drawn, not a blank page
+
+
+def test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1(pytester: pytest.Pytester) -> None:
+    result, _ = run(pytester, "--delay-ms 2", "--rollout-save", "main")
+    assert result.ret == 0, result.stdout.str()
+    result, record = run(pytester, "--delay-ms 30", "--rollout-compare", "main")
+    assert result.ret == 1  # an SLO broken (here: a regression), not "could not run"
+    assert record["result"] == "slo_broken"
+    regressions = {(v["phase"], v["passed"]) for v in record["verdicts"] if v["slo"] == "regression:p99_ms"}
+    assert ("after", False) in regressions and ("baseline", True) in regressions
+    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least 95% sure): p99 *"])
+
+
+def test_a_run_that_cannot_be_judged_exits_6(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_release=TEST.format(app=str(APP), v2="'--delay-ms', '2'"))
+    result = pytester.runpytest_subprocess(
+        "--prometheus-url", f"http://127.0.0.1:{closed_port()}", "--rollout-report", "report.json", timeout=120
+    )
+    assert result.ret == 6
+    (record,) = json.loads((pytester.path / "report.json").read_text())["tests"]
+    assert record["result"] == "not_judged"
+    result.stdout.fnmatch_lines(["*could not be run or judged, and no SLO was shown broken: exit status 6*"])
