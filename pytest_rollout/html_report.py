@@ -63,6 +63,11 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
+def _slo_digits(slo: str) -> int:
+    """Fractions (error rate, availability) need five decimals; rates and milliseconds two."""
+    return 5 if slo in ("error_rate", "availability") or slo.endswith("error_rate") else 2
+
+
 def _chart(record: dict[str, Any]) -> str:
     """Three stacked charts (rate, error rate, latency) over the run, as inline SVG."""
     from matplotlib.figure import Figure
@@ -82,7 +87,7 @@ def _chart(record: dict[str, Any]) -> str:
 
     rate_ax, err_ax, lat_ax = axes
     x, y = points("rps")
-    rate_ax.plot(x, y, color="#1971c2", label="held rps")
+    rate_ax.plot(x, y, color="#1971c2", label="requests/s (as they complete)")
     rps = record.get("requested_rps") or 0
     rate_ax.axhline(rps, color="#495057", linestyle="--", linewidth=1, label=f"asked {rps:,.0f} rps")
     rate_ax.set_ylabel("requests / s")
@@ -131,8 +136,9 @@ def _verdict_table(record: dict[str, Any]) -> str:
     for v in record.get("verdicts") or []:
         cls = "" if v["passed"] else ' class="fail"'
         rows.append(
-            f"<tr{cls}><td>{_e(v['slo'])}</td><td>{_e(v['phase'])}</td><td class=num>{_num(v.get('measured'))}</td>"
-            f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'))}</td><td>{'pass' if v['passed'] else 'FAIL'}</td>"
+            f"<tr{cls}><td>{_e(v['slo'])}</td><td>{_e(v['phase'])}</td>"
+            f"<td class=num>{_num(v.get('measured'), _slo_digits(v['slo']))}</td>"
+            f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'), _slo_digits(v['slo']))}</td><td>{'pass' if v['passed'] else 'FAIL'}</td>"
             f"<td>{_e(v.get('reason', ''))}</td></tr>"
         )
     if not rows:
@@ -147,7 +153,7 @@ def _phase_table(record: dict[str, Any]) -> str:
         rows.append(
             f"<tr><td>{_e(name)}</td><td class=num>{_num(p.get('achieved_rps'), 0)}</td>"
             f"<td class=num>{_num(p.get('requests'))}</td><td class=num>{_num(p.get('errors'))}</td>"
-            f"<td class=num>{_num(p.get('error_rate'))}</td><td class=num>{_num(p.get('p50_ms'))}</td>"
+            f"<td class=num>{_num(p.get('error_rate'), 5)}</td><td class=num>{_num(p.get('p50_ms'))}</td>"
             f"<td class=num>{_num(p.get('p99_ms'))}</td><td class=num>{_num(p['end'] - p['start'], 1)}</td></tr>"
         )
     head = (

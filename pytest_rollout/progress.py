@@ -4,8 +4,8 @@ One line: the phase and how far into it, the rate held against the rate
 asked, the error rate and p99 of the last few seconds (from Prometheus), and
 during the upgrade how many new replicas are ready. On a terminal the line is
 rewritten in place about once a second; when the output is not a terminal (a
-CI log) a full line is written every ten seconds and on every replica event,
-with no carriage returns. ``-q`` turns it off.
+CI log) a full line is written when a phase starts, every ten seconds, and
+when the upgrade's count of ready replicas changes, with no carriage returns. ``-q`` turns it off.
 
 Lines are written past pytest's output capture, from the main thread only
 (the hold loop and the platform's event callback both run there).
@@ -60,6 +60,7 @@ class Progress:
         self.interval_s = TTY_INTERVAL_S if self.tty else LOG_INTERVAL_S
         self._last = -math.inf
         self._open = False  # a rewritten line is on screen, not yet ended
+        self._line = ""  # the last line written (an unchanged line is not written again)
 
     def due(self, force: bool = False) -> bool:
         return self.enabled and (force or time.monotonic() - self._last >= self.interval_s)
@@ -76,8 +77,9 @@ class Progress:
         return out
 
     def write(self, line: str) -> None:
-        if not self.enabled:
+        if not self.enabled or line == self._line:
             return
+        self._line = line
         self._last = time.monotonic()
         guard = self.capture.global_and_fixture_disabled() if self.capture is not None else contextlib.nullcontext()
         with guard:

@@ -230,7 +230,7 @@ class PromClient:
                 expr,
                 start_time=_datetime(start),
                 end_time=_datetime(end),
-                step=f"{max(step_s, 0.001):.3f}s",
+                step=f"{max(step_s, 0.001):g}",
                 params={"timeout": f"{self.timeout_s:.0f}s"},
             )
         except PrometheusApiClientException as exc:

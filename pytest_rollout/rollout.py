@@ -133,6 +133,7 @@ class Rollout:
 
         self.progress = Progress(config)
         self._upgrade_target: tuple[float, int] | None = None  # (start, replicas) while upgrading
+        self._shown_phase = ""  # the phase of the last progress line
         self.rollback_note: str | None = None  # what rollback_on_breach did
 
     # -- public API -----------------------------------------------------------
@@ -446,10 +447,14 @@ class Rollout:
             self._tick(force=not self.progress.tty)
 
     def _tick(self, force: bool = False) -> None:
-        """Write the progress line, when one is due."""
-        if self._current is None or self._load is None or not self.progress.due(force):
+        """Write the progress line, when one is due (and at the start of each phase)."""
+        if self._current is None or self._load is None or time.time() < self._load.start_at:
             return
         phase, start = self._current
+        if phase != self._shown_phase:
+            force, self._shown_phase = True, phase
+        if not self.progress.due(force):
+            return
         length = {"ramp": self.spec.ramp_s, "baseline": self.spec.hold_s, "after": self.spec.after_s}.get(phase)
         try:
             client, _ = self.session.prometheus()
@@ -462,7 +467,7 @@ class Rollout:
             ready = {e.replica for e in self.events if e.action == "ready" and e.at >= began}
             upgrade = (min(len(ready), replicas), replicas)
         asked = rate_at(self._load.segments, time.time() - self._load.start_at)
-        line = format_progress(phase, time.time() - start, length, asked, live, upgrade)
+        line = format_progress(phase, max(0.0, time.time() - start), length, asked, live, upgrade)
         self.progress.write(line)
 
     def _hold_until(self, until: float, phase: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_rollout.promql import escape, last_scrape, phase_queries, window
+from pytest_rollout.promql import escape, last_scrape, live_queries, phase_queries, window
 
 
 def test_window_in_milliseconds() -> None:
@@ -23,7 +23,20 @@ def test_phase_queries() -> None:
     assert q.quantiles[0.99] == (
         'histogram_quantile(0.99, sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"}))'
     )
-    assert set(q.all()) == {"requests", "by_class", "late", "samples", "quantile_0.5", "quantile_0.99"}
+    assert q.histogram == 'sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"})'
+    assert set(q.all()) == {"requests", "by_class", "late", "samples", "histogram", "quantile_0.5", "quantile_0.99"}
+
+
+def test_live_queries_cover_the_recent_window() -> None:
+    q = live_queries("r", 3.0, [0.5, 0.99])
+    assert q["rps"] == 'sum(rate(rollout_requests_total{run="r"}[3000ms]))'
+    assert q["error_rate"] == (
+        'sum(rate(rollout_requests_total{run="r",class!="ok"}[3000ms])) / sum(rate(rollout_requests_total{run="r"}[3000ms]))'
+    )
+    assert q["p99_ms"] == (
+        'histogram_quantile(0.99, sum by (le) (rate(rollout_request_duration_seconds_bucket{run="r"}[3000ms]))) * 1000'
+    )
+    assert set(q) == {"rps", "error_rate", "p50_ms", "p99_ms"}
 
 
 def test_label_values_are_escaped() -> None:
