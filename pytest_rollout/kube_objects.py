@@ -20,6 +20,7 @@ from .errors import RolloutUsageError
 __all__ = [
     "ANN_EXPIRES",
     "ANN_OWNER",
+    "ANN_TEST",
     "LABEL_COMPONENT",
     "LABEL_MANAGED_BY",
     "LABEL_RUN",

@@ -23,7 +23,15 @@ from controlplane import UNREADY, ControlPlane
 
 from pytest_rollout.errors import FleetError, KubernetesError, ReplicaNotReady, UpgradeFailed
 from pytest_rollout.kube import KubePlatform, KubeSettings, reap_stale
-from pytest_rollout.kube_objects import ANN_EXPIRES, ANN_OWNER, LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY, rbac_documents
+from pytest_rollout.kube_objects import (
+    ANN_EXPIRES,
+    ANN_OWNER,
+    ANN_TEST,
+    LABEL_MANAGED_BY,
+    LABEL_RUN,
+    MANAGED_BY,
+    rbac_documents,
+)
 from pytest_rollout.platform import TargetSpec, UpgradeEvent
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
@@ -587,3 +595,58 @@ def test_an_slo_test_on_kubernetes_fails_closed_when_its_workers_cannot_be_reach
             break
         time.sleep(0.5)
     assert left == []
+
+
+def test_ctrl_c_during_a_kubernetes_run_still_deletes_its_namespace(
+    pytester: pytest.Pytester, control_plane: ControlPlane, admin: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    pytester.makepyfile(
+        test_shop="""
+        import time, pytest
+
+        @pytest.mark.slo(rps=100, hold="2s", ramp="0s")
+        def test_upgrade(rollout):
+            rollout.deploy(image="shop/app:v1", replicas=2)
+            print("DEPLOYED", flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "--rollout-platform=kubernetes",
+            f"--rollout-kubeconfig={control_plane.kubeconfig}",
+            "--prometheus-url=http://127.0.0.1:9",
+        ],  # fmt: skip
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "DEPLOYED" in line:
+            break
+    core = k8s().CoreV1Api(admin)
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    (namespace,) = [
+        n.metadata.name
+        for n in core.list_namespace(label_selector=selector).items
+        if n.status.phase == "Active" and "test_shop.py" in (n.metadata.annotations or {}).get(ANN_TEST, "")
+    ]
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    deadline = time.monotonic() + 60
+    while namespace in [n.metadata.name for n in core.list_namespace(label_selector=selector).items]:
+        assert time.monotonic() < deadline, f"namespace {namespace} outlived the interrupted run"
+        time.sleep(0.5)

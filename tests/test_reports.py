@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -136,3 +137,37 @@ def test_a_run_that_cannot_be_judged_exits_6(pytester: pytest.Pytester) -> None:
     (record,) = json.loads((pytester.path / "report.json").read_text())["tests"]
     assert record["result"] == "not_judged"
     result.stdout.fnmatch_lines(["*could not be run or judged, and no SLO was shown broken: exit status 6*"])
+
+
+def test_on_a_terminal_the_progress_line_is_rewritten_in_place(pytester: pytest.Pytester) -> None:
+    import pty
+    import sys
+
+    pytester.makepyfile(test_release=TEST.format(app=str(APP), v2="'--delay-ms', '2'"))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no"],
+        cwd=pytester.path,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: pytest exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0
+    out = b"".join(chunks).decode(errors="replace")
+    rewritten = [part for part in out.split("\r") if part.lstrip().startswith("[rollout] ")]
+    assert len(rewritten) >= 5  # one line, rewritten about once a second
+    # pytest's own result still starts on a line of its own after the progress line
+    assert re.search(r"\[rollout\] after [^\n]*\n", out)
+    assert "1 passed" in out
