@@ -59,6 +59,7 @@ __all__ = ["KubeFleet", "KubePlatform", "KubeSettings", "PortForward", "parse_se
 
 FIELD_MANAGER = "pytest-rollout"
 POLL_S = 0.25
+ANSWER_WINDOW_S = 10.0  # how long a ready worker pod may take to answer through the pod proxy
 RUN_RECORD = "pytest-rollout-run-"  # ConfigMap naming a run inside a shared namespace
 
 
@@ -235,10 +236,11 @@ class KubePlatform:
         self.port = 0
         self._current: TargetSpec | None = None
         self._history: list[str] = []  # revisions before each upgrade
-        self._pods: dict[str, tuple[bool, bool]] = {}  # pod -> (ready, terminating), for events
+        self._pods: dict[str, dict[str, tuple[bool, bool]]] = {}  # deployment -> pod -> (ready, terminating)
         self._created_namespace = False
         self._fleets: list[KubeFleet] = []
         self.ready_timeout_s = settings.timeout_s
+        self.desired_replicas: int | None = None  # replicas of the target Deployment, as last applied
         self._claim()
 
     # -- namespace ----------------------------------------------------------------
@@ -433,13 +435,14 @@ class KubePlatform:
             return
         now = time.time()
         seen = set()
+        known = self._pods.setdefault(dep["metadata"]["name"], {})
         for pod in pods:
             name = pod.metadata.name
             seen.add(name)
             ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
             terminating = pod.metadata.deletion_timestamp is not None
             image = ",".join(c.image for c in pod.spec.containers)
-            before = self._pods.get(name)
+            before = known.get(name)
             if before is None:
                 on_event(UpgradeEvent(now, "start", name, image))
                 before = (False, False)
@@ -447,11 +450,11 @@ class KubePlatform:
                 on_event(UpgradeEvent(now, "ready", name, image))
             if terminating and not before[1]:
                 on_event(UpgradeEvent(now, "out", name, "terminating"))
-            self._pods[name] = (ready, terminating)
-        for name in list(self._pods):
+            known[name] = (ready, terminating)
+        for name in list(known):
             if name not in seen:
                 on_event(UpgradeEvent(now, "exit", name, "deleted"))
-                del self._pods[name]
+                del known[name]
 
     # -- the Platform protocol ------------------------------------------------------------
 
@@ -480,9 +483,13 @@ class KubePlatform:
                 grace_period_s=target.grace_period_s,
                 progress_deadline_s=max(10, int(target.ready_timeout_s)),
             )
+            self.desired_replicas = target.replicas
             return docs, name, name, target.port
         docs = load_manifests(target.manifests, what)
         deployment, service, port = pick_target(docs, what)
+        for doc in docs:
+            if doc["kind"] == "Deployment":
+                self.desired_replicas = int((doc.get("spec") or {}).get("replicas", 1))
         return docs, deployment, service, port
 
     def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
@@ -739,11 +746,22 @@ class KubeFleet(ControlledFleet):
         if len(self.pods) < self.size:
             raise FleetError(f"{len(self.pods)} of {self.size} load worker pods are ready")
         for pod_name in self.pods:  # each must answer through the pod proxy before any plan is sent
-            answer = self._call(pod_name, "GET", "/status", timeout=10.0)
+            answer = self._first_answer(pod_name, ANSWER_WINDOW_S)
             if not isinstance(answer, dict) or "state" not in answer:
                 raise FleetError(
                     f"load worker pod {pod_name} answered GET /status with {answer!r}: is it a pytest-rollout worker?"
                 )
+
+    def _first_answer(self, pod: str, window_s: float) -> Any:
+        """``GET /status`` of *pod*, retried for *window_s* seconds (a proxy path may lag the pod's readiness)."""
+        deadline = time.monotonic() + window_s
+        while True:
+            try:
+                return self._call(pod, "GET", "/status", timeout=5.0)
+            except FleetError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.5)
 
     def scrape_targets(self) -> list[dict[str, Any]]:
         return []

@@ -464,6 +464,7 @@ class Rollout:
         upgrade = None
         if phase == "upgrade" and self._upgrade_target is not None:
             began, replicas = self._upgrade_target
+            replicas = getattr(self.platform, "desired_replicas", None) or replicas  # manifests say how many
             ready = {e.replica for e in self.events if e.action == "ready" and e.at >= began}
             upgrade = (min(len(ready), replicas), replicas)
         asked = rate_at(self._load.segments, time.time() - self._load.start_at)

@@ -60,12 +60,22 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         if os.environ.get("ROLLOUT_CI") == "1":  # .ci/run: the tier must run there
             pytest.fail(f"ROLLOUT_CI=1 but {why}", pytrace=False)
         pytest.skip(why)
+    from podnet import POD_CIDR, PodNetwork
+
     work = tmp_path_factory.mktemp("control-plane")
     procs = ProcessSet(work)
-    plane = ControlPlane(work, procs)
+    pods: PodNetwork | None = None
+    if PodNetwork.unavailable() is None:
+        pods = PodNetwork(ProcessSet(tmp_path_factory.mktemp("pod-network")))
+        pods.create()
+    plane = ControlPlane(work, procs, pod_cidr=POD_CIDR if pods else "127.200.0.0/16")
+    plane.pod_network = pods
+    problems: list[str] = []
     try:
         plane.start()
         yield plane
     finally:
-        problems = procs.stop_all()
+        problems += procs.stop_all()
+        if pods is not None:
+            problems += pods.destroy()
     assert problems == [], problems

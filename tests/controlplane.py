@@ -7,9 +7,11 @@ ready (unless a pod carries :data:`UNREADY`), and deletes them when asked.
 Deployments therefore really roll, ReplicaSet by ReplicaSet, through the
 real Deployment controller; no container runs and no traffic flows.
 
-Pod IPs come from 127.200.0.0/16: the API server refuses to proxy to
-loopback addresses, so a call to a simulated pod fails at once, and nothing
-is ever sent off this machine.
+Pod IPs come from the stand-in pod network of tests/podnet.py (a network
+namespace of the test's own) when this machine can make one, so real worker
+processes can serve as the fleet's pods; otherwise from 127.200.0.0/16,
+which the API server refuses to proxy to, so a call to a simulated pod fails
+at once. Either way nothing is ever sent off this machine.
 """
 
 from __future__ import annotations
@@ -219,13 +221,15 @@ def missing() -> str | None:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, on 127.0.0.1."""
 
-    def __init__(self, work: Path, procs: ProcessSet, nodes: int = 2) -> None:
+    def __init__(self, work: Path, procs: ProcessSet, nodes: int = 2, pod_cidr: str = "127.200.0.0/16") -> None:
         self.work = work
+        self.pod_cidr = pod_cidr
         self.procs = procs
         self.bin = cache_dir()
         self.nodes = nodes
         self.port = 0
         self.kubeconfig = work / "admin.kubeconfig"
+        self.pod_network: Any = None  # tests/podnet.PodNetwork, when this machine could make one
 
     @property
     def server(self) -> str:
@@ -306,7 +310,7 @@ class ControlPlane:
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
             f"--config={w / 'kwok.yaml'}",
-            "--cidr=127.200.0.0/16",
+            f"--cidr={self.pod_cidr}",
             "--node-ip=127.0.0.1",
             f"--node-port={kwok_port}",
             f"--server-address=127.0.0.1:{kwok_port}",
