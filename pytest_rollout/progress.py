@@ -66,13 +66,16 @@ class Progress:
         return self.enabled and (force or time.monotonic() - self._last >= self.interval_s)
 
     def live(self, client: Any, run_id: str, window_s: float) -> dict[str, float | None]:
-        """The last *window_s* seconds, from Prometheus (missing values are None)."""
-        out: dict[str, float | None] = {}
+        """The last *window_s* seconds, from Prometheus (missing values are None).
+
+        *client* should fail fast (no retries): a progress line never waits on a Prometheus that is down.
+        """
+        out: dict[str, float | None] = dict.fromkeys(live_queries(run_id, window_s, [0.99]))
         for name, expr in live_queries(run_id, window_s, [0.99]).items():
             try:
                 value = client.scalar(expr, time.time())
             except RolloutError:
-                value = None
+                return out  # Prometheus is not answering: say so (?), and do not hold up the run
             out[name] = None if value is None or not math.isfinite(value) else value
         return out
 

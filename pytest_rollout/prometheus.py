@@ -158,12 +158,19 @@ def _api_error(exc: Exception) -> str:
 class PromClient:
     """Instant PromQL queries over Prometheus' HTTP API (prometheus-api-client)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, retries: int | None = None) -> None:
+        """*retries*: None keeps the client library's retries with back-off (a verdict rides out a blip);
+        0 fails at once (the progress line must never hold up the run)."""
         from prometheus_api_client import PrometheusConnect
 
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self._conn = PrometheusConnect(url=self.url, disable_ssl=True)
+        retry = None
+        if retries is not None:
+            from urllib3.util.retry import Retry
+
+            retry = Retry(total=retries, backoff_factor=0.1)
+        self._conn = PrometheusConnect(url=self.url, disable_ssl=True, retry=retry, timeout=max(1, round(timeout_s)))
 
     def check(self) -> str:
         """Fail clearly unless *url* is a reachable Prometheus. Returns its version."""

@@ -134,6 +134,7 @@ class Rollout:
         self.progress = Progress(config)
         self._upgrade_target: tuple[float, int] | None = None  # (start, replicas) while upgrading
         self._shown_phase = ""  # the phase of the last progress line
+        self._quick_client: Any = None  # a PromClient without retries, for progress lines
         self.rollback_note: str | None = None  # what rollback_on_breach did
 
     # -- public API -----------------------------------------------------------
@@ -460,7 +461,11 @@ class Rollout:
             client, _ = self.session.prometheus()
         except RolloutError:
             return
-        live = self.progress.live(client, self.run_id, max(3 * self._scrape_interval, 3.0))
+        if self._quick_client is None or self._quick_client.url != client.url:
+            from .prometheus import PromClient
+
+            self._quick_client = PromClient(client.url, timeout_s=2.0, retries=0)
+        live = self.progress.live(self._quick_client, self.run_id, max(3 * self._scrape_interval, 3.0))
         upgrade = None
         if phase == "upgrade" and self._upgrade_target is not None:
             began, replicas = self._upgrade_target
