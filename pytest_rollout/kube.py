@@ -75,6 +75,16 @@ class KubeSettings:
     worker_cpu: str = "1"
 
 
+def label_selector(labels: dict[str, str]) -> str:
+    """*labels* as a label selector string (``a=1,b=2``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def pod_ready(pod: Any) -> bool:
+    """Whether *pod* (a client V1Pod) has the condition Ready=True."""
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
 def owner_id() -> str:
     pid = os.getpid()
     return f"{socket.gethostname()}/{pid}/{proc_start_time(pid)}"
@@ -348,7 +358,7 @@ class KubePlatform:
 
     def _pod_lines(self, selector: dict[str, str]) -> list[str]:
         """One line per pod of *selector* that is not ready, with why."""
-        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        sel = label_selector(selector)
         lines = []
         for pod in self.core.list_namespaced_pod(self.namespace, label_selector=sel).items:
             conds = {c.type: c for c in (pod.status.conditions or [])}
@@ -428,7 +438,7 @@ class KubePlatform:
             time.sleep(POLL_S)
 
     def _pod_events(self, dep: dict[str, Any], on_event: Callable[[UpgradeEvent], None]) -> None:
-        sel = ",".join(f"{k}={v}" for k, v in sorted((dep["spec"]["selector"].get("matchLabels") or {}).items()))
+        sel = label_selector(dep["spec"]["selector"].get("matchLabels") or {})
         try:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=sel).items
         except Exception:  # events are a courtesy: never fail the rollout over them
@@ -439,7 +449,7 @@ class KubePlatform:
         for pod in pods:
             name = pod.metadata.name
             seen.add(name)
-            ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+            ready = pod_ready(pod)
             terminating = pod.metadata.deletion_timestamp is not None
             image = ",".join(c.image for c in pod.spec.containers)
             before = known.get(name)
@@ -587,7 +597,7 @@ class KubePlatform:
         name = self.deployment
         revision = self._history[-1]
         dep = self._read_deployment(name)
-        selector = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"]["matchLabels"].items()))
+        selector = label_selector(dep["spec"]["selector"]["matchLabels"])
         try:
             sets = self.apps.list_namespaced_replica_set(self.namespace, label_selector=selector).items
         except ApiException as exc:
@@ -710,6 +720,7 @@ class KubeFleet(ControlledFleet):
         self.platform = platform
         self.size = size
         self.name = "pytest-rollout-workers"
+        self.selector = label_selector({LABEL_RUN: platform.run_id, LABEL_COMPONENT: "load"})
         self.pods: list[str] = []
         self.start_lead_s = 2.0 + 0.05 * size  # the plan travels through the API server to each pod
         self._restarts: dict[str, int] = {}
@@ -733,14 +744,8 @@ class KubeFleet(ControlledFleet):
                 f"available within {p.settings.timeout_s:g}s ({message}). Is the worker image in the cluster "
                 f"(kind load docker-image {p.settings.worker_image}; --rollout-worker-image)?\n{p.explain(self.name)}"
             )
-        sel = f"{LABEL_RUN}={p.run_id},{LABEL_COMPONENT}=load"
-        pods = p.core.list_namespaced_pod(p.namespace, label_selector=sel).items
-        ready = [
-            pod
-            for pod in pods
-            if pod.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-        ]
+        pods = p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
+        ready = [pod for pod in pods if pod.metadata.deletion_timestamp is None and pod_ready(pod)]
         self.pods = sorted(pod.metadata.name for pod in ready)[: self.size]
         self._restarts = {pod.metadata.name: _restarts(pod) for pod in ready}
         if len(self.pods) < self.size:
@@ -804,9 +809,7 @@ class KubeFleet(ControlledFleet):
         try:
             pods = {
                 pod.metadata.name: pod
-                for pod in p.core.list_namespaced_pod(
-                    p.namespace, label_selector=f"{LABEL_RUN}={p.run_id},{LABEL_COMPONENT}=load"
-                ).items
+                for pod in p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
             }
         except Exception as exc:  # the API server is unreachable: the fleet cannot be watched
             return [f"(cannot see the worker pods: {exc})"]
@@ -902,17 +905,12 @@ class PortForward:
         selector = svc.spec.selector or {}
         if not selector:
             raise KubernetesError(f"--rollout-prometheus-service {self.service}: the Service selects no pods")
-        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        sel = label_selector(selector)
         try:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=sel).items
         except ApiException as exc:
             raise api_error(exc, f"--rollout-prometheus-service {self.service}: listing its pods") from None
-        ready = [
-            p
-            for p in pods
-            if p.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-        ]
+        ready = [p for p in pods if p.metadata.deletion_timestamp is None and pod_ready(p)]
         if not ready:
             raise KubernetesError(f"--rollout-prometheus-service {self.service}: no ready pod behind the Service")
         pod = sorted(ready, key=lambda p: p.metadata.name)[0]

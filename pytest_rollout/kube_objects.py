@@ -89,6 +89,11 @@ def _labels(name: str, run_id: str, component: str, version: str | None = None) 
     return labels
 
 
+def _selector(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels a Deployment selects its pods by (and a Service them): name and instance, never the version."""
+    return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
 def image_tag(image: str) -> str | None:
     """The tag of an image reference (``shop/app:v2`` -> ``v2``); None without one (a digest is not a tag)."""
     last = image.split("@", 1)[0].rsplit("/", 1)[-1]
@@ -132,7 +137,7 @@ def target_objects(
     *ready_path*, and the app.kubernetes.io labels.
     """
     labels = _labels(name, run_id, "target", version=image_tag(image))
-    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    selector = _selector(labels)
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -186,7 +191,7 @@ def fleet_deployment(*, name: str, image: str, replicas: int, run_id: str, cpu: 
     to ``worker``); see ``examples/kind/prometheus.yaml``.
     """
     labels = _labels(name, run_id, "load")
-    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    selector = _selector(labels)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -70,8 +70,9 @@ class Progress:
 
         *client* should fail fast (no retries): a progress line never waits on a Prometheus that is down.
         """
-        out: dict[str, float | None] = dict.fromkeys(live_queries(run_id, window_s, [0.99]))
-        for name, expr in live_queries(run_id, window_s, [0.99]).items():
+        queries = live_queries(run_id, window_s, [0.99])
+        out: dict[str, float | None] = dict.fromkeys(queries)
+        for name, expr in queries.items():
             try:
                 value = client.scalar(expr, time.time())
             except RolloutError:

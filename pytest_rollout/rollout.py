@@ -196,13 +196,16 @@ class Rollout:
         self._validate_checks(client)
         size = settings.workers or workers_for(spec.requested_rps, settings.worker_rps)
         fleet = self.platform.make_fleet(self.run_id, size)
-        discovery = 20.0 if fleet.scrape_targets() else 60.0  # a cluster's Prometheus finds new pods more slowly
         try:
             fleet.start()
-            if fleet.scrape_targets():
-                write_targets(self.session.sd_dir, "fleet", self.run_id, fleet.scrape_targets())
-            if self.platform.scrape_targets(self.run_id):
-                write_targets(self.session.sd_dir, "lb", self.run_id, self.platform.scrape_targets(self.run_id))
+            targets = fleet.scrape_targets()  # local workers are named in files; pods are found by the cluster
+            file_sd = bool(targets)
+            discovery = 20.0 if file_sd else 60.0  # a cluster's Prometheus finds new pods more slowly
+            if file_sd:
+                write_targets(self.session.sd_dir, "fleet", self.run_id, targets)
+            lb = self.platform.scrape_targets(self.run_id)
+            if lb:
+                write_targets(self.session.sd_dir, "lb", self.run_id, lb)
             seen = client.wait_for_targets(self.run_id, size, timeout_s=discovery)
         except BaseException:
             fleet.shutdown()
@@ -210,7 +213,7 @@ class Rollout:
         self._scrape_interval = client.scrape_interval(self.run_id)
         if seen < size:
             fleet.shutdown()
-            if fleet.scrape_targets():
+            if file_sd:
                 how = (
                     f"It must discover the file_sd target files in {self.session.sd_dir} (file_sd_configs; "
                     "choose that directory with --rollout-sd-dir)."
