@@ -10,7 +10,8 @@ FROM python:3.11-slim
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pytest_rollout ./pytest_rollout
-RUN pip install --no-cache-dir . && rm -rf /src
+RUN pip install --no-cache-dir . && rm -rf /src \
+    && python -c "import httptools, uvloop"  # the fast engine: fail the build, not the run, if it cannot load
 USER 65534:65534
 EXPOSE 8089
 ENTRYPOINT ["python", "-m", "pytest_rollout.worker"]

@@ -17,7 +17,7 @@ how sure it is:
 
 Otherwise the entry passes and says whether the difference was within the
 margin or only not significant. Too few requests for the quantile is
-insufficient data, as for the SLOs themselves.
+not proven, as for the SLOs themselves.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from typing import Any
 from .errors import RolloutUsageError
 from .histogram import value_at_rank
 from .slo import LATENCY_KEYS, SLOSpec, quantile_name
-from .verdict import PhaseMeasurement, VerdictEntry, min_requests_for_quantile
+from .stats import min_requests_for_quantile
+from .verdict import Kind, Outcome, PhaseMeasurement, VerdictEntry
 
 __all__ = ["Baselines", "compare", "quantile_interval", "z_confidence"]
 
@@ -67,7 +68,7 @@ def z_confidence(z: float) -> float:
 
 def _phase_data(m: PhaseMeasurement) -> dict[str, Any]:
     return {
-        "requests": m.requests,
+        "requests": m.on_time,  # the release's sample: requests sent on time
         "errors": m.errors,
         "histogram": [["+Inf" if math.isinf(le) else le, c] for le, c in m.histogram],
     }
@@ -84,8 +85,14 @@ def compare(
     if base is None:
         return [
             VerdictEntry(
-                "regression", "-", None, None, False, f"insufficient data: baseline {name!r} has no run of this test"
-            )
+                "regression",
+                "-",
+                None,
+                None,
+                reason=f"not proven: baseline {name!r} has no run of this test",
+                outcome=Outcome.NOT_PROVEN,
+                kind=Kind.REGRESSION,
+            )  # fmt: skip
         ]
     entries = []
     for m in phases:
@@ -106,15 +113,11 @@ def _compare_quantile(
     slo = f"regression:{key}"
     needed = min_requests_for_quantile(q)
     base_hist = _histogram(old.get("histogram") or [])
-    if (m.requests or 0) < needed or (old.get("requests") or 0) < needed or not base_hist or not m.histogram:
+    if m.on_time < needed or (old.get("requests") or 0) < needed or not base_hist or not m.histogram:
         return VerdictEntry(
-            slo,
-            m.phase,
-            None,
-            None,
-            False,
-            f"insufficient data: need {needed} requests in both runs to compare p{quantile_name(q)}",
-        )
+            slo, m.phase, None, None, reason=f"not proven: need {needed} requests in both runs to compare "
+            f"p{quantile_name(q)}", outcome=Outcome.NOT_PROVEN, kind=Kind.REGRESSION,
+        )  # fmt: skip
     b_low, b_mid, b_high = quantile_interval(base_hist, q)
     n_low, n_mid, n_high = quantile_interval(list(m.histogram), q)
     bound = b_mid * (1 + margin)
@@ -124,15 +127,24 @@ def _compare_quantile(
         f"[{b_low:.2f}, {b_high:.2f}] (95% intervals): {change:+.1%}, margin +{margin:.0%}"
     )
     if n_low > b_high * (1 + margin):
-        return VerdictEntry(slo, m.phase, n_mid, bound, False, f"regression (at least 95% sure): {text}")
+        return VerdictEntry(
+            slo, m.phase, n_mid, bound, reason=f"regression (at least 95% sure): {text}",
+            outcome=Outcome.BROKEN, low=n_low, high=n_high, kind=Kind.REGRESSION,
+        )  # fmt: skip
     verdict = "within the margin" if n_mid <= bound else "beyond the margin but not significant"
-    return VerdictEntry(slo, m.phase, n_mid, bound, True, f"{verdict}: {text}")
+    return VerdictEntry(
+        slo, m.phase, n_mid, bound, reason=f"{verdict}: {text}",
+        outcome=Outcome.HELD, low=n_low, high=n_high, kind=Kind.REGRESSION,
+    )  # fmt: skip
 
 
 def _compare_errors(m: PhaseMeasurement, old: Mapping[str, Any], margin: float, name: str) -> VerdictEntry:
-    n_new, n_old = m.requests or 0.0, float(old.get("requests") or 0.0)
+    n_new, n_old = m.on_time, float(old.get("requests") or 0.0)
     if n_new <= 0 or n_old <= 0:
-        return VerdictEntry("regression:error_rate", m.phase, None, None, False, "insufficient data: no requests")
+        return VerdictEntry(
+            "regression:error_rate", m.phase, None, None, reason="not proven: no requests",
+            outcome=Outcome.NOT_PROVEN, kind=Kind.REGRESSION,
+        )  # fmt: skip
     p_new, p_old = m.errors / n_new, float(old.get("errors") or 0.0) / n_old
     diff = p_new - p_old
     se = math.sqrt(p_new * (1 - p_new) / n_new + p_old * (1 - p_old) / n_old)
@@ -146,8 +158,9 @@ def _compare_errors(m: PhaseMeasurement, old: Mapping[str, Any], margin: float, 
     )
     passed = sure < 0.95
     return VerdictEntry(
-        "regression:error_rate", m.phase, p_new, p_old + margin, passed, ("" if passed else "regression: ") + text
-    )
+        "regression:error_rate", m.phase, p_new, p_old + margin, reason=("" if passed else "regression: ") + text,
+        outcome=Outcome.HELD if passed else Outcome.BROKEN, kind=Kind.REGRESSION,
+    )  # fmt: skip
 
 
 class Baselines:

@@ -15,7 +15,7 @@ import math
 import select
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -167,10 +167,11 @@ class ControlledFleet:
 class LocalFleet(ControlledFleet):
     """Worker processes on this machine, each with a control port on 127.0.0.1."""
 
-    def __init__(self, procs: ProcessSet, run_id: str, size: int) -> None:
+    def __init__(self, procs: ProcessSet, run_id: str, size: int, cpus: Collection[int] = ()) -> None:
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
         self.procs = procs
+        self.cpus = sorted(cpus)  # the CPUs the workers run on, one each in turn (none: anywhere)
         self.run_id = run_id
         self.size = size
         self.workers: list[tuple[ManagedProcess, int]] = []
@@ -184,6 +185,7 @@ class LocalFleet(ControlledFleet):
                 [sys.executable, "-m", "pytest_rollout.worker", "--port", "0"],
                 stdout_pipe=True,
                 stdin_pipe=True,
+                cpus=[self.cpus[i % len(self.cpus)]] if self.cpus else None,
             )
             pending.append(proc)
         deadline = time.monotonic() + timeout

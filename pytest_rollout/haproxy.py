@@ -102,6 +102,7 @@ class HAProxy:
         self.ready_path = ready_path
         self.binary = binary
         self.server_timeout_s = server_timeout_s
+        self.cpus: frozenset[int] = frozenset()  # where HAProxy may run (none: anywhere)
         self.socket_path = run_dir / "haproxy.sock"
         self._dir_fd: int | None = None
         self.port = 0
@@ -139,7 +140,7 @@ class HAProxy:
                 server_timeout_s=self.server_timeout_s,
             )
         )
-        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)], cwd=self.run_dir)
+        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)], cwd=self.run_dir, cpus=self.cpus)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():

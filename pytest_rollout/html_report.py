@@ -33,10 +33,10 @@ body { font: 14px/1.45 system-ui, -apple-system, Segoe UI, Roboto, sans-serif; m
        color: #212529; padding: 0 1rem; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; border-top: 1px solid #dee2e6; padding-top: 1rem; }
 .badge { display: inline-block; padding: .1rem .5rem; border-radius: .3rem; color: #fff; font-size: .85rem; }
-.passed { background: #2b8a3e; } .slo_broken { background: #c92a2a; } .not_judged { background: #e67700; }
+.passed { background: #2b8a3e; } .slo_broken { background: #c92a2a; } .not_proven { background: #e67700; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; } td, th { border: 1px solid #dee2e6; padding: .2rem .5rem; }
 th { background: #f1f3f5; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.fail td { background: #fff5f5; } pre { background: #f8f9fa; padding: .5rem; overflow-x: auto; font-size: 12px; }
+tr.broken td { background: #fff5f5; } tr.not_proven td { background: #fff9db; } pre { background: #f8f9fa; padding: .5rem; overflow-x: auto; font-size: 12px; }
 .failure { white-space: pre-wrap; background: #fff5f5; border-left: 4px solid #c92a2a; padding: .5rem; }
 figure { margin: 0; } svg { max-width: 100%; height: auto; }
 """
@@ -63,9 +63,9 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _slo_digits(slo: str) -> int:
+def _digits(v: dict[str, Any]) -> int:
     """Fractions (error rate, availability) need five decimals; rates and milliseconds two."""
-    return 5 if slo in ("error_rate", "availability") or slo.endswith("error_rate") else 2
+    return 5 if v.get("kind") in ("error_rate", "availability") or v.get("slo") == "regression:error_rate" else 2
 
 
 def _chart(record: dict[str, Any]) -> str:
@@ -95,9 +95,9 @@ def _chart(record: dict[str, Any]) -> str:
     err_ax.plot(x, [v * 100 for v in y], color="#c92a2a", label="error rate")
     latency_bounds = []
     for v in record.get("verdicts") or []:
-        if v["slo"] == "error_rate" and v.get("bound") is not None:
+        if v.get("kind") == "error_rate" and v.get("bound") is not None:
             err_ax.axhline(v["bound"] * 100, color="#c92a2a", linestyle=":", linewidth=1)
-        if v["slo"].endswith("_ms") and v.get("bound") is not None:
+        if v.get("kind") == "latency" and v.get("bound") is not None:
             latency_bounds.append((v["slo"], v["bound"]))
     err_ax.set_ylabel("errors (%)")
     for name, colour in (("p50_ms", "#74c0fc"), ("p90_ms", "#4dabf7"), ("p99_ms", "#1864ab")):
@@ -134,16 +134,27 @@ def _chart(record: dict[str, Any]) -> str:
 def _verdict_table(record: dict[str, Any]) -> str:
     rows = []
     for v in record.get("verdicts") or []:
-        cls = "" if v["passed"] else ' class="fail"'
+        outcome = v.get("outcome") or ("held" if v["passed"] else "broken")
+        cls = "" if outcome == "held" else f' class="{_e(outcome)}"'
+        digits = _digits(v)
+        interval = v.get("interval")
+        ci = (
+            f"[{_num(interval[0], digits)}, {_num(interval[1], digits) if interval[1] is not None else 'inf'}]"
+            if interval
+            else ""
+        )
         rows.append(
             f"<tr{cls}><td>{_e(v['slo'])}</td><td>{_e(v['phase'])}</td>"
-            f"<td class=num>{_num(v.get('measured'), _slo_digits(v['slo']))}</td>"
-            f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'), _slo_digits(v['slo']))}</td><td>{'pass' if v['passed'] else 'FAIL'}</td>"
+            f"<td class=num>{_num(v.get('measured'), digits)}</td><td class=num>{ci}</td>"
+            f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'), digits)}</td><td>{_e(outcome.replace('_', ' '))}</td>"
             f"<td>{_e(v.get('reason', ''))}</td></tr>"
         )
     if not rows:
         return "<p>No verdict.</p>"
-    head = "<tr><th>SLO</th><th>phase</th><th>measured</th><th>bound</th><th></th><th>why</th></tr>"
+    head = (
+        "<tr><th>SLO</th><th>phase</th><th>measured</th><th>95% interval</th><th>bound</th><th>outcome</th>"
+        "<th>why</th></tr>"
+    )
     return f'<table class="verdicts">{head}{"".join(rows)}</table>'
 
 
@@ -200,7 +211,7 @@ def render_html(records: Sequence[dict[str, Any]], title: str = "pytest-rollout 
         f"<h1>{_e(title)}</h1><p>{len(records)} SLO test(s), written {_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>",
     ]
     for record in records:
-        result = record.get("result") or ("passed" if record.get("passed") else "not_judged")
+        result = record.get("result") or ("passed" if record.get("passed") else "not_proven")
         parts.append(
             f'<section class="test"><h2>{_e(record["nodeid"])} <span class="badge {_e(result)}">{_e(result)}</span></h2>'
             f"<p>asked {record.get('requested_rps', 0):,.0f} rps on platform {_e(record.get('platform'))}, "

@@ -24,7 +24,7 @@ from .errors import ReplicaNotReady, RolloutUsageError, UpgradeFailed
 from .fleet import LocalFleet
 from .haproxy import HAProxy
 from .platform import TargetSpec, UpgradeEvent, UpgradeResult
-from .procs import ManagedProcess, ProcessSet, free_port, http_get
+from .procs import ManagedProcess, ProcessSet, cpu_split, free_port, http_get
 from .upgrade import next_step, resolve_surge
 
 __all__ = ["LocalPlatform"]
@@ -63,6 +63,7 @@ class LocalPlatform:
         self.haproxy_binary = haproxy_binary
         self.request_timeout_s = request_timeout_s
         self.lb: HAProxy | None = None
+        self.fleet_cpus, self.target_cpus = cpu_split()  # the fleet is never starved by the target
         self.replicas: list[Replica] = []  # in rotation
         self._counter: dict[str, int] = {}
         self._terminators: list[threading.Thread] = []
@@ -90,6 +91,7 @@ class LocalPlatform:
                 binary=self.haproxy_binary,
                 server_timeout_s=self.request_timeout_s,
             )
+            self.lb.cpus = self.target_cpus
             self.lb.start()
         self._current = target
         pending = [self._start_replica(target, on_event) for _ in range(target.replicas)]
@@ -162,7 +164,7 @@ class LocalPlatform:
         raise UpgradeFailed(message)
 
     def make_fleet(self, run_id: str, size: int) -> LocalFleet:
-        return LocalFleet(self.procs, run_id, size)
+        return LocalFleet(self.procs, run_id, size, cpus=self.fleet_cpus)
 
     def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
         """Roll back to the version before the last upgrade, the same rolling way."""
@@ -208,7 +210,7 @@ class LocalPlatform:
         port = free_port()
         env = dict(target.env)
         env["PORT"] = str(port)
-        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd)
+        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd, cpus=self.target_cpus)
         replica = Replica(name=name, port=port, process=process, target=target, started=time.time())
         on_event(UpgradeEvent(time.time(), "start", name, f"pid {process.pid}, port {port}"))
         return replica

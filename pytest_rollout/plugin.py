@@ -26,15 +26,16 @@ OUTCOME_KEY = pytest.StashKey[str]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
 _FAILED_KEY = pytest.StashKey[set[str]]()
 
-#: Exit status when no test failed but SLO tests could not be run or judged (Prometheus unreachable, too
-#: little data, dead workers, a cluster error): the release was not proven bad, the run should be retried.
+#: Exit status when no test failed but SLO tests were not proven (too little evidence, the fleet did not hold the
+#: load, Prometheus unreachable, a cluster error): nothing was shown broken, and nothing held. Never a pass.
 #: Any broken SLO, or any other failing test, keeps pytest's own status 1.
 EXIT_NOT_JUDGED = 6
 
 _MARKER_DOC = (
     "slo(rps, error_rate=0.001, p50_ms=None, p90_ms=None, p95_ms=None, p99_ms=None, p999_ms=None, "
     "hold='10s', ramp='5s', after=hold, path='/', method='GET', headers=None, body=None, min_load=0.95, "
-    "timeout='5s'): the service objectives a rollout test must hold (see pytest-rollout's README)"
+    "timeout='5s', checks=None, availability=None, regression=None, judge_ramp=False, abort_on_breach=True): "
+    "the service objectives a rollout test must hold (see pytest-rollout's README)"
 )
 
 
@@ -267,6 +268,7 @@ def read_settings(config: pytest.Config) -> Settings:
         prometheus_url=url,
         keep=bool(config.getini("rollout_keep") if keep is None else keep),
         worker_rps=worker_rps,
+        worker_rps_given=raw_worker_rps not in (None, ""),
         workers=workers,
         haproxy=str(config.getini("rollout_haproxy") or "haproxy"),
         prometheus=str(config.getini("rollout_prometheus") or "prometheus"),
@@ -423,14 +425,14 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
     if verdict is None or any(name == "rollout_passed" for name, _ in item.user_properties):
         return
     item.user_properties.append(("rollout_passed", str(verdict.passed).lower()))
-    item.user_properties.append(("rollout_result", verdict.result))
+    item.user_properties.append(("rollout_result", str(verdict.result)))
     item.user_properties.append(("rollout_requested_rps", f"{run.spec.requested_rps:g}"))
     for e in verdict.entries:
         measured = "n/a" if e.measured is None else f"{e.measured:.6g}"
+        if e.low is not None and e.high is not None:
+            measured += f" [{e.low:.6g}, {e.high:.6g}]"
         bound = "n/a" if e.bound is None else f"{e.bound:g}"
-        op = e.op or (">=" if e.slo == "rps" else "<=")
-        status = "pass" if e.passed else "FAIL"
-        item.user_properties.append((f"rollout:{e.phase}:{e.slo}", f"{status} {measured} {op} {bound}"))
+        item.user_properties.append((f"rollout:{e.phase}:{e.slo}", f"{e.outcome} {measured} {e.comparison} {bound}"))
 
 
 def _judge_quietly(run: Any) -> None:
@@ -457,33 +459,47 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     rollout_session = session.config.stash.get(SESSION_KEY, None)
     if rollout_session is None:
         return
-    if rollout_session.settings.report:
-        from .report import write_report
-
-        write_report(
-            rollout_session.settings.report,
-            rollout_session.results,
-            interrupted=exitstatus == pytest.ExitCode.INTERRUPTED,
-        )
-    if rollout_session.settings.save and rollout_session.measured:
-        from .baseline import Baselines
-
-        store = Baselines(rollout_session.settings.baseline_dir)
-        saved = store.save(
-            rollout_session.settings.save,
-            {k: v[0] for k, v in rollout_session.measured.items()},
-            {k: v[1] for k, v in rollout_session.measured.items()},
-        )
-        rollout_session.notes.append(f"baseline {rollout_session.settings.save!r} saved to {saved}")
-    if rollout_session.settings.html and rollout_session.results:
-        from .html_report import write_html
-
-        write_html(rollout_session.settings.html, rollout_session.results)
-    rollout_session.close()
+    # the exit status is decided first, from the verdicts alone: no report renderer can change it
     failed = session.config.stash.get(_FAILED_KEY, set())
     results = {r["nodeid"]: r.get("result") for r in rollout_session.results}
-    if exitstatus == pytest.ExitCode.TESTS_FAILED and failed and all(results.get(n) == "not_judged" for n in failed):
+    if exitstatus == pytest.ExitCode.TESTS_FAILED and failed and all(results.get(n) == "not_proven" for n in failed):
         session.exitstatus = EXIT_NOT_JUDGED
+    settings = rollout_session.settings
+    try:
+        if settings.report:
+            from .report import write_report
+
+            report = settings.report
+            _render(rollout_session, "JSON report", lambda: write_report(
+                report, rollout_session.results, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED
+            ))  # fmt: skip
+        if settings.save and rollout_session.measured:
+            from .baseline import Baselines
+
+            def save() -> None:
+                saved = Baselines(settings.baseline_dir).save(
+                    settings.save or "",
+                    {k: v[0] for k, v in rollout_session.measured.items()},
+                    {k: v[1] for k, v in rollout_session.measured.items()},
+                )
+                rollout_session.notes.append(f"baseline {settings.save!r} saved to {saved}")
+
+            _render(rollout_session, "baseline", save)
+        if settings.html and rollout_session.results:
+            from .html_report import write_html
+
+            html = settings.html
+            _render(rollout_session, "HTML report", lambda: write_html(html, rollout_session.results))
+    finally:
+        rollout_session.close()
+
+
+def _render(rollout_session: RolloutSession, what: str, render: Callable[[], object]) -> None:
+    """Run one report writer; a failure is reported as the writer's, never hides the verdict or the exit status."""
+    try:
+        render()
+    except Exception as exc:  # noqa: BLE001 - a renderer's bug must not bury the result
+        rollout_session.problems.append(f"the {what} could not be written: {type(exc).__name__}: {exc}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -495,15 +511,22 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if rollout_session.results and config.get_verbosity() >= -1:
         terminalreporter.section("rollout SLO summary")
         for record in rollout_session.results:
-            for line in format_summary(record):
+            try:
+                lines = format_summary(record)
+            except Exception as exc:  # noqa: BLE001 - a renderer's bug must not bury the verdict
+                lines = [
+                    f"{record.get('nodeid')} {str(record.get('result', '?')).upper()}: the terminal summary could "
+                    f"not be rendered: {type(exc).__name__}: {exc} (please report this; the verdict stands)"
+                ]
+            for line in lines:
                 terminalreporter.write_line(line)
     for problem in rollout_session.problems:
         terminalreporter.write_line(f"rollout clean-up: {problem}", yellow=True)
     results = [r.get("result") for r in rollout_session.results]
-    if "not_judged" in results and "slo_broken" not in results:
+    if "not_proven" in results and "slo_broken" not in results:
         terminalreporter.write_line(
-            f"rollout: {results.count('not_judged')} SLO test(s) could not be run or judged, and no SLO was "
-            f"shown broken: exit status {EXIT_NOT_JUDGED} unless another test failed",
+            f"rollout: {results.count('not_proven')} SLO test(s) not proven (nothing was shown broken, nor held): "
+            f"exit status {EXIT_NOT_JUDGED} unless another test failed; each message says what would prove it",
             yellow=True,
         )
     for line in rollout_session.reaped:

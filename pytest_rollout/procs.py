@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from .errors import ProcessStartError
@@ -26,6 +26,7 @@ __all__ = [
     "ProcessSet",
     "free_port",
     "http_get",
+    "cpu_split",
     "proc_cpu_seconds",
     "proc_start_time",
     "reap_stale_runs",
@@ -42,6 +43,22 @@ def proc_start_time(pid: int) -> int | None:
     # the command name is in parentheses and may contain spaces
     fields = data[data.rindex(b")") + 2 :].split()
     return int(fields[19])
+
+
+def cpu_split(available: Collection[int] | None = None) -> tuple[frozenset[int], frozenset[int]]:
+    """``(fleet, target)``: the CPUs the load fleet gets, and those the target (replicas, load balancer) gets.
+
+    The fleet must never be starved by the target it measures: a starved fleet
+    sends late, and although late sends are never blamed on the release, they
+    leave a phase not proven. So the fleet gets the last half of this process's
+    CPUs (at least one) and the target the rest. With a single CPU nothing is
+    pinned (both sets are empty). Prometheus and pytest itself are not pinned.
+    """
+    cpus = sorted(available if available is not None else os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return frozenset(), frozenset()
+    half = len(cpus) // 2
+    return frozenset(cpus[-half:]), frozenset(cpus[:-half])
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -153,8 +170,12 @@ class ProcessSet:
         cwd: str | os.PathLike[str] | None = None,
         stdout_pipe: bool = False,
         stdin_pipe: bool = False,
+        cpus: Collection[int] | None = None,
     ) -> ManagedProcess:
-        """Start *argv*; its output goes to ``<run_dir>/<name>.log`` (or a pipe for stdout)."""
+        """Start *argv*; its output goes to ``<run_dir>/<name>.log`` (or a pipe for stdout).
+
+        With *cpus*, the process (and what it forks later) runs only on those CPUs.
+        """
         log_path = self.run_dir / f"{name}.log"
         full_env = dict(os.environ)
         if env:
@@ -180,6 +201,11 @@ class ProcessSet:
                 raise ProcessStartError(f"cannot start {name}: {argv[0]!r} is not executable: {exc}") from exc
             except OSError as exc:
                 raise ProcessStartError(f"cannot start {name}: {argv[0]!r}: {exc}") from exc
+        if cpus:
+            try:
+                os.sched_setaffinity(popen.pid, cpus)
+            except OSError:  # gone already, or a kernel that refuses: it runs unpinned
+                pass
         proc = ManagedProcess(name, popen, log_path)
         self.processes.append(proc)
         self._save()

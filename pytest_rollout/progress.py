@@ -95,6 +95,16 @@ class Progress:
             else:
                 self.reporter.write_line(line)
 
+    def note(self, line: str, warn: bool = False) -> None:
+        """A whole line of its own (not rewritten), e.g. what a run can prove; a warning is shown even with -q."""
+        if self.reporter is None or (not self.enabled and not warn):
+            return
+        self.close()
+        guard = self.capture.global_and_fixture_disabled() if self.capture is not None else contextlib.nullcontext()
+        with guard:
+            self.reporter.ensure_newline()
+            self.reporter.write_line(line, yellow=warn)
+
     def close(self) -> None:
         """End the rewritten line, so pytest's own output starts on a fresh one."""
         if self._open:

@@ -35,13 +35,27 @@ from .prometheus import remove_targets, write_targets
 from .promql import last_scrape, live_queries, phase_queries, window
 from .schedule import Segment, expected_count, rate_at
 from .slo import SLOSpec, quantile_name
-from .verdict import PhaseMeasurement, VerdictEntry, error_budget, evaluate, failure_message, largest_gap
+from .verdict import (
+    PhaseMeasurement,
+    TestResult,
+    Verdict,
+    VerdictEntry,
+    error_budget,
+    evaluate,
+    largest_gap,
+    live_breach,
+    provable,
+)
 from .worker import Plan, inflight_cap
 
 if TYPE_CHECKING:
     from .session import RolloutSession
 
 __all__ = ["Phase", "Rollout", "Verdict"]
+
+#: Rate one worker is given when the aiohttp engine runs (https, HEAD) and --rollout-worker-rps is not set: it holds
+#: 3,000 to 7,000 rps on one core where the fast engine holds 20,000 to 30,000 (README, "Measured").
+AIOHTTP_WORKER_RPS = 1000.0
 
 #: Quantiles always measured for the report, whatever the marker bounds.
 REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -54,41 +68,12 @@ class Phase:
     end: float
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Every SLO judged over every phase, with what each judgement stands on."""
+class _ProvenBreach(Exception):
+    """Live data prove an SLO broken in the phase under way: stop the run (internal)."""
 
-    entries: tuple[VerdictEntry, ...]
-    phases: tuple[PhaseMeasurement, ...]
-    failure: str | None = None  # an upgrade or fleet failure, besides the SLO entries
-    failure_kind: str | None = None  # "release" (the new version's fault) or "run" (could not run or judge)
-
-    @property
-    def passed(self) -> bool:
-        return self.failure is None and bool(self.entries) and all(e.passed for e in self.entries)
-
-    @property
-    def result(self) -> str:
-        """``passed``; ``slo_broken`` (a judged SLO failed, or the upgrade itself failed); or
-        ``not_judged`` (the run could not be carried out or judged: no breach was proven)."""
-        if self.passed:
-            return "passed"
-        if self.failure_kind == "release" or any(not e.passed and e.judged for e in self.entries):
-            return "slo_broken"
-        return "not_judged"
-
-    @property
-    def failures(self) -> list[VerdictEntry]:
-        return [e for e in self.entries if not e.passed]
-
-    def message(self, title: str) -> str:
-        parts = []
-        if self.failure:
-            parts.append(self.failure)
-        broken = failure_message(self.entries)
-        if broken:
-            parts.append(f"SLO broken for {title}:\n{broken}")
-        return "\n".join(parts)
+    def __init__(self, entry: VerdictEntry) -> None:
+        super().__init__(entry.reason)
+        self.entry = entry
 
 
 @dataclass
@@ -136,6 +121,9 @@ class Rollout:
         self._shown_phase = ""  # the phase of the last progress line
         self._quick_client: Any = None  # a PromClient without retries, for progress lines
         self.rollback_note: str | None = None  # what rollback_on_breach did
+        self.abort_note: str | None = None  # why the run stopped early (abort_on_breach)
+        self._breach_checked = -math.inf  # when the live data were last checked for a proven breach
+        self.provable: list[str] = []  # what each phase can prove, said before the load starts
 
     # -- public API -----------------------------------------------------------
 
@@ -194,7 +182,9 @@ class Rollout:
         settings = self.session.settings
         client, _ = self.session.prometheus()
         self._validate_checks(client)
-        size = settings.workers or workers_for(spec.requested_rps, settings.worker_rps)
+        self._say_what_can_be_proven()
+        size = settings.workers or workers_for(spec.requested_rps, self._worker_rps())
+        self._check_headroom(size)
         fleet = self.platform.make_fleet(self.run_id, size)
         try:
             fleet.start()
@@ -347,6 +337,10 @@ class Rollout:
         end = time.time() if result is None else max(start, min(result.end, time.time()))
         self._end_phase("upgrade", start, end)
         self._target = target
+        self._breach_checked = -math.inf
+        breach = self._breach_so_far("upgrade", start)
+        if breach is not None:
+            self._abort(breach, start)
         self._load.fleet.announce("after", end)
         self._load.fleet.announce("tail", end + self.spec.after_s)
         self._run_phase("after", end, end + self.spec.after_s)
@@ -428,14 +422,123 @@ class Rollout:
         self._current = (name, start)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase=name, at=start)
         failure: str | None = None
+        breach: VerdictEntry | None = None
         try:
             self._hold_until(end, name)
         except FleetError as exc:
             failure = str(exc)
-        if failure is not None:
+        except _ProvenBreach as exc:
+            breach = exc.entry
+        if failure is not None or breach is not None:
             self._end_phase(name, start, time.time())
-            self._fail(failure, "run")
+            if breach is not None:
+                self._abort(breach, start)
+            self._fail(failure or "", "run")
         self._end_phase(name, start, end)
+
+    def _abort(self, entry: VerdictEntry, phase_start: float) -> None:
+        """Stop at once on a breach the live data prove (``abort_on_breach``): judge, roll back, fail."""
+        at = time.time()
+        self.abort_note = (
+            f"stopped early: {at - phase_start:.1f}s into phase {entry.phase}, the live data proved "
+            f"{entry.slo} broken ({entry.reason}); the load was stopped (abort_on_breach=False runs every phase)"
+        )
+        verdict = self._judge()
+        self._roll_back()
+        message = f"{self.abort_note}\n{verdict.message(self.nodeid)}"
+        pytest.fail(self._with_rollback(message), pytrace=False)
+
+    def _worker_rps(self) -> float:
+        """The rate one worker is given: the setting, but sized for the engine that will actually run."""
+        from .engine import fast_engine_refusal
+
+        settings = self.session.settings
+        assert self.platform is not None
+        probe = Plan(
+            url=self.platform.url + self.spec.path, segments=(), start_at=0.0, deadline=0.0, method=self.spec.method
+        )
+        if not settings.worker_rps_given and fast_engine_refusal(probe) is not None:
+            return min(settings.worker_rps, AIOHTTP_WORKER_RPS)  # the calibration and default are the fast engine's
+        return settings.worker_rps
+
+    def _check_headroom(self, workers: int) -> None:
+        """Say before any load when this machine cannot give the fleet a core per worker."""
+        cores = getattr(self.platform, "fleet_cpus", None)
+        if not cores:
+            return  # a cluster schedules its pods; an unpinned machine is the user's to size
+        if workers > len(cores):
+            self.progress.note(
+                f"[rollout] warning: {workers} load workers for {self.spec.requested_rps:,.0f} rps, but this machine "
+                f"gives the fleet {len(cores)} CPU(s) (the target has the others): the fleet may fall behind, which "
+                "leaves phases not proven. Lower --rollout-rps-scale, or run on a machine with more cores.",
+                warn=True,
+            )
+
+    def _say_what_can_be_proven(self) -> None:
+        """Before any load: what each phase can possibly prove held, and a warning for what it never can."""
+        spec = self.spec
+        lengths = {"ramp": spec.ramp_s, "baseline": spec.hold_s, "after": spec.after_s}
+        if spec.ramp_s <= 0:
+            del lengths["ramp"]
+        for phase, text, ok in provable(spec, lengths):
+            line = f"[rollout] {phase}: {text}"
+            self.provable.append(line)
+            self.progress.note(line if ok else f"{line} (warning)", warn=not ok)
+        if spec.error_rate > 0:
+            from .stats import requests_to_prove_rate
+
+            needed = requests_to_prove_rate(0.0, spec.error_rate) or 0
+            line = (
+                f"[rollout] upgrade: {spec.requested_rps:,.0f} requests a second of upgrade; proving "
+                f"error_rate <= {spec.error_rate:g} needs {needed:,} requests, an upgrade of at least "
+                f"{needed / spec.requested_rps:,.1f}s at this rate"
+            )
+            self.provable.append(line)
+            self.progress.note(line)
+
+    def _live_client(self) -> Any:
+        """A Prometheus client that fails fast (no retries), for live lines and checks; None when there is none."""
+        try:
+            client, _ = self.session.prometheus()
+        except RolloutError:
+            return None
+        if self._quick_client is None or self._quick_client.url != client.url:
+            from .prometheus import PromClient
+
+            self._quick_client = PromClient(client.url, timeout_s=2.0, retries=0)
+        return self._quick_client
+
+    def _breach_so_far(self, phase: str, start: float) -> VerdictEntry | None:
+        """The SLO that the phase under way has already proven broken, from Prometheus, if any (at most once a second)."""
+        now = time.monotonic()
+        if not self.spec.abort_on_breach or now - self._breach_checked < 1.0:
+            return None
+        self._breach_checked = now
+        client = self._live_client()
+        if client is None:
+            return None
+        queries = phase_queries(self.run_id, phase, max(time.time() - start, 0.001), [])
+        try:
+            at = time.time()
+            by_class = {labels.get("class", "?"): v for labels, v in client.query(queries.by_class, at)}
+            late = {labels.get("class", "?"): v for labels, v in client.query(queries.late_by_class, at)}
+            histogram = tuple(
+                sorted((float(labels.get("le", "inf")), v) for labels, v in client.query(queries.histogram, at))
+            )
+        except RolloutError:
+            return None  # a live check that cannot be made proves nothing; the final verdict still judges
+        measured = PhaseMeasurement(
+            phase=phase,
+            start=start,
+            end=at,
+            asked_requests=0.0,
+            requests=sum(by_class.values()),
+            by_class=by_class,
+            late=sum(late.values()),
+            late_by_class=late,
+            histogram=histogram,
+        )
+        return live_breach(self.spec, measured)
 
     def _end_phase(self, name: str, start: float, end: float) -> None:
         self._current = None
@@ -460,15 +563,10 @@ class Rollout:
         if not self.progress.due(force):
             return
         length = {"ramp": self.spec.ramp_s, "baseline": self.spec.hold_s, "after": self.spec.after_s}.get(phase)
-        try:
-            client, _ = self.session.prometheus()
-        except RolloutError:
+        quick = self._live_client()
+        if quick is None:
             return
-        if self._quick_client is None or self._quick_client.url != client.url:
-            from .prometheus import PromClient
-
-            self._quick_client = PromClient(client.url, timeout_s=2.0, retries=0)
-        live = self.progress.live(self._quick_client, self.run_id, max(3 * self._scrape_interval, 3.0))
+        live = self.progress.live(quick, self.run_id, max(3 * self._scrape_interval, 3.0))
         upgrade = None
         if phase == "upgrade" and self._upgrade_target is not None:
             began, replicas = self._upgrade_target
@@ -480,9 +578,14 @@ class Rollout:
         self.progress.write(line)
 
     def _hold_until(self, until: float, phase: str) -> None:
+        assert self._current is not None
+        start = self._current[1]
         while True:
             self._tick()
             self._check_fleet(phase)
+            breach = self._breach_so_far(phase, start)
+            if breach is not None:
+                raise _ProvenBreach(breach)
             left = until - time.time()
             if left <= 0:
                 return
@@ -618,6 +721,9 @@ class Rollout:
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
+            late_by_class = {
+                labels.get("class", "?"): value for labels, value in client.query(queries.late_by_class, at)
+            }
             histogram = tuple(
                 sorted((float(labels.get("le", "inf")), value) for labels, value in client.query(queries.histogram, at))
             )
@@ -645,6 +751,7 @@ class Rollout:
             requests=requests,
             by_class=by_class,
             late=late,
+            late_by_class=late_by_class,
             quantiles_ms=quantile_ms,
             checks=checks,
             workers_seen=len(ok_times),
@@ -670,9 +777,12 @@ class Rollout:
                 "error_rate": num(m.error_rate) if m.requests else None,
                 **{f"p{quantile_name(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
                 "requests": None if m.requests is None else round(m.requests),
+                "on_time": None if m.requests is None else round(m.on_time),
                 "late": round(m.late),
+                "dropped": round(m.dropped),
                 "errors": None if m.requests is None else round(m.errors),
-                "errors_by_class": {k: round(v) for k, v in m.by_class.items() if k != "ok"},
+                "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},
+                "late_by_class": {k: round(v) for k, v in m.late_by_class.items() if v},
                 "fleet_requests": m.fleet_requests,
                 "queries": dict(m.queries),
                 "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],
@@ -700,12 +810,14 @@ class Rollout:
             "engine": ",".join(sorted(set(self._load.engines))) if self._load else None,
             "passed": verdict.passed if verdict else False,
             "failure": verdict.failure if verdict else self._failure,
-            "result": verdict.result if verdict else ("passed" if outcome == "passed" else "not_judged"),
+            "result": str(verdict.result) if verdict else str(TestResult.NOT_PROVEN),
             "error_budget": error_budget(self.spec, verdict.phases) if verdict else None,
             "phases": phases,
             "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],
             "events": [e.to_json() for e in self.events],
             "rollback": self.rollback_note,
+            "stopped_early": self.abort_note,
+            "provable": list(self.provable),
             "series": self.series,
         }
 

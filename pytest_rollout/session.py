@@ -34,6 +34,7 @@ class Settings:
     prometheus_url: str | None = None
     keep: bool = False
     worker_rps: float = 2500.0
+    worker_rps_given: bool = False  # --rollout-worker-rps (or its ini twin) was set: size fleets by it, whatever runs
     workers: int | None = None
     haproxy: str = "haproxy"
     prometheus: str = "prometheus"

@@ -176,6 +176,8 @@ class SLOSpec:
     checks: tuple[Check, ...] = ()
     availability: float | None = None  # objective over the whole run: the error budget is 1 - availability
     regression: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REGRESSION))
+    judge_ramp: bool = False  # the ramp is warm-up: its load is checked, its errors and latency judged only if asked
+    abort_on_breach: bool = True  # stop the run as soon as live data prove an SLO broken
 
     @property
     def requested_rps(self) -> float:
@@ -196,7 +198,7 @@ class SLOSpec:
 
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
-    | {"availability", "regression"}
+    | {"availability", "regression", "judge_ramp", "abort_on_breach"}
     | set(LATENCY_KEYS)
 )
 
@@ -334,8 +336,17 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         _parse_regression(values["regression"]) if values.get("regression") is not None else dict(DEFAULT_REGRESSION)
     )
 
+    flags: dict[str, bool] = {}
+    for name, default in (("judge_ramp", False), ("abort_on_breach", True)):
+        flag = values.get(name, default)
+        if not isinstance(flag, bool):
+            raise SLOSpecError(f"{name}={flag!r} must be True or False", name)
+        flags[name] = flag
+
     return SLOSpec(
         rps=rps,
+        judge_ramp=flags["judge_ramp"],
+        abort_on_breach=flags["abort_on_breach"],
         checks=checks,
         error_rate=error_rate,
         latency_ms=latency,

@@ -1,51 +1,75 @@
 """From per-phase measurements to a verdict. Pure logic, no I/O.
 
-The gate fails closed. For each phase, before any SLO is judged, the
-evidence is checked; when it falls short every SLO of that phase is
-``insufficient data``, which fails the test. The minimum evidence:
+Every entry has one of three outcomes (:class:`Outcome`):
+
+- **held**: the data show, at 95% confidence, that the SLO held: the whole
+  95% interval of the measured value lies within the bound;
+- **broken**: the data show that it was broken: the whole interval lies beyond;
+- **not proven**: anything else: the interval straddles the bound, the
+  evidence is doubtful, or the fleet did not hold the load.
+
+A test with any broken entry fails ("SLO broken", exit 1); otherwise one
+with any not proven entry is not proven (exit 6, never a pass); otherwise
+it passes (:class:`TestResult`).
+
+**The intervals** (see :mod:`pytest_rollout.stats`): an error rate has the
+exact Clopper-Pearson interval; a latency quantile the order-statistic
+interval read off the merged histogram, bucket edges on the conservative
+side. ``error_rate=0`` means no failed request at all: any error breaks it.
+
+**Blame.** The release is judged only on what it answered to requests the
+fleet sent on time (within 50 ms of when they were due): their 4xx, 5xx,
+refused or reset connections, timeouts and latencies. What the fleet failed
+to do (a send over 50 ms late, a request dropped at the in-flight cap, a
+worker dead or frozen) is never the release's error or latency. A phase
+whose load was not held (fewer on-time requests than ``min_load`` of the
+rate) is not proven, unless the release's own answers prove a breach by
+themselves.
+
+**The ramp** is warm-up: its load is checked and it is reported, but its
+error rate and latency are judged only with ``slo(judge_ramp=True)``.
+
+**Evidence.** Before any SLO of a phase is judged, the evidence is checked;
+when it falls short every SLO of that phase is not proven:
 
 - Prometheus scraped every worker of the run during the phase, and never
   went more than :data:`MAX_GAP_INTERVALS` scrape intervals without a
-  successful scrape of any of them (counting from the phase's start and to
-  its end): two scrapes in a row may fail, three may not;
+  successful scrape of any of them;
 - the phase's request count in Prometheus agrees with the fleet's own count
-  within :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests, whichever is
-  larger. Both count the requests *due* in the phase, so they agree exactly
-  unless Prometheus lost data;
-- ``error_rate <= B`` needs at least ``ceil(3 / B)`` requests in the phase
-  (with no errors in n requests, 3/n is the 95% upper confidence bound: the
-  "rule of three"); a bound of 0 needs at least 100 requests and no errors;
-- a latency quantile q needs at least ``ceil(10 / (1 - q))`` requests
-  (ten requests in the tail beyond it): 20 for p50, 100 for p90, 1,000 for p99,
-  10,000 for p99.9.
-
-Load: a request is *held* when it was sent within 50 ms of when it was due
-(not late, not dropped). In ``baseline``, ``upgrade`` and ``after`` the held
-rate (held requests over the phase's length) must be at least ``min_load``
-times the rate asked; in ``ramp``, at least ``min_load`` times the rate the
-ramp schedule asked for on average.
+  within :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .slo import SLOSpec, quantile_name
+from .stats import (
+    clopper_pearson,
+    min_requests_for_quantile,
+    quantile_interval_ms,
+    requests_to_prove_rate,
+)
 
 __all__ = [
     "CROSS_CHECK_TOLERANCE",
     "MAX_GAP_INTERVALS",
+    "Kind",
+    "Outcome",
     "PhaseMeasurement",
+    "TestResult",
+    "Verdict",
     "VerdictEntry",
     "error_budget",
     "evaluate",
     "failure_message",
     "largest_gap",
-    "min_requests_for_error_rate",
-    "min_requests_for_quantile",
+    "live_breach",
+    "provable",
 ]
 
 #: Largest relative disagreement allowed between Prometheus and the fleet's own count.
@@ -53,14 +77,38 @@ CROSS_CHECK_TOLERANCE = 0.01
 #: Longest gap between successful scrapes of a worker, in scrape intervals.
 MAX_GAP_INTERVALS = 3.0
 STEADY_PHASES = ("baseline", "upgrade", "after")
+#: Outcome classes that are the release's answer (the rest, ``ok`` aside, are the fleet's: ``dropped``).
+RELEASE_ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connection")
 
 
-def min_requests_for_error_rate(bound: float) -> int:
-    return 100 if bound <= 0 else math.ceil(3.0 / bound)
+class Outcome(enum.StrEnum):
+    """What one verdict entry shows."""
+
+    HELD = "held"
+    BROKEN = "broken"
+    NOT_PROVEN = "not_proven"
 
 
-def min_requests_for_quantile(q: float) -> int:
-    return math.ceil(10.0 / (1.0 - q) - 1e-9)
+class TestResult(enum.StrEnum):
+    """What a whole SLO test shows: the JSON report's ``result`` and JUnit's ``rollout_result``."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    PASSED = "passed"
+    SLO_BROKEN = "slo_broken"
+    NOT_PROVEN = "not_proven"
+
+
+class Kind(enum.StrEnum):
+    """What an entry judges, so reports can show each kind its own way without reading its name."""
+
+    LOAD = "load"
+    ERROR_RATE = "error_rate"
+    LATENCY = "latency"
+    CHECK = "check"
+    AVAILABILITY = "availability"
+    REGRESSION = "regression"
+    EXTRA = "extra"  # added by a pytest_rollout_add_verdicts hook
 
 
 @dataclass(frozen=True)
@@ -73,7 +121,7 @@ class PhaseMeasurement:
     asked_requests: float  # what the schedule asked for in this window (all workers)
     requests: float | None  # Prometheus: requests due in the phase, all outcome classes
     by_class: Mapping[str, float] = field(default_factory=dict)
-    late: float = 0.0  # Prometheus: requests sent more than 50 ms after they were due
+    late: float = 0.0  # Prometheus: requests sent more than 50 ms after they were due (never the dropped)
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0
@@ -84,20 +132,35 @@ class PhaseMeasurement:
     queries: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
     checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
-    histogram: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count), +Inf last
+    histogram: tuple[tuple[float, float], ...] = ()  # on-time requests: (upper bound in seconds, cumulative count)
+    late_by_class: Mapping[str, float] = field(default_factory=dict)  # outcomes of the late requests
 
     @property
     def duration(self) -> float:
         return max(self.end - self.start, 1e-9)
 
     @property
-    def errors(self) -> float:
-        return sum(v for k, v in self.by_class.items() if k != "ok")
+    def dropped(self) -> float:
+        return self.by_class.get("dropped", 0.0)
+
+    @property
+    def on_time(self) -> float:
+        """Requests sent on time: all but the dropped (never sent) and the late. The release's sample."""
+        return max(0.0, (self.requests or 0.0) - self.dropped - self.late)
 
     @property
     def held(self) -> float:
-        """Requests sent on time: all but the ``dropped`` (never sent) and the late."""
-        return max(0.0, (self.requests or 0.0) - self.by_class.get("dropped", 0.0) - self.late)
+        return self.on_time
+
+    @property
+    def errors_by_class(self) -> dict[str, float]:
+        """The release's errors by class: failures of requests sent on time."""
+        return {k: max(0.0, self.by_class.get(k, 0.0) - self.late_by_class.get(k, 0.0)) for k in RELEASE_ERROR_CLASSES}
+
+    @property
+    def errors(self) -> float:
+        """The release's errors: failures of requests sent on time."""
+        return sum(self.errors_by_class.values())
 
     @property
     def held_rps(self) -> float:
@@ -109,41 +172,121 @@ class PhaseMeasurement:
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else math.nan
+        return self.errors / self.on_time if self.on_time else math.nan
 
 
 @dataclass(frozen=True)
 class VerdictEntry:
-    """One SLO judged over one phase."""
+    """One SLO judged over one phase.
+
+    ``outcome`` is what the entry shows; ``passed`` is ``outcome is HELD``.
+    Hooks may build an entry the short way, ``VerdictEntry(slo, phase,
+    measured, bound, passed, reason)``: a failing one is then broken (a veto).
+    ``low`` and ``high`` are the 95% interval of ``measured`` where one exists.
+    """
 
     slo: str
     phase: str
     measured: float | None
     bound: float | None
-    passed: bool
+    passed: bool = False
     reason: str = ""
     op: str = ""  # how measured is compared to bound; "" means the SLO's usual (>= for rps, else <=)
+    outcome: Outcome | None = None
+    low: float | None = None
+    high: float | None = None
+    kind: Kind = Kind.EXTRA
+
+    def __post_init__(self) -> None:
+        outcome = self.outcome
+        if outcome is None:
+            outcome = Outcome.HELD if self.passed else Outcome.BROKEN
+        object.__setattr__(self, "outcome", Outcome(outcome))
+        object.__setattr__(self, "passed", outcome is Outcome.HELD)
+        object.__setattr__(self, "kind", Kind(self.kind))
 
     @property
     def judged(self) -> bool:
-        """False when the entry could not be judged: insufficient data, load not reached, no load."""
-        if self.passed:
-            return True
-        return not (self.reason.startswith(("insufficient data", "load not reached")) or self.slo == "load")
+        """True when the data decided the entry: held or broken."""
+        return self.outcome is not Outcome.NOT_PROVEN
+
+    @property
+    def comparison(self) -> str:
+        return self.op or (">=" if self.kind in (Kind.LOAD, Kind.AVAILABILITY) else "<=")
 
     def to_json(self) -> dict[str, Any]:
         def num(x: float | None) -> float | None:
-            return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+            return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
 
         return {
             "slo": self.slo,
             "phase": self.phase,
+            "kind": str(self.kind),
             "measured": num(self.measured),
             "bound": num(self.bound),
             "passed": self.passed,
+            "outcome": str(self.outcome),
+            "interval": None if self.low is None and self.high is None else [num(self.low), num(self.high)],
             "reason": self.reason,
-            "op": self.op or (">=" if self.slo == "rps" else "<="),
+            "op": self.comparison,
         }
+
+
+def _entry(
+    kind: Kind,
+    slo: str,
+    phase: str,
+    measured: float | None,
+    bound: float | None,
+    outcome: Outcome,
+    reason: str = "",
+    op: str = "",
+    interval: tuple[float, float] | None = None,
+) -> VerdictEntry:
+    low, high = interval if interval is not None else (None, None)
+    return VerdictEntry(
+        slo, phase, measured, bound, reason=reason, op=op, outcome=outcome, low=low, high=high, kind=kind
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every SLO judged over every phase, with what each judgement stands on."""
+
+    entries: tuple[VerdictEntry, ...]
+    phases: tuple[PhaseMeasurement, ...]
+    failure: str | None = None  # an upgrade or fleet failure, besides the SLO entries
+    failure_kind: str | None = None  # "release" (the new version's fault) or "run" (could not run or judge)
+
+    @property
+    def result(self) -> TestResult:
+        """Broken when any entry is (or the upgrade itself failed); else not proven when anything is; else passed."""
+        if self.failure_kind == "release" or any(e.outcome is Outcome.BROKEN for e in self.entries):
+            return TestResult.SLO_BROKEN
+        if self.failure is not None or not self.entries or any(not e.passed for e in self.entries):
+            return TestResult.NOT_PROVEN
+        return TestResult.PASSED
+
+    @property
+    def passed(self) -> bool:
+        return self.result is TestResult.PASSED
+
+    @property
+    def failures(self) -> list[VerdictEntry]:
+        return [e for e in self.entries if not e.passed]
+
+    def message(self, title: str) -> str:
+        parts = []
+        if self.failure:
+            parts.append(self.failure)
+        broken = [e for e in self.entries if e.outcome is Outcome.BROKEN]
+        unproven = [e for e in self.entries if e.outcome is Outcome.NOT_PROVEN]
+        if broken:
+            parts.append(f"SLO broken for {title}:\n{failure_message(broken)}")
+        if unproven:
+            head = "also not proven" if broken else f"SLO not proven for {title} (nothing shown broken; exit 6)"
+            parts.append(f"{head}:\n{failure_message(unproven)}")
+        return "\n".join(parts)
 
 
 def largest_gap(start: float, end: float, times: list[float]) -> float:
@@ -180,81 +323,212 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictE
     """Judge every SLO of *spec* over every measured phase."""
     entries: list[VerdictEntry] = []
     if not phases:
-        return [VerdictEntry("load", "-", None, None, False, "no load was run: call rollout.ramp() in the test")]
+        return [_entry(Kind.LOAD, "load", "-", None, None, Outcome.NOT_PROVEN, "no load was run: call rollout.ramp()")]
     for m in phases:
+        judged = m.phase != "ramp" or spec.judge_ramp
         problem = _evidence_problem(m)
         if problem is not None:
-            reason = f"insufficient data: {problem}"
-            entries.append(VerdictEntry("rps", m.phase, None, _load_bound(spec, m), False, reason))
-            entries.append(VerdictEntry("error_rate", m.phase, None, spec.error_rate, False, reason))
-            for key, _q, bound in spec.latency_bounds():
-                entries.append(VerdictEntry(key, m.phase, None, bound, False, reason))
-            for check in spec.checks:
-                entries.append(VerdictEntry(check.name, m.phase, None, check.bound, False, reason, check.op))
+            reason = f"not proven: {problem}"
+            entries.append(_entry(Kind.LOAD, "rps", m.phase, None, _load_bound(spec, m), Outcome.NOT_PROVEN, reason))
+            if judged:
+                entries.append(
+                    _entry(Kind.ERROR_RATE, "error_rate", m.phase, None, spec.error_rate, Outcome.NOT_PROVEN, reason)
+                )
+                for key, _q, bound in spec.latency_bounds():
+                    entries.append(_entry(Kind.LATENCY, key, m.phase, None, bound, Outcome.NOT_PROVEN, reason))
+                for check in spec.checks:
+                    entries.append(_entry(Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN, reason, check.op))  # fmt: skip
             continue
-        entries.append(_judge_load(spec, m))
-        entries.append(_judge_error_rate(spec, m))
+        load = _judge_load(spec, m)
+        entries.append(load)
+        if not judged:
+            continue
+        shortfall = None if load.passed else _fleet_shortfall(spec, m)
+        entries.append(_judge_error_rate(spec, m, shortfall))
         for key, q, bound in spec.latency_bounds():
-            entries.append(_judge_latency(key, q, bound, m))
+            entries.append(_judge_latency(key, q, bound, m, shortfall))
         for check in spec.checks:
-            value = m.checks.get(check.name)
-            if value is None or math.isnan(value):
-                entries.append(VerdictEntry(
-                    check.name, m.phase, None, check.bound, False,
-                    "insufficient data: the check's PromQL gave no single value (see the report's queries)",
-                    check.op,
-                ))  # fmt: skip
-            elif check.holds(value):
-                entries.append(VerdictEntry(check.name, m.phase, value, check.bound, True, "", check.op))
-            else:
-                entries.append(VerdictEntry(
-                    check.name, m.phase, value, check.bound, False,
-                    f"{check.name} = {value:g}, not {check.op} {check.bound:g}", check.op,
-                ))  # fmt: skip
+            entries.append(_judge_check(check, m))
     if spec.availability is not None:
         entries.append(_judge_availability(spec, phases))
     return entries
 
 
+def _judge_check(check: Any, m: PhaseMeasurement) -> VerdictEntry:
+    value = m.checks.get(check.name)
+    if value is None or math.isnan(value):
+        return _entry(
+            Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN,
+            "not proven: the check's PromQL gave no single value (see the report's queries)", check.op,
+        )  # fmt: skip
+    if check.holds(value):
+        return _entry(Kind.CHECK, check.name, m.phase, value, check.bound, Outcome.HELD, "", check.op)
+    return _entry(
+        Kind.CHECK, check.name, m.phase, value, check.bound, Outcome.BROKEN,
+        f"{check.name} = {value:g}, not {check.op} {check.bound:g}", check.op,
+    )  # fmt: skip
+
+
+def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
+    if m.phase in STEADY_PHASES:
+        return spec.min_load * spec.requested_rps
+    return spec.min_load * m.asked_rps
+
+
+def _fleet_shortfall(spec: SLOSpec, m: PhaseMeasurement) -> str:
+    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
+    text = f"the fleet did not hold the load (asked {asked:,.0f} rps, sent {m.held_rps:,.0f} rps on time"
+    if m.late or m.dropped:
+        text += f"; {m.late:,.0f} sent over 50 ms late, {m.dropped:,.0f} dropped at the in-flight cap"
+    return text + ")"
+
+
+def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
+    """Load is the fleet's side: held, or not proven (never the release's breach)."""
+    bound = _load_bound(spec, m)
+    held = m.held_rps
+    if held >= bound:
+        return _entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.HELD)
+    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
+    reason = (
+        f"load not reached (the fleet's failure, not the release's): asked {asked:,.0f} rps, held {held:,.0f} rps "
+        f"on time (min_load {spec.min_load:g})"
+    )
+    if m.late or m.dropped:
+        reason += (
+            f"; {m.late:,.0f} requests sent over 50 ms late, {m.dropped:,.0f} dropped at the in-flight cap: "
+            "the fleet was short of CPU or workers (see --rollout-workers, --rollout-worker-rps), "
+            "or a stalled target filled the in-flight cap"
+        )
+    return _entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.NOT_PROVEN, reason)
+
+
+def _rate_outcome(k: float, n: float, bound: float) -> tuple[Outcome, tuple[float, float]]:
+    low, high = clopper_pearson(round(k), round(n))
+    if bound <= 0:
+        return (Outcome.BROKEN if k >= 0.5 else Outcome.HELD), (low, high)
+    if low > bound:
+        return Outcome.BROKEN, (low, high)
+    if high <= bound:
+        return Outcome.HELD, (low, high)
+    return Outcome.NOT_PROVEN, (low, high)
+
+
+def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration: float) -> str:
+    needed = requests_to_prove_rate(rate, bound)
+    if needed is None:
+        return "the rate sits on the bound: no amount of data decides it"
+    seconds = needed / max(held_rps, 1e-9)
+    per_s = needed / max(duration, 1e-9)
+    return (
+        f"{needed:,} requests on time would decide it at this error rate: about {seconds:,.0f}s at this rate, "
+        f"or about {per_s:,.0f} rps over {duration:.1f}s"
+    )
+
+
+def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+    bound = spec.error_rate
+    n, k = m.on_time, m.errors
+    if n < 1:
+        reason = "not proven: no request was sent on time in this phase" + (f"; {shortfall}" if shortfall else "")
+        return _entry(Kind.ERROR_RATE, "error_rate", m.phase, None, bound, Outcome.NOT_PROVEN, reason)
+    rate = k / n
+    outcome, interval = _rate_outcome(k, n, bound)
+    classes = ", ".join(f"{c}={v:.0f}" for c, v in sorted(m.errors_by_class.items()) if v >= 0.5)
+    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    if outcome is Outcome.BROKEN:
+        reason = f"{k:.0f} of {n:.0f} requests sent on time failed ({classes}): {ci}, beyond {bound:g}"
+        if shortfall:
+            reason += f" (proven by the release's own answers, although {shortfall})"
+        return _entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, outcome, reason, interval=interval)
+    if outcome is Outcome.HELD and shortfall is None:
+        return _entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, outcome, "", interval=interval)
+    if shortfall:
+        reason = f"not proven: {shortfall}; {k:.0f} of {n:.0f} requests sent on time failed, {ci}"
+    else:
+        reason = f"not proven: {k:.0f} of {n:.0f} requests failed, {ci} straddles {bound:g}; " + _what_would_prove_rate(
+            rate, bound, m.held_rps, m.duration
+        )
+    return _entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, Outcome.NOT_PROVEN, reason, interval=interval)
+
+
+def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+    name = f"p{quantile_name(q)}"
+    value = m.quantiles_ms.get(q)
+    value = None if value is None or math.isnan(value) else value
+    n = m.histogram[-1][1] if m.histogram else 0.0
+    if n < 1:
+        reason = "not proven: no latency was measured for requests sent on time" + (
+            f"; {shortfall}" if shortfall else ""
+        )
+        return _entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason)
+    low, high = quantile_interval_ms(m.histogram, q)
+    interval = (low, high)
+    ci = f"95% interval [{low:.1f}, {'inf' if math.isinf(high) else f'{high:.1f}'}] ms"
+    if low > bound:
+        reason = f"{name} latency {value or low:.1f} ms exceeds {bound:g} ms ({ci}, {n:,.0f} requests sent on time)"
+        if shortfall:
+            reason += f" (proven by the release's own answers, although {shortfall})"
+        return _entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.BROKEN, reason, interval=interval)
+    if high <= bound and shortfall is None:
+        return _entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.HELD, "", interval=interval)
+    if shortfall:
+        reason = f"not proven: {shortfall}; {name} {ci}"
+    elif math.isinf(high) and n < min_requests_for_quantile(q):
+        needed = min_requests_for_quantile(q)
+        reason = (
+            f"not proven: {n:,.0f} requests are too few to bound {name} (at least {needed:,} are needed, "
+            f"about {needed / max(m.held_rps, 1e-9):,.0f}s at this rate)"
+        )
+    else:
+        reason = f"not proven: {name} {ci} straddles {bound:g} ms; more requests narrow it"
+    return _entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason, interval=interval)
+
+
 def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> VerdictEntry:
-    """The share of requests that succeeded over the whole run, against ``availability``."""
+    """The share of requests sent on time that succeeded over the whole run, against ``availability``."""
     assert spec.availability is not None
     target = spec.availability
     problems = [f"{m.phase}: {p}" for m in phases if (p := _evidence_problem(m)) is not None]
     if problems:
-        return VerdictEntry("availability", "run", None, target, False, f"insufficient data: {problems[0]}", ">=")
-    requests = sum(m.requests or 0.0 for m in phases)
-    errors = sum(m.errors for m in phases)
-    needed = min_requests_for_error_rate(1.0 - target)
-    measured = 1.0 - errors / requests if requests else math.nan
-    if requests < needed:
-        return VerdictEntry(
-            "availability", "run", None if math.isnan(measured) else measured, target, False,
-            f"insufficient data: {requests:.0f} requests are too few to judge availability >= {target:g} "
-            f"(need at least {needed})",
-            ">=",
+        return _entry(
+            Kind.AVAILABILITY, "availability", "run", None, target, Outcome.NOT_PROVEN, f"not proven: {problems[0]}"
+        )
+    n = sum(m.on_time for m in phases)
+    k = sum(m.errors for m in phases)
+    if n < 1:
+        return _entry(
+            Kind.AVAILABILITY, "availability", "run", None, target, Outcome.NOT_PROVEN,
+            "not proven: no request was sent on time",
         )  # fmt: skip
-    if measured >= target:
-        return VerdictEntry("availability", "run", measured, target, True, "", ">=")
-    budget = (1.0 - target) * requests
-    return VerdictEntry(
-        "availability", "run", measured, target, False,
-        f"{errors:.0f} failed requests spent {errors / budget:.0%} of the run's error budget ({budget:.0f})",
-        ">=",
-    )  # fmt: skip
+    outcome, (low, high) = _rate_outcome(k, n, 1.0 - target)
+    measured = 1.0 - k / n
+    interval = (1.0 - high, 1.0 - low)
+    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    if outcome is Outcome.HELD:
+        return _entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, "", interval=interval)
+    budget = (1.0 - target) * n
+    spent = f"{k:.0f} failed requests spent {k / budget:.0%} of the run's error budget ({budget:.0f})"
+    if outcome is Outcome.BROKEN:
+        return _entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, f"{spent}: {ci}", interval=interval)  # fmt: skip
+    duration = sum(m.duration for m in phases)
+    reason = f"not proven: {spent}; {ci} straddles {target:g}; " + _what_would_prove_rate(
+        k / n, 1.0 - target, n / duration, duration
+    )
+    return _entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, reason, interval=interval)
 
 
 def error_budget(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> dict[str, Any] | None:
     """The error budget of the run (``availability``): spent per phase, and each phase's burn rate.
 
-    The budget is ``(1 - availability)`` of the run's requests. A phase's burn
-    rate is its error rate over ``1 - availability``: 1 spends the budget
-    exactly at the pace of the run, 10 ten times as fast.
+    The budget is ``(1 - availability)`` of the run's requests sent on time. A
+    phase's burn rate is its error rate over ``1 - availability``: 1 spends the
+    budget exactly at the pace of the run, 10 ten times as fast.
     """
     if spec.availability is None:
         return None
     allowed = 1.0 - spec.availability
-    total = sum(m.requests or 0.0 for m in phases)
+    total = sum(m.on_time for m in phases)
     budget = allowed * total
     out: dict[str, Any] = {"availability": spec.availability, "budget_requests": budget, "phases": {}}
     spent_total = 0.0
@@ -266,106 +540,95 @@ def error_budget(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> dict[str,
         out["phases"][m.phase] = {
             "errors": m.errors,
             "spent": m.errors / budget if budget else None,
-            "burn_rate": (m.errors / m.requests) / allowed if m.requests else None,
+            "burn_rate": (m.errors / m.on_time) / allowed if m.on_time else None,
         }
     out["spent"] = spent_total / budget if budget else None
     return out
 
 
-def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
-    if m.phase in STEADY_PHASES:
-        return spec.min_load * spec.requested_rps
-    return spec.min_load * m.asked_rps
+def live_breach(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry | None:
+    """The first SLO that the data of a phase still under way already prove broken, if any.
+
+    The same interval rules as the final verdict, over the requests that have
+    ended so far (the phase's own series, read live). Used to stop a run early.
+    """
+    if m.phase == "ramp" and not spec.judge_ramp:
+        return None
+    if m.on_time >= 1:
+        entry = _judge_error_rate(spec, m, None)
+        if entry.outcome is Outcome.BROKEN:
+            return entry
+    if m.histogram and m.histogram[-1][1] >= 1:
+        for key, q, bound in spec.latency_bounds():
+            entry = _judge_latency(key, q, bound, m, None)
+            if entry.outcome is Outcome.BROKEN:
+                return entry
+    return None
 
 
-def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
-    bound = _load_bound(spec, m)
-    held = m.held_rps
-    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
-    if held >= bound:
-        return VerdictEntry("rps", m.phase, held, bound, True)
-    reason = f"load not reached: asked {asked:,.0f} rps, held {held:,.0f} rps (min_load {spec.min_load:g})"
-    dropped = m.by_class.get("dropped", 0.0)
-    if m.late or dropped:
-        reason += (
-            f"; the fleet fell behind: {m.late:,.0f} requests sent over 50 ms late, {dropped:,.0f} dropped "
-            "at the in-flight cap (a slow target, or too few workers: see --rollout-workers)"
-        )
-    return VerdictEntry("rps", m.phase, held, bound, False, reason)
+def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[str, str, bool]]:
+    """What each phase can possibly prove held, from the marker's rate and the phases' lengths.
 
-
-def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
-    bound = spec.error_rate
-    requests = m.requests or 0.0
-    needed = min_requests_for_error_rate(bound)
-    rate = m.error_rate
-    if requests < needed:
-        return VerdictEntry(
-            "error_rate",
-            m.phase,
-            None if math.isnan(rate) else rate,
-            bound,
-            False,
-            f"insufficient data: {requests:.0f} requests are too few to judge error_rate <= {bound:g} "
-            f"(need at least {needed}); lengthen the phase or raise rps",
-        )
-    if rate <= bound:
-        return VerdictEntry("error_rate", m.phase, rate, bound, True)
-    classes = ", ".join(f"{k}={v:.0f}" for k, v in sorted(m.by_class.items()) if k != "ok" and v >= 0.5)
-    return VerdictEntry(
-        "error_rate",
-        m.phase,
-        rate,
-        bound,
-        False,
-        f"{m.errors:.0f} of {requests:.0f} requests failed ({classes})",
-    )
-
-
-def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement) -> VerdictEntry:
-    needed = min_requests_for_quantile(q)
-    value = m.quantiles_ms.get(q)
-    requests = m.requests or 0.0
-    if requests < needed:
-        return VerdictEntry(
-            key,
-            m.phase,
-            value,
-            bound,
-            False,
-            f"insufficient data: {requests:.0f} requests are too few to judge p{quantile_name(q)} (need at least {needed})",
-        )
-    if value is None or math.isnan(value):
-        return VerdictEntry(
-            key, m.phase, None, bound, False, "insufficient data: Prometheus returned no latency quantile"
-        )
-    if value <= bound:
-        return VerdictEntry(key, m.phase, value, bound, True)
-    return VerdictEntry(
-        key, m.phase, value, bound, False, f"p{quantile_name(q)} latency {value:.1f} ms exceeds {bound:g} ms"
-    )
+    Returns ``(phase, text, ok)`` lines: *ok* is False where an SLO can never be
+    proven held as written (even with no error and every request fast), with
+    the change that would make it provable.
+    """
+    rps = spec.requested_rps
+    lines: list[tuple[str, str, bool]] = []
+    for phase, seconds in phase_lengths.items():
+        if phase == "ramp" and not spec.judge_ramp:
+            continue
+        n = int(rps * seconds / (2.0 if phase == "ramp" else 1.0))
+        _, best = clopper_pearson(0, n) if n > 0 else (0.0, 1.0)
+        parts = [f"{n:,} requests"]
+        ok = True
+        fixes: list[str] = []
+        if spec.error_rate > 0:
+            parts.append(f"can prove error_rate <= {best:.2g} at best")
+            if best > spec.error_rate:
+                ok = False
+                needed = requests_to_prove_rate(0.0, spec.error_rate) or 0
+                fixes.append(
+                    f"error_rate={spec.error_rate:g} needs {needed:,} requests: "
+                    f"{needed / rps:,.0f}s at {rps:,.0f} rps, or {needed / max(seconds, 1e-9):,.0f} rps for {seconds:g}s"
+                )
+        for key, q, _bound in spec.latency_bounds():
+            needed = min_requests_for_quantile(q)
+            if n < needed:
+                ok = False
+                fixes.append(
+                    f"{key} needs at least {needed:,} requests to be bounded ({needed / rps:,.1f}s at {rps:,.0f} rps)"
+                )
+        text = ", ".join(parts)
+        if fixes:
+            text += "; can never be proven held as written: " + "; ".join(fixes)
+        lines.append((phase, text, ok))
+    return lines
 
 
 def failure_message(entries: Sequence[VerdictEntry]) -> str:
-    """One line per broken SLO: the SLO, the phase, the measured value and the bound."""
+    """One line per entry: the SLO, the phase, the measured value, its interval and the bound."""
     lines = []
     for e in entries:
-        if e.passed:
-            continue
         measured = (
             "n/a"
             if e.measured is None or (isinstance(e.measured, float) and math.isnan(e.measured))
-            else _fmt(e.slo, e.measured)
+            else _fmt(e, e.measured)
         )
-        bound = "n/a" if e.bound is None else _fmt(e.slo, e.bound)
-        op = e.op or (">=" if e.slo == "rps" else "<=")
-        lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {op} {bound}: {e.reason}")
+        if e.low is not None and e.high is not None:
+            measured += f" [{_fmt(e, e.low)}, {_fmt(e, e.high)}]"
+        bound = "n/a" if e.bound is None else _fmt(e, e.bound)
+        lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {e.comparison} {bound}: {e.reason}")
     return "\n".join(lines)
 
 
-def _fmt(slo: str, value: float) -> str:
-    if slo in ("error_rate", "availability"):
+def _fmt(e: VerdictEntry, value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    if e.kind in (Kind.ERROR_RATE, Kind.AVAILABILITY):
         return f"{value:.5f}"
-    if slo == "rps":
+    if e.kind is Kind.LOAD:
         return f"{value:,.0f}"
-    return f"{value:.2f} ms" if slo.endswith("_ms") else f"{value:g}"
+    if e.kind is Kind.LATENCY:
+        return f"{value:.2f} ms"
+    return f"{value:g}"

@@ -120,12 +120,19 @@ class Plan:
 
 
 class PhaseStats:
-    """Counts for the requests *due* in one phase."""
+    """Counts for the requests *due* in one phase.
 
-    __slots__ = ("by_class", "hist", "late")
+    ``by_class`` counts every request; ``late_by_class`` the outcomes of those
+    sent more than :data:`LATE_S` after they were due (the fleet's lag, not the
+    release's); ``hist`` holds the latency of requests sent on time only. A
+    dropped request was never sent: it is neither late nor on time.
+    """
+
+    __slots__ = ("by_class", "hist", "late", "late_by_class")
 
     def __init__(self) -> None:
         self.by_class = [0] * len(CLASSES)
+        self.late_by_class = [0] * len(CLASSES)
         self.hist = Histogram()
         self.late = 0
 
@@ -133,6 +140,7 @@ class PhaseStats:
         return {
             "requests": sum(self.by_class),
             "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
+            "late_by_class": dict(zip(CLASSES, self.late_by_class, strict=False)),
             "errors": sum(self.by_class[1:]),
             "late": self.late,
             "histogram": self.hist.to_list(),
@@ -159,6 +167,7 @@ class WorkerStats:
         "inflight",
         "max_inflight_seen",
         "total",
+        "late_dues",
     )
 
     def __init__(self) -> None:
@@ -171,6 +180,7 @@ class WorkerStats:
         self.inflight = 0
         self.max_inflight_seen = 0
         self.total = 0
+        self.late_dues: set[float] = set()  # due times of requests sent late and not yet ended
 
     def add_phase(self, name: str, loop_start: float) -> None:
         """Requests due at or after *loop_start* (loop time) count for phase *name*."""
@@ -185,10 +195,19 @@ class WorkerStats:
     def phase_of(self, due: float) -> PhaseStats:
         return self.phase_stats[bisect_right(self.phase_times, due) - 1]
 
+    def sent_late(self, due: float) -> None:
+        """The request due at *due* is being sent late: its outcome is the fleet's, not the release's."""
+        self.late += 1
+        self.phase_of(due).late += 1
+        self.late_dues.add(due)
+
     def record(self, klass: int, due: float, latency: float | None) -> None:
         stats = self.phase_of(due)
         stats.by_class[klass] += 1
-        if latency is not None:
+        if self.late_dues and due in self.late_dues:
+            self.late_dues.discard(due)
+            stats.late_by_class[klass] += 1
+        elif latency is not None:
             stats.hist.observe(latency)
         self.total += 1
 
@@ -271,14 +290,13 @@ class Worker:
                 lag = now - due
                 if lag > stats.max_lag:
                     stats.max_lag = lag
-                if lag > LATE_S:
-                    stats.late += 1
-                    stats.phase_of(due).late += 1
                 count += 1
                 stats.scheduled += 1
                 if stats.inflight >= max_inflight:
                     stats.record(_DROPPED, due, None)
                     continue
+                if lag > LATE_S:
+                    stats.sent_late(due)
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
                     stats.max_inflight_seen = stats.inflight
@@ -308,17 +326,21 @@ class _Collector:
             labels=["phase", "class"],
         )
         late = CounterMetricFamily(
-            "rollout_late", f"Requests sent more than {LATE_S * 1000:g} ms after they were due.", labels=["phase"]
+            "rollout_late",
+            f"Requests sent more than {LATE_S * 1000:g} ms after they were due, by phase and outcome class.",
+            labels=["phase", "class"],
         )
         hist = HistogramMetricFamily(
             "rollout_request_duration_seconds",
-            "Latency from each request's scheduled start to its end (coordinated omission corrected).",
+            "Latency from each request's scheduled start to its end (coordinated omission corrected), "
+            "of the requests sent on time.",
             labels=["phase"],
         )
         for name, phase in zip(stats.phase_names, stats.phase_stats, strict=False):
-            for klass, value in zip(CLASSES, phase.by_class, strict=False):
+            for klass, value, late_value in zip(CLASSES, phase.by_class, phase.late_by_class, strict=False):
                 requests.add_metric([name, klass], value)
-            late.add_metric([name], phase.late)
+                if klass != "dropped":
+                    late.add_metric([name, klass], late_value)
             cumulative = phase.hist.cumulative()
             buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
             buckets.append(("+Inf", float(cumulative[-1])))

@@ -49,6 +49,9 @@ RECORD = {
             "passed": True,
             "reason": "",
             "op": "<=",
+            "kind": "latency",
+            "outcome": "held",
+            "interval": [8.0, 10.0],
         },
         {
             "slo": "p99_ms",
@@ -58,6 +61,9 @@ RECORD = {
             "passed": False,
             "reason": "p99 latency 160.0 ms exceeds 100 ms",
             "op": "<=",
+            "kind": "latency",
+            "outcome": "broken",
+            "interval": [150.0, 170.0],
         },
         {
             "slo": "error_rate",
@@ -65,8 +71,11 @@ RECORD = {
             "measured": 0.003,
             "bound": 0.001,
             "passed": False,
-            "reason": "3 of 1000 requests failed",
+            "reason": "3 of 1000 requests failed, 95% interval straddles 0.001",
             "op": "<=",
+            "kind": "error_rate",
+            "outcome": "not_proven",
+            "interval": [0.0006, 0.0087],
         },
     ],  # fmt: skip
     "events": [{"at": 111.0, "action": "ready", "replica": "v2-0", "detail": ""}],
@@ -91,7 +100,8 @@ def test_the_report_holds_charts_tables_budget_and_every_query() -> None:
     assert page.count('<figure class="chart"><svg') == 1
     assert "tests/test_shop.py::test_&lt;v2&gt;" in page and "<v2>" not in page  # escaped
     assert 'class="badge slo_broken"' in page
-    assert page.count('<tr class="fail">') == 2
+    assert page.count('<tr class="broken">') == 1 and page.count('<tr class="not_proven">') == 1
+    assert "<td class=num>[150.00, 170.00]</td>" in page and "not proven" in page
     assert "<td class=num>0.00300</td>" in page  # error rates keep their decimals
     assert "burn rate" in page and "<td class=num>3.00</td>" in page
     assert "rollback_on_breach: rolled back to v1" in page

@@ -24,7 +24,17 @@ def test_phase_queries() -> None:
         'histogram_quantile(0.99, sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"}))'
     )
     assert q.histogram == 'sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"})'
-    assert set(q.all()) == {"requests", "by_class", "late", "samples", "histogram", "quantile_0.5", "quantile_0.99"}
+    assert set(q.all()) == {
+        "requests",
+        "by_class",
+        "late",
+        "late_by_class",
+        "samples",
+        "histogram",
+        "quantile_0.5",
+        "quantile_0.99",
+    }
+    assert q.late_by_class == 'sum by (class) (rollout_late_total{run="run1",phase="upgrade"})'
 
 
 def test_live_queries_cover_the_recent_window() -> None:

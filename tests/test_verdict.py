@@ -1,23 +1,39 @@
-"""Verdict logic: every SLO judged per phase, failing closed on thin or doubtful data."""
+"""Verdict logic: held, broken or not proven, from intervals; the fleet's failures never the release's."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 
+from pytest_rollout.histogram import BOUNDS
 from pytest_rollout.slo import parse_slo
 from pytest_rollout.verdict import (
+    Kind,
+    Outcome,
     PhaseMeasurement,
+    TestResult,
+    Verdict,
+    VerdictEntry,
     error_budget,
     evaluate,
     failure_message,
     largest_gap,
-    min_requests_for_error_rate,
-    min_requests_for_quantile,
+    live_breach,
+    provable,
 )
 
 SPEC = parse_slo((), {"rps": 1000, "error_rate": 0.001, "p99_ms": 100})
+
+
+def histogram(n: float, ms: float = 5.0, slow: float = 0.0, slow_ms: float = 180.0) -> tuple[tuple[float, float], ...]:
+    """A cumulative histogram: *n* requests at about *ms*, *slow* more at about *slow_ms*."""
+    out = []
+    for bound in BOUNDS:
+        count = (n if bound * 1000 >= ms else 0.0) + (slow if bound * 1000 >= slow_ms else 0.0)
+        out.append((bound, count))
+    return (*out, (math.inf, n + slow))
 
 
 def good(phase: str = "baseline", **changes: object) -> PhaseMeasurement:
@@ -34,6 +50,7 @@ def good(phase: str = "baseline", **changes: object) -> PhaseMeasurement:
         max_gap_s=1.2,
         fleet_requests=10_000,
         fleet_errors=0,
+        histogram=histogram(10_000),
     )
     return replace(m, **changes)  # type: ignore[arg-type]
 
@@ -43,47 +60,105 @@ def entry(entries: list, slo: str, phase: str = "baseline"):  # type: ignore[no-
     return found
 
 
-def test_a_good_phase_passes_every_slo() -> None:
+def test_a_good_phase_holds_every_slo_with_its_interval() -> None:
     entries = evaluate(SPEC, [good()])
     assert [e.slo for e in entries] == ["rps", "error_rate", "p99_ms"]
-    assert all(e.passed for e in entries)
-    assert entry(entries, "rps").measured == pytest.approx(1000.0)
+    assert all(e.outcome is Outcome.HELD for e in entries)
+    err = entry(entries, "error_rate")
+    assert err.low == 0.0 and err.high == pytest.approx(0.000368, rel=0.01)  # 0 errors in 10,000
+    assert entry(entries, "p99_ms").high is not None and entry(entries, "p99_ms").high <= 100
+    assert Verdict(tuple(entries), ()).result is TestResult.PASSED
 
 
-def test_errors_over_the_bound_fail_naming_phase_value_and_bound() -> None:
-    m = good("upgrade", by_class={"ok": 9_980, "http_5xx": 15, "connection": 5})
+def test_a_proven_breach_is_broken_even_at_a_laptop_rate() -> None:
+    # the issue's run: 31 errors in 845 upgrade requests at 300 rps, bound 0.2%
+    spec = parse_slo((), {"rps": 300, "error_rate": 0.002})
+    m = good("upgrade", start=0.0, end=2.82, asked_requests=845, requests=845, fleet_requests=845,
+             by_class={"ok": 814, "connection": 31}, histogram=histogram(845))  # fmt: skip
+    e = entry(evaluate(spec, [m]), "error_rate", "upgrade")
+    assert e.outcome is Outcome.BROKEN
+    assert e.low == pytest.approx(0.02506, rel=1e-3) and e.high == pytest.approx(0.05167, rel=1e-3)
+    assert "31 of 845 requests sent on time failed (connection=31)" in e.reason
+    message = failure_message([e])
+    assert "error_rate in phase upgrade: measured 0.03669 [0.02506, 0.05167], bound <= 0.00200" in message
+    assert Verdict((e,), (m,)).result is TestResult.SLO_BROKEN
+
+
+def test_too_little_evidence_is_not_proven_and_says_what_would_prove_it() -> None:
+    # 0 errors in 1,343 upgrade requests cannot show error_rate <= 0.002 (1,843 would)
+    spec = parse_slo((), {"rps": 300, "error_rate": 0.002})
+    m = good("upgrade", start=0.0, end=4.48, asked_requests=1_343, requests=1_343, fleet_requests=1_343,
+             by_class={"ok": 1_343}, histogram=histogram(1_343))  # fmt: skip
+    e = entry(evaluate(spec, [m]), "error_rate", "upgrade")
+    assert e.outcome is Outcome.NOT_PROVEN and not e.passed
+    assert "1,843 requests on time would decide it" in e.reason
+    verdict = Verdict((e,), (m,))
+    assert verdict.result is TestResult.NOT_PROVEN
+    assert "SLO not proven" in verdict.message("t") and "SLO broken" not in verdict.message("t")
+
+
+def test_an_interval_that_straddles_the_bound_is_not_proven() -> None:
+    e = entry(evaluate(SPEC, [good(by_class={"ok": 9_990, "http_5xx": 10})]), "error_rate")
+    assert e.outcome is Outcome.NOT_PROVEN and e.low < 0.001 < e.high
+    assert "straddles 0.001" in e.reason
+
+
+def test_a_zero_bound_means_no_failed_request_at_all() -> None:
+    spec = parse_slo((), {"rps": 1000, "error_rate": 0})
+    assert entry(evaluate(spec, [good()]), "error_rate").outcome is Outcome.HELD
+    e = entry(evaluate(spec, [good(by_class={"ok": 9_999, "timeout": 1})]), "error_rate")
+    assert e.outcome is Outcome.BROKEN
+
+
+def test_slow_p99_is_broken_from_its_interval() -> None:
+    m = good("after", quantiles_ms={0.99: 180.0}, histogram=histogram(9_800, slow=200))
+    e = entry(evaluate(SPEC, [m]), "p99_ms", "after")
+    assert e.outcome is Outcome.BROKEN and e.low is not None and e.low > 100
+    assert "p99 latency 180.0 ms exceeds 100 ms" in e.reason
+
+
+def test_a_p99_is_judged_from_a_few_hundred_requests() -> None:
+    few = good(end=100.4, requests=400, asked_requests=400, fleet_requests=400, by_class={"ok": 400},
+               histogram=histogram(400))  # fmt: skip
+    assert entry(evaluate(SPEC, [few]), "p99_ms").outcome is Outcome.HELD
+    fewer = replace(few, requests=300, asked_requests=300, fleet_requests=300, by_class={"ok": 300},
+                    histogram=histogram(300), end=100.3)  # fmt: skip
+    e = entry(evaluate(SPEC, [fewer]), "p99_ms")
+    assert e.outcome is Outcome.NOT_PROVEN and "at least 368 are needed" in e.reason
+
+
+def test_late_and_dropped_requests_are_the_fleets_not_the_releases() -> None:
+    # 500 dropped at the in-flight cap and 300 sent late (50 of which failed): load not held, nothing broken
+    m = good(late=300.0, late_by_class={"ok": 250, "timeout": 50}, by_class={"ok": 9_450, "dropped": 500, "timeout": 50},
+             histogram=histogram(9_200))  # fmt: skip
     entries = evaluate(SPEC, [m])
-    e = entry(entries, "error_rate", "upgrade")
-    assert not e.passed and e.measured == pytest.approx(0.002) and e.bound == 0.001
-    assert "20 of 10000 requests failed (connection=5, http_5xx=15)" in e.reason
-    message = failure_message(entries)
-    assert "error_rate in phase upgrade: measured 0.00200, bound <= 0.00100" in message
+    rps = entry(entries, "rps")
+    assert rps.outcome is Outcome.NOT_PROVEN and rps.measured == pytest.approx(920.0)
+    assert "the fleet's failure, not the release's" in rps.reason
+    assert "300 requests sent over 50 ms late, 500 dropped" in rps.reason
+    err = entry(entries, "error_rate")
+    assert err.outcome is Outcome.NOT_PROVEN and err.measured == 0.0  # the late timeouts are not the release's
+    assert "the fleet did not hold the load" in err.reason
+    assert Verdict(tuple(entries), (m,)).result is TestResult.NOT_PROVEN
 
 
-def test_slow_p99_fails() -> None:
-    e = entry(evaluate(SPEC, [good("after", quantiles_ms={0.99: 180.0})]), "p99_ms", "after")
-    assert not e.passed and "p99 latency 180.0 ms exceeds 100 ms" in e.reason
+def test_the_releases_own_answers_prove_a_breach_even_when_the_load_was_not_held() -> None:
+    m = good(late=2_000.0, late_by_class={"ok": 2_000}, by_class={"ok": 7_900, "http_5xx": 100},
+             histogram=histogram(8_000))  # fmt: skip
+    entries = evaluate(SPEC, [m])
+    assert entry(entries, "rps").outcome is Outcome.NOT_PROVEN
+    err = entry(entries, "error_rate")
+    assert err.outcome is Outcome.BROKEN and "proven by the release's own answers" in err.reason
 
 
-def test_load_not_reached() -> None:
-    m = good(requests=8_000, by_class={"ok": 8_000}, fleet_requests=8_000)
-    e = entry(evaluate(SPEC, [m]), "rps")
-    assert not e.passed
-    assert e.reason.startswith("load not reached: asked 1,000 rps, held 800 rps")
-
-
-def test_late_and_dropped_requests_are_not_held() -> None:
-    m = good(late=300.0, by_class={"ok": 9_500, "dropped": 500})
-    e = entry(evaluate(SPEC, [m]), "rps")
-    assert e.measured == pytest.approx(920.0)
-    assert not e.passed
-    assert "the fleet fell behind: 300 requests sent over 50 ms late, 500 dropped" in e.reason
-
-
-def test_ramp_is_judged_against_its_schedule() -> None:
-    m = good("ramp", asked_requests=5_000, requests=5_000, by_class={"ok": 5_000}, fleet_requests=5_000)
-    e = entry(evaluate(SPEC, [m]), "rps", "ramp")
-    assert e.passed and e.bound == pytest.approx(0.95 * 500)
+def test_the_ramp_is_warm_up_unless_asked() -> None:
+    ramp = good("ramp", asked_requests=5_000, requests=5_000, by_class={"ok": 4_000, "http_5xx": 1_000},
+                fleet_requests=5_000, histogram=histogram(5_000))  # fmt: skip
+    entries = evaluate(SPEC, [ramp])
+    assert [e.slo for e in entries] == ["rps"]  # its load is checked, its errors are not judged
+    assert entries[0].outcome is Outcome.HELD and entries[0].bound == pytest.approx(0.95 * 500)
+    judged = evaluate(parse_slo((), {"rps": 1000, "judge_ramp": True}), [ramp])
+    assert entry(judged, "error_rate", "ramp").outcome is Outcome.BROKEN
 
 
 @pytest.mark.parametrize(
@@ -97,49 +172,19 @@ def test_ramp_is_judged_against_its_schedule() -> None:
         ({"problem": "Prometheus at http://x is unreachable"}, "unreachable"),
     ],
 )
-def test_doubtful_data_is_insufficient_never_a_pass(changes: dict, why: str) -> None:
+def test_doubtful_data_is_not_proven_never_a_pass(changes: dict, why: str) -> None:
     entries = evaluate(SPEC, [good(**changes)])
-    assert entries and all(not e.passed for e in entries)
-    assert all(e.reason.startswith("insufficient data: ") and why in e.reason for e in entries)
+    assert entries and all(e.outcome is Outcome.NOT_PROVEN for e in entries)
+    assert all(e.reason.startswith("not proven: ") and why in e.reason for e in entries)
 
 
-def test_small_disagreement_within_tolerance_passes() -> None:
+def test_small_disagreement_within_tolerance_holds() -> None:
     assert all(e.passed for e in evaluate(SPEC, [good(fleet_requests=10_050)]))
 
 
-def test_too_few_requests_to_judge() -> None:
-    m = good(requests=2_000, by_class={"ok": 2_000}, fleet_requests=2_000, asked_requests=2_000, end=102.0)
-    entries = evaluate(SPEC, [m])
-    e = entry(entries, "error_rate")
-    assert not e.passed and "too few to judge error_rate <= 0.001 (need at least 3000)" in e.reason
-    assert entry(entries, "p99_ms").passed  # 2,000 requests do support a p99
-
-
-def test_no_phases_fails() -> None:
+def test_no_phases_is_not_proven() -> None:
     (e,) = evaluate(SPEC, [])
-    assert not e.passed and "no load was run" in e.reason
-
-
-def test_missing_quantile_is_insufficient() -> None:
-    e = entry(evaluate(SPEC, [good(quantiles_ms={0.99: float("nan")})]), "p99_ms")
-    assert not e.passed and "insufficient data" in e.reason
-
-
-@pytest.mark.parametrize(("bound", "needed"), [(0.001, 3000), (0.01, 300), (0.05, 60), (0.0, 100)])
-def test_rule_of_three(bound: float, needed: int) -> None:
-    assert min_requests_for_error_rate(bound) == needed
-
-
-@pytest.mark.parametrize(("q", "needed"), [(0.5, 20), (0.9, 100), (0.99, 1000), (0.999, 10000)])
-def test_quantile_evidence(q: float, needed: int) -> None:
-    assert min_requests_for_quantile(q) == needed
-
-
-def test_zero_error_bound_fails_on_any_error() -> None:
-    spec = parse_slo((), {"rps": 1000, "error_rate": 0})
-    assert entry(evaluate(spec, [good()]), "error_rate").passed
-    e = entry(evaluate(spec, [good(by_class={"ok": 9_999, "timeout": 1})]), "error_rate")
-    assert not e.passed
+    assert e.outcome is Outcome.NOT_PROVEN and "no load was run" in e.reason
 
 
 def test_largest_gap_counts_from_the_phase_edges() -> None:
@@ -150,20 +195,56 @@ def test_largest_gap_counts_from_the_phase_edges() -> None:
 
 def test_two_missed_scrapes_are_tolerated_three_are_not() -> None:
     assert all(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.0)]))
-    assert not any(e.passed for e in evaluate(SPEC, [good(max_gap_s=3.01)]))
+    assert all(e.outcome is Outcome.NOT_PROVEN for e in evaluate(SPEC, [good(max_gap_s=3.01)]))
 
 
 def test_user_checks_are_judged_per_phase() -> None:
     spec = parse_slo((), {"rps": 1000, "checks": {"lb_5xx": ("sum(x)", "<=", 0), "hits": ("sum(y)", ">", 100)}})
     entries = evaluate(spec, [good(checks={"lb_5xx": 0.0, "hits": 50.0})])
-    assert entry(entries, "lb_5xx").passed
+    assert entry(entries, "lb_5xx").outcome is Outcome.HELD and entry(entries, "lb_5xx").kind is Kind.CHECK
     e = entry(entries, "hits")
-    assert not e.passed and e.op == ">" and e.reason == "hits = 50, not > 100"
+    assert e.outcome is Outcome.BROKEN and e.op == ">" and e.reason == "hits = 50, not > 100"
     assert "hits in phase baseline: measured 50, bound > 100" in failure_message(entries)
     missing = entry(evaluate(spec, [good(checks={"lb_5xx": None, "hits": 500.0})]), "lb_5xx")
-    assert not missing.passed and missing.reason.startswith("insufficient data")
-    # doubtful phase data fails the checks too
-    assert not entry(evaluate(spec, [good(workers_seen=1, checks={"lb_5xx": 0.0, "hits": 500.0})]), "lb_5xx").passed
+    assert missing.outcome is Outcome.NOT_PROVEN
+    doubtful = evaluate(spec, [good(workers_seen=1, checks={"lb_5xx": 0.0, "hits": 500.0})])
+    assert entry(doubtful, "lb_5xx").outcome is Outcome.NOT_PROVEN
+
+
+def test_a_hooks_short_entry_is_broken_when_it_fails() -> None:
+    veto = VerdictEntry("security_scan", "run", None, None, False, "CVE found")
+    assert veto.outcome is Outcome.BROKEN and veto.kind is Kind.EXTRA
+    assert VerdictEntry("security_scan", "run", None, None, True).outcome is Outcome.HELD
+    assert Verdict((veto,), ()).result is TestResult.SLO_BROKEN
+
+
+def test_results() -> None:
+    held = VerdictEntry("x", "baseline", 1.0, 2.0, outcome=Outcome.HELD)
+    unproven = VerdictEntry("x", "after", None, 2.0, outcome=Outcome.NOT_PROVEN)
+    assert Verdict((held,), ()).result is TestResult.PASSED
+    assert Verdict((held, unproven), ()).result is TestResult.NOT_PROVEN
+    assert Verdict((held,), (), failure="a worker died", failure_kind="run").result is TestResult.NOT_PROVEN
+    assert Verdict((held,), (), failure="never ready", failure_kind="release").result is TestResult.SLO_BROKEN
+    assert Verdict((), ()).result is TestResult.NOT_PROVEN
+
+
+def test_live_data_prove_a_breach_early_by_the_same_rule() -> None:
+    so_far = good("upgrade", by_class={"ok": 500, "connection": 40}, requests=540, histogram=histogram(540))
+    found = live_breach(SPEC, so_far)
+    assert found is not None and found.slo == "error_rate" and found.outcome is Outcome.BROKEN
+    assert live_breach(SPEC, good("upgrade", by_class={"ok": 500, "connection": 1}, requests=501)) is None
+    assert live_breach(SPEC, replace(so_far, phase="ramp")) is None  # warm-up is not judged
+
+
+def test_what_a_run_can_prove_is_said_before_it_starts() -> None:
+    spec = parse_slo((), {"rps": 300, "error_rate": 0.001, "p999_ms": 100, "hold": "10s"})
+    ((phase, text, ok),) = provable(spec, {"baseline": 10.0})
+    assert phase == "baseline" and not ok
+    assert text.startswith("3,000 requests, can prove error_rate <= 0.0012 at best")
+    assert "error_rate=0.001 needs 3,688 requests: 12s at 300 rps, or 369 rps for 10s" in text
+    assert "p999_ms needs at least 3,688 requests" in text
+    ((_, _, fine),) = provable(parse_slo((), {"rps": 2000, "p99_ms": 100}), {"baseline": 10.0})
+    assert fine
 
 
 # -- availability and the error budget --------------------------------------------------------------------
@@ -178,7 +259,8 @@ def test_availability_over_the_run_and_the_budget_each_phase_spent() -> None:
         good("after", by_class={"ok": 9_999, "http_5xx": 1}),
     ]
     judged = entry(evaluate(AVAIL, phases), "availability", "run")
-    assert judged.passed and judged.measured == pytest.approx(1 - 9 / 30_000) and judged.op == ">="
+    assert judged.outcome is Outcome.HELD and judged.measured == pytest.approx(1 - 9 / 30_000)
+    assert judged.comparison == ">=" and judged.kind is Kind.AVAILABILITY
     budget = error_budget(AVAIL, phases)
     assert budget is not None
     assert budget["budget_requests"] == pytest.approx(30.0)  # 0.1% of 30,000 requests
@@ -190,20 +272,20 @@ def test_availability_over_the_run_and_the_budget_each_phase_spent() -> None:
 def test_availability_broken_names_the_budget_spent() -> None:
     phases = [good("baseline"), good("upgrade", by_class={"ok": 9_950, "http_5xx": 50})]
     judged = entry(evaluate(AVAIL, phases), "availability", "run")
-    assert not judged.passed and judged.judged
+    assert judged.outcome is Outcome.BROKEN
     assert "50 failed requests spent 250% of the run's error budget (20)" in judged.reason
 
 
-def test_availability_without_evidence_is_insufficient_data() -> None:
+def test_availability_without_evidence_is_not_proven() -> None:
     phases = [good("baseline"), good("upgrade", workers_seen=1)]
     judged = entry(evaluate(AVAIL, phases), "availability", "run")
-    assert not judged.passed and not judged.judged and judged.reason.startswith("insufficient data: upgrade:")
+    assert judged.outcome is Outcome.NOT_PROVEN and judged.reason.startswith("not proven: upgrade:")
     few = [good("baseline", requests=500, fleet_requests=500, by_class={"ok": 500})]
-    assert "too few to judge availability" in entry(evaluate(AVAIL, few), "availability", "run").reason
+    thin = entry(evaluate(AVAIL, few), "availability", "run")
+    assert thin.outcome is Outcome.NOT_PROVEN and "would decide it" in thin.reason
 
 
-def test_entries_tell_a_judged_breach_from_what_could_not_be_judged() -> None:
-    entries = evaluate(SPEC, [good(quantiles_ms={0.99: 150.0}), good("upgrade", workers_seen=0)])
-    assert entry(entries, "p99_ms").judged and not entry(entries, "p99_ms").passed
-    assert not entry(entries, "p99_ms", "upgrade").judged
-    assert not entry(evaluate(SPEC, [good(requests=5_000)]), "rps").judged  # load not reached
+def test_json_carries_outcome_kind_and_interval() -> None:
+    data = entry(evaluate(SPEC, [good()]), "error_rate").to_json()
+    assert data["outcome"] == "held" and data["kind"] == "error_rate" and data["passed"] is True
+    assert data["interval"][0] == 0.0 and data["interval"][1] == pytest.approx(0.000368, rel=0.01)
