@@ -116,7 +116,7 @@ def attack(
         late += int(phase["late"])
         max_lag = max(max_lag, float(w["max_lag_s"]))
     requests = sum(by_class.values())
-    held = requests - by_class["dropped"] - late
+    held = requests - by_class["dropped"]  # the late were not sent: they are counted dropped too
     cpu = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=False))
 
     def ms(q: float) -> float | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LoadBalancerError, ProcessStartError
-from .procs import ManagedProcess, ProcessSet, free_port, port_in_use
+from .procs import TARGET_NICE, ManagedProcess, ProcessSet, free_port, port_in_use
 
 __all__ = ["HAProxy", "ServerState", "render_config"]
 
@@ -102,7 +102,6 @@ class HAProxy:
         self.ready_path = ready_path
         self.binary = binary
         self.server_timeout_s = server_timeout_s
-        self.cpus: frozenset[int] = frozenset()  # where HAProxy may run (none: anywhere)
         self.socket_path = run_dir / "haproxy.sock"
         self._dir_fd: int | None = None
         self.port = 0
@@ -140,7 +139,7 @@ class HAProxy:
                 server_timeout_s=self.server_timeout_s,
             )
         )
-        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)], cwd=self.run_dir, cpus=self.cpus)
+        self.process = self.procs.start("haproxy", [path, "-db", "-f", str(config)], cwd=self.run_dir, nice=TARGET_NICE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():

@@ -24,7 +24,7 @@ from .errors import ReplicaNotReady, RolloutUsageError, UpgradeFailed
 from .fleet import LocalFleet
 from .haproxy import HAProxy
 from .platform import TargetSpec, UpgradeEvent, UpgradeResult
-from .procs import ManagedProcess, ProcessSet, cpu_split, free_port, http_get
+from .procs import TARGET_NICE, ManagedProcess, ProcessSet, fleet_cpus, free_port, http_get
 from .upgrade import next_step, resolve_surge
 
 __all__ = ["LocalPlatform"]
@@ -63,7 +63,7 @@ class LocalPlatform:
         self.haproxy_binary = haproxy_binary
         self.request_timeout_s = request_timeout_s
         self.lb: HAProxy | None = None
-        self.fleet_cpus, self.target_cpus = cpu_split()  # the fleet is never starved by the target
+        self.fleet_cpus = fleet_cpus()  # the fleet is never starved by the target (see procs.fleet_cpus)
         self.replicas: list[Replica] = []  # in rotation
         self._counter: dict[str, int] = {}
         self._terminators: list[threading.Thread] = []
@@ -91,7 +91,6 @@ class LocalPlatform:
                 binary=self.haproxy_binary,
                 server_timeout_s=self.request_timeout_s,
             )
-            self.lb.cpus = self.target_cpus
             self.lb.start()
         self._current = target
         pending = [self._start_replica(target, on_event) for _ in range(target.replicas)]
@@ -210,7 +209,7 @@ class LocalPlatform:
         port = free_port()
         env = dict(target.env)
         env["PORT"] = str(port)
-        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd, cpus=self.target_cpus)
+        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd, nice=TARGET_NICE)
         replica = Replica(name=name, port=port, process=process, target=target, started=time.time())
         on_event(UpgradeEvent(time.time(), "start", name, f"pid {process.pid}, port {port}"))
         return replica

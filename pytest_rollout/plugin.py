@@ -499,7 +499,7 @@ def _render(rollout_session: RolloutSession, what: str, render: Callable[[], obj
     try:
         render()
     except Exception as exc:  # noqa: BLE001 - a renderer's bug must not bury the result
-        rollout_session.problems.append(f"the {what} could not be written: {type(exc).__name__}: {exc}")
+        rollout_session.notes.append(f"the {what} could not be written: {type(exc).__name__}: {exc}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -515,7 +515,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 lines = format_summary(record)
             except Exception as exc:  # noqa: BLE001 - a renderer's bug must not bury the verdict
                 lines = [
-                    f"{record.get('nodeid')} {str(record.get('result', '?')).upper()}: the terminal summary could "
+                    f"{record.get('nodeid')} {str(record.get('result', '?')).replace('_', ' ').upper()}: "
+                    "the terminal summary could "
                     f"not be rendered: {type(exc).__name__}: {exc} (please report this; the verdict stands)"
                 ]
             for line in lines:

@@ -26,7 +26,7 @@ __all__ = [
     "ProcessSet",
     "free_port",
     "http_get",
-    "cpu_split",
+    "fleet_cpus",
     "proc_cpu_seconds",
     "proc_start_time",
     "reap_stale_runs",
@@ -45,20 +45,24 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def cpu_split(available: Collection[int] | None = None) -> tuple[frozenset[int], frozenset[int]]:
-    """``(fleet, target)``: the CPUs the load fleet gets, and those the target (replicas, load balancer) gets.
+#: How much lower the target's scheduling priority is than the fleet's (``nice``): a replica starting up, or
+#: a busy one, then cannot starve the fleet that measures it, yet may use every CPU the fleet leaves idle.
+TARGET_NICE = 10
+
+
+def fleet_cpus(available: Collection[int] | None = None) -> frozenset[int]:
+    """The CPUs the local fleet's workers are pinned to: the last half of this process's (none with one CPU).
 
     The fleet must never be starved by the target it measures: a starved fleet
     sends late, and although late sends are never blamed on the release, they
-    leave a phase not proven. So the fleet gets the last half of this process's
-    CPUs (at least one) and the target the rest. With a single CPU nothing is
-    pinned (both sets are empty). Prometheus and pytest itself are not pinned.
+    leave a phase not proven. So the workers get CPUs of their own (one each, in
+    turn), and the target (replicas, load balancer) runs at a lower priority
+    (:data:`TARGET_NICE`) on any CPU. Prometheus and pytest are left as they are.
     """
     cpus = sorted(available if available is not None else os.sched_getaffinity(0))
     if len(cpus) < 2:
-        return frozenset(), frozenset()
-    half = len(cpus) // 2
-    return frozenset(cpus[-half:]), frozenset(cpus[:-half])
+        return frozenset()
+    return frozenset(cpus[-(len(cpus) // 2) :])
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -171,10 +175,12 @@ class ProcessSet:
         stdout_pipe: bool = False,
         stdin_pipe: bool = False,
         cpus: Collection[int] | None = None,
+        nice: int = 0,
     ) -> ManagedProcess:
         """Start *argv*; its output goes to ``<run_dir>/<name>.log`` (or a pipe for stdout).
 
-        With *cpus*, the process (and what it forks later) runs only on those CPUs.
+        With *cpus*, the process (and what it forks later) runs only on those CPUs; with
+        *nice*, at that lower scheduling priority (what it forks later inherits it too).
         """
         log_path = self.run_dir / f"{name}.log"
         full_env = dict(os.environ)
@@ -201,11 +207,13 @@ class ProcessSet:
                 raise ProcessStartError(f"cannot start {name}: {argv[0]!r} is not executable: {exc}") from exc
             except OSError as exc:
                 raise ProcessStartError(f"cannot start {name}: {argv[0]!r}: {exc}") from exc
-        if cpus:
-            try:
+        try:
+            if cpus:
                 os.sched_setaffinity(popen.pid, cpus)
-            except OSError:  # gone already, or a kernel that refuses: it runs unpinned
-                pass
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, popen.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        except OSError:  # gone already, or a kernel that refuses: it runs as it is
+            pass
         proc = ManagedProcess(name, popen, log_path)
         self.processes.append(proc)
         self._save()

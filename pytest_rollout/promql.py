@@ -45,12 +45,9 @@ class PhaseQueries:
     samples: str
     quantiles: dict[float, str]
     histogram: str = ""
-    late_by_class: str = ""
 
     def all(self) -> dict[str, str]:
         out = {"requests": self.requests, "by_class": self.by_class, "late": self.late, "samples": self.samples}
-        if self.late_by_class:
-            out["late_by_class"] = self.late_by_class
         if self.histogram:
             out["histogram"] = self.histogram
         for q, expr in sorted(self.quantiles.items()):
@@ -65,7 +62,6 @@ def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[fl
         requests=f"sum({REQUESTS}{sel})",
         by_class=f"sum by (class) ({REQUESTS}{sel})",
         late=f"sum({LATE}{sel})",
-        late_by_class=f"sum by (class) ({LATE}{sel})",
         samples=f'up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}]',
         quantiles={q: f"histogram_quantile({q:g}, sum by (le) ({LATENCY_BUCKETS}{sel}))" for q in quantiles},
         histogram=f"sum by (le) ({LATENCY_BUCKETS}{sel})",

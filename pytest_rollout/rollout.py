@@ -521,7 +521,7 @@ class Rollout:
         try:
             at = time.time()
             by_class = {labels.get("class", "?"): v for labels, v in client.query(queries.by_class, at)}
-            late = {labels.get("class", "?"): v for labels, v in client.query(queries.late_by_class, at)}
+            late = client.scalar(queries.late, at) or 0.0
             histogram = tuple(
                 sorted((float(labels.get("le", "inf")), v) for labels, v in client.query(queries.histogram, at))
             )
@@ -534,8 +534,7 @@ class Rollout:
             asked_requests=0.0,
             requests=sum(by_class.values()),
             by_class=by_class,
-            late=sum(late.values()),
-            late_by_class=late,
+            late=late,
             histogram=histogram,
         )
         return live_breach(self.spec, measured)
@@ -721,9 +720,6 @@ class Rollout:
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
-            late_by_class = {
-                labels.get("class", "?"): value for labels, value in client.query(queries.late_by_class, at)
-            }
             histogram = tuple(
                 sorted((float(labels.get("le", "inf")), value) for labels, value in client.query(queries.histogram, at))
             )
@@ -751,7 +747,6 @@ class Rollout:
             requests=requests,
             by_class=by_class,
             late=late,
-            late_by_class=late_by_class,
             quantiles_ms=quantile_ms,
             checks=checks,
             workers_seen=len(ok_times),
@@ -782,7 +777,6 @@ class Rollout:
                 "dropped": round(m.dropped),
                 "errors": None if m.requests is None else round(m.errors),
                 "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},
-                "late_by_class": {k: round(v) for k, v in m.late_by_class.items() if v},
                 "fleet_requests": m.fleet_requests,
                 "queries": dict(m.queries),
                 "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],

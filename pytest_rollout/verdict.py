@@ -17,11 +17,13 @@ exact Clopper-Pearson interval; a latency quantile the order-statistic
 interval read off the merged histogram, bucket edges on the conservative
 side. ``error_rate=0`` means no failed request at all: any error breaks it.
 
-**Blame.** The release is judged only on what it answered to requests the
-fleet sent on time (within 50 ms of when they were due): their 4xx, 5xx,
-refused or reset connections, timeouts and latencies. What the fleet failed
-to do (a send over 50 ms late, a request dropped at the in-flight cap, a
-worker dead or frozen) is never the release's error or latency. A phase
+**Blame.** The release is judged only on what it answered: the 4xx, 5xx,
+refused or reset connections, timeouts and latencies of the requests the
+fleet sent, all on time (a worker never sends a request more than 50 ms
+late: one it could not send in time is dropped, counted late, rather than
+sent in a catch-up burst the plan never asked for). What the fleet failed to
+do (a request dropped because the worker fell behind or its in-flight cap was
+full, a worker dead or frozen) is never the release's error or latency. A phase
 whose load was not held (fewer on-time requests than ``min_load`` of the
 rate) is not proven, unless the release's own answers prove a breach by
 themselves.
@@ -121,7 +123,7 @@ class PhaseMeasurement:
     asked_requests: float  # what the schedule asked for in this window (all workers)
     requests: float | None  # Prometheus: requests due in the phase, all outcome classes
     by_class: Mapping[str, float] = field(default_factory=dict)
-    late: float = 0.0  # Prometheus: requests sent more than 50 ms after they were due (never the dropped)
+    late: float = 0.0  # Prometheus: requests not sent because the worker fell behind (also in "dropped")
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0
@@ -132,8 +134,7 @@ class PhaseMeasurement:
     queries: Mapping[str, str] = field(default_factory=dict)
     problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
     checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
-    histogram: tuple[tuple[float, float], ...] = ()  # on-time requests: (upper bound in seconds, cumulative count)
-    late_by_class: Mapping[str, float] = field(default_factory=dict)  # outcomes of the late requests
+    histogram: tuple[tuple[float, float], ...] = ()  # requests sent: (upper bound in seconds, cumulative count)
 
     @property
     def duration(self) -> float:
@@ -145,8 +146,8 @@ class PhaseMeasurement:
 
     @property
     def on_time(self) -> float:
-        """Requests sent on time: all but the dropped (never sent) and the late. The release's sample."""
-        return max(0.0, (self.requests or 0.0) - self.dropped - self.late)
+        """Requests sent (all on time): all but the dropped. The release's sample."""
+        return max(0.0, (self.requests or 0.0) - self.dropped)
 
     @property
     def held(self) -> float:
@@ -155,7 +156,7 @@ class PhaseMeasurement:
     @property
     def errors_by_class(self) -> dict[str, float]:
         """The release's errors by class: failures of requests sent on time."""
-        return {k: max(0.0, self.by_class.get(k, 0.0) - self.late_by_class.get(k, 0.0)) for k in RELEASE_ERROR_CLASSES}
+        return {k: self.by_class.get(k, 0.0) for k in RELEASE_ERROR_CLASSES}
 
     @property
     def errors(self) -> float:
@@ -378,8 +379,10 @@ def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
 def _fleet_shortfall(spec: SLOSpec, m: PhaseMeasurement) -> str:
     asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
     text = f"the fleet did not hold the load (asked {asked:,.0f} rps, sent {m.held_rps:,.0f} rps on time"
-    if m.late or m.dropped:
-        text += f"; {m.late:,.0f} sent over 50 ms late, {m.dropped:,.0f} dropped at the in-flight cap"
+    if m.dropped:
+        text += (
+            f"; {m.dropped:,.0f} not sent: {m.late:,.0f} because the fleet fell behind, the rest at the in-flight cap"
+        )
     return text + ")"
 
 
@@ -394,11 +397,11 @@ def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
         f"load not reached (the fleet's failure, not the release's): asked {asked:,.0f} rps, held {held:,.0f} rps "
         f"on time (min_load {spec.min_load:g})"
     )
-    if m.late or m.dropped:
+    if m.dropped:
         reason += (
-            f"; {m.late:,.0f} requests sent over 50 ms late, {m.dropped:,.0f} dropped at the in-flight cap: "
-            "the fleet was short of CPU or workers (see --rollout-workers, --rollout-worker-rps), "
-            "or a stalled target filled the in-flight cap"
+            f"; {m.dropped:,.0f} requests not sent: {m.late:,.0f} because the fleet fell over 50 ms behind "
+            f"(short of CPU or workers: see --rollout-workers, --rollout-worker-rps), {m.dropped - m.late:,.0f} "
+            "at the in-flight cap (a stalled target)"
         )
     return _entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.NOT_PROVEN, reason)
 

@@ -122,17 +122,18 @@ class Plan:
 class PhaseStats:
     """Counts for the requests *due* in one phase.
 
-    ``by_class`` counts every request; ``late_by_class`` the outcomes of those
-    sent more than :data:`LATE_S` after they were due (the fleet's lag, not the
-    release's); ``hist`` holds the latency of requests sent on time only. A
-    dropped request was never sent: it is neither late nor on time.
+    Every request is sent on time or not at all: one the worker could not send
+    within :data:`LATE_S` of when it was due (it fell behind: no CPU, a pause)
+    is ``dropped`` and counted ``late`` too, and so is one that found the
+    in-flight cap full. Sending the overdue ones in a burst would load the
+    target with a spike the plan never asked for, and blame the release for
+    the latency it causes. ``hist`` holds the latency of the requests sent.
     """
 
-    __slots__ = ("by_class", "hist", "late", "late_by_class")
+    __slots__ = ("by_class", "hist", "late")
 
     def __init__(self) -> None:
         self.by_class = [0] * len(CLASSES)
-        self.late_by_class = [0] * len(CLASSES)
         self.hist = Histogram()
         self.late = 0
 
@@ -140,7 +141,6 @@ class PhaseStats:
         return {
             "requests": sum(self.by_class),
             "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
-            "late_by_class": dict(zip(CLASSES, self.late_by_class, strict=False)),
             "errors": sum(self.by_class[1:]),
             "late": self.late,
             "histogram": self.hist.to_list(),
@@ -167,7 +167,6 @@ class WorkerStats:
         "inflight",
         "max_inflight_seen",
         "total",
-        "late_dues",
     )
 
     def __init__(self) -> None:
@@ -180,7 +179,6 @@ class WorkerStats:
         self.inflight = 0
         self.max_inflight_seen = 0
         self.total = 0
-        self.late_dues: set[float] = set()  # due times of requests sent late and not yet ended
 
     def add_phase(self, name: str, loop_start: float) -> None:
         """Requests due at or after *loop_start* (loop time) count for phase *name*."""
@@ -195,21 +193,18 @@ class WorkerStats:
     def phase_of(self, due: float) -> PhaseStats:
         return self.phase_stats[bisect_right(self.phase_times, due) - 1]
 
-    def sent_late(self, due: float) -> None:
-        """The request due at *due* is being sent late: its outcome is the fleet's, not the release's."""
-        self.late += 1
-        self.phase_of(due).late += 1
-        self.late_dues.add(due)
-
     def record(self, klass: int, due: float, latency: float | None) -> None:
         stats = self.phase_of(due)
         stats.by_class[klass] += 1
-        if self.late_dues and due in self.late_dues:
-            self.late_dues.discard(due)
-            stats.late_by_class[klass] += 1
-        elif latency is not None:
+        if latency is not None:
             stats.hist.observe(latency)
         self.total += 1
+
+    def fell_behind(self, due: float) -> None:
+        """The request due at *due* could not be sent on time: it is not sent (late, and dropped)."""
+        self.late += 1
+        self.phase_of(due).late += 1
+        self.record(_DROPPED, due, None)
 
     def totals(self) -> dict[str, Any]:
         return {
@@ -292,11 +287,12 @@ class Worker:
                     stats.max_lag = lag
                 count += 1
                 stats.scheduled += 1
+                if lag > LATE_S:
+                    stats.fell_behind(due)
+                    continue
                 if stats.inflight >= max_inflight:
                     stats.record(_DROPPED, due, None)
                     continue
-                if lag > LATE_S:
-                    stats.sent_late(due)
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
                     stats.max_inflight_seen = stats.inflight
@@ -327,20 +323,18 @@ class _Collector:
         )
         late = CounterMetricFamily(
             "rollout_late",
-            f"Requests sent more than {LATE_S * 1000:g} ms after they were due, by phase and outcome class.",
-            labels=["phase", "class"],
+            f"Requests not sent because the worker was more than {LATE_S * 1000:g} ms behind (also counted dropped).",
+            labels=["phase"],
         )
         hist = HistogramMetricFamily(
             "rollout_request_duration_seconds",
-            "Latency from each request's scheduled start to its end (coordinated omission corrected), "
-            "of the requests sent on time.",
+            "Latency from each request's scheduled start to its end (coordinated omission corrected).",
             labels=["phase"],
         )
         for name, phase in zip(stats.phase_names, stats.phase_stats, strict=False):
-            for klass, value, late_value in zip(CLASSES, phase.by_class, phase.late_by_class, strict=False):
+            for klass, value in zip(CLASSES, phase.by_class, strict=False):
                 requests.add_metric([name, klass], value)
-                if klass != "dropped":
-                    late.add_metric([name, klass], late_value)
+            late.add_metric([name], phase.late)
             cumulative = phase.hist.cumulative()
             buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
             buckets.append(("+Inf", float(cumulative[-1])))

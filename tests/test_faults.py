@@ -137,7 +137,7 @@ def pytest_rollout_phase_start(rollout, phase, at):
     )
     result, test = run(inner)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*insufficient data: Prometheus at http://127.0.0.1:* is unreachable*"])
+    result.stdout.fnmatch_lines(["*not proven: Prometheus at http://127.0.0.1:* is unreachable*"])
     assert test["verdicts"] and not any(v["passed"] for v in test["verdicts"])
 
 

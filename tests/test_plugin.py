@@ -254,3 +254,31 @@ def test_promql_syntax_error_in_a_check_is_a_clear_error_before_any_load(pyteste
     )
     assert "Traceback" not in result.stdout.str()
     assert json.loads(report.read_text())["tests"][0]["phases"] == {}  # no load was started
+
+
+def test_a_failing_report_renderer_never_hides_the_verdict_or_the_exit_status(pytester: pytest.Pytester) -> None:
+    """A bug in a renderer is reported as the renderer's; the result and exit status stand (issue: a crash in
+    the terminal summary once buried the verdict under a traceback)."""
+    pytester.makeconftest(
+        """
+import pytest_rollout.html_report, pytest_rollout.report
+
+def broken(*args, **kwargs):
+    raise ValueError("a renderer's bug")
+
+pytest_rollout.report.format_summary = broken
+pytest_rollout.html_report.write_html = broken
+"""
+    )
+    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.ramp()\n")
+    result = pytester.runpytest_subprocess("--rollout-html", "report.html", "--rollout-report", "report.json")
+    assert result.ret == 6  # not proven: nothing was run, nothing shown broken
+    result.stdout.fnmatch_lines(
+        [
+            "*call rollout.deploy(...) before rollout.ramp()*",
+            "*test_x NOT PROVEN: the terminal summary could not be rendered: ValueError: a renderer's bug*",
+            "*rollout: the HTML report could not be written: ValueError: a renderer's bug*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert json.loads((pytester.path / "report.json").read_text())["tests"][0]["result"] == "not_proven"
