@@ -1,17 +1,27 @@
 """A small HTTP service to upgrade under load: the target of the example SLO tests.
 
 It listens on 127.0.0.1 (``--host`` to change; 0.0.0.0 in a pod) at the port in env var ``PORT`` and answers
-``GET /`` with its version after ``--delay-ms`` of simulated work, and
+``GET /`` (and ``POST /``) with its version after ``--delay-ms`` of simulated work, and
 ``GET /healthz`` with 200 once started (503 before, and while shutting down).
 
-Well behaved by default: on SIGTERM it reports unready, stops accepting,
-finishes the requests in flight and closes its keep-alive connections, then
-exits. Flags make the bad releases the examples and tests catch:
+Graceful by default, as well-behaved servers are: on SIGTERM it reports
+unready and stops accepting at once; for ``--drain-s`` (1) it answers on the
+connections already open with ``Connection: close``, so clients leave them
+between requests rather than racing a close; then it finishes what is in
+flight, closes what is left and exits. On a cluster (and on the local platform)
+its endpoint leaves the load balancer a moment after SIGTERM, so new
+connections in that moment are refused: deploy it with ``pre_stop`` longer
+than the endpoint delay (``rollout.deploy(..., pre_stop="2s")``), as the
+examples do. Flags make the bad releases the examples and tests catch:
 
-- ``--on-sigterm drop``  exit at once on SIGTERM, dropping requests in flight
-- ``--delay-ms 150``     a slower release
-- ``--error-rate 0.05``  answer 5% of requests with 500
-- ``--never-ready``      never pass the readiness check
+- ``--on-sigterm drop``    exit at once on SIGTERM, dropping requests in flight
+- ``--on-sigterm linger``  stop accepting on SIGTERM but never close open connections; exit after
+  ``--linger-s`` (default 3), resetting whatever is in flight on them
+- ``--no-keep-alive``      close every connection after its response (like gunicorn's sync workers):
+  every request is a new connection, balanced anew
+- ``--delay-ms 150``       a slower release
+- ``--error-rate 0.05``    answer 5% of requests with 500
+- ``--never-ready``        never pass the readiness check
 """
 
 from __future__ import annotations
@@ -32,7 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default="1", help="version reported in answers (default 1)")
     parser.add_argument("--delay-ms", type=float, default=2.0, help="simulated work per request (default 2)")
     parser.add_argument("--startup-s", type=float, default=0.3, help="time to become ready (default 0.3)")
-    parser.add_argument("--on-sigterm", choices=["graceful", "drop"], default="graceful")
+    parser.add_argument("--on-sigterm", choices=["graceful", "drop", "linger"], default="graceful")
+    parser.add_argument("--linger-s", type=float, default=3.0, help="with --on-sigterm linger: exit after (default 3)")
+    parser.add_argument("--no-keep-alive", action="store_true", help="close each connection after its response")
+    parser.add_argument(
+        "--drain-s", type=float, default=1.0, help="graceful: how long open connections are drained (default 1)"
+    )
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
     parser.add_argument("--never-ready", action="store_true", help="never answer 200 on /healthz")
     return parser.parse_args(argv)
@@ -40,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     port = int(os.environ["PORT"])
-    state = {"ready": False}
+    state = {"ready": False, "draining": False}
     body = f"hello from v{args.version}\n".encode()
     delay = args.delay_ms / 1000.0
 
@@ -48,18 +63,24 @@ async def serve(args: argparse.Namespace) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         if args.error_rate and random.random() < args.error_rate:
-            return web.Response(status=500, text="injected error\n")
-        return web.Response(body=body, headers={"X-Version": args.version})
+            response = web.Response(status=500, text="injected error\n")
+        else:
+            response = web.Response(body=body, headers={"X-Version": args.version})
+        if args.no_keep_alive or state["draining"]:
+            response.force_close()  # Connection: close
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(status=200 if state["ready"] else 503, text="ok\n" if state["ready"] else "not ready\n")
 
     app = web.Application()
     app.router.add_get("/", index)
+    app.router.add_post("/", index)
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
-    await web.TCPSite(runner, args.host, port).start()
+    site = web.TCPSite(runner, args.host, port)
+    await site.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,7 +93,14 @@ async def serve(args: argparse.Namespace) -> None:
     if args.on_sigterm == "drop":
         os._exit(0)  # the bad release: requests in flight die with their connections
     state["ready"] = False
-    await runner.cleanup()  # stop accepting, finish requests in flight, close keep-alive connections
+    if args.on_sigterm == "linger":
+        await site.stop()  # no new connections; those open stay open, and keep being served
+        await asyncio.sleep(args.linger_s)
+        os._exit(0)  # the bad release: idle keep-alive connections were never closed; in-flight requests die
+    await site.stop()  # stop accepting at once, as most servers do
+    state["draining"] = True  # answer on open connections with "Connection: close", so clients leave them
+    await asyncio.sleep(args.drain_s)
+    await runner.cleanup()  # finish requests in flight, close the connections left (idle for drain_s)
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ BROKEN = r"SLO broken for .*\n  p99_ms in phase (upgrade|after): measured \d+\.\
 
 @pytest.mark.slo(rps=2_000, error_rate=0.001, p99_ms=100, hold="10s")
 def test_slow_release_is_caught(rollout):
-    rollout.deploy(command=V1, replicas=3)
+    rollout.deploy(command=V1, replicas=3, pre_stop="2s")
     rollout.ramp()
     with pytest.raises(pytest.fail.Exception, match=BROKEN):
         rollout.upgrade(command=SLOW_V2)

@@ -1,4 +1,10 @@
-"""The example SLO test: a well-behaved v2 replaces v1 under 2,000 requests per second."""
+"""The example SLO test: a well-behaved v2 replaces v1 under 2,000 requests per second.
+
+The app stops accepting at once on SIGTERM, as most servers do, while its
+endpoint leaves the load balancer a moment later (on a cluster as on the local
+platform): ``pre_stop`` keeps each old replica serving until its endpoint is
+gone. examples/test_endpoint_delay.py shows what happens without it.
+"""
 
 import sys
 
@@ -10,6 +16,6 @@ V2 = [sys.executable, "examples/app.py", "--version", "2"]
 
 @pytest.mark.slo(rps=2_000, error_rate=0.001, p99_ms=100, hold="20s")
 def test_upgrade(rollout):
-    rollout.deploy(command=V1, replicas=3)
+    rollout.deploy(command=V1, replicas=3, pre_stop="2s")
     rollout.ramp()
     rollout.upgrade(command=V2)

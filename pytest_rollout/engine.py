@@ -188,7 +188,11 @@ class FastEngine:
             conn.send(due, self.request)
             return
         self.waiting.append(due)
-        if self.connecting < len(self.waiting) and self.connecting + len(self.busy) < self.limit:
+        self._open_for_waiting()
+
+    def _open_for_waiting(self) -> None:
+        """One connection being opened for each request waiting, within the limit."""
+        while self.connecting < len(self.waiting) and self.connecting + len(self.busy) < self.limit:
             self._connect()
 
     def _connect(self) -> None:
@@ -203,11 +207,16 @@ class FastEngine:
             # the request that asked for this connection fails: no retry
             if self.waiting:
                 self.ended(self.waiting.popleft(), _CONN)
-            return
+        elif not self._closed:
+            # a request that came while this connection was being made, and found it already counted as
+            # "being opened" for the one it took, still needs a connection of its own
+            self._open_for_waiting()
 
     def connected(self, conn: _Conn) -> None:
         if self._closed:
             conn.transport.abort()  # type: ignore[union-attr]
+            if not self._closed:
+                self._open_for_waiting()
             return
         self._next(conn)
 
@@ -225,7 +234,11 @@ class FastEngine:
             self._next(conn)
         else:
             self.busy.discard(conn)
-            conn.transport.close()  # type: ignore[union-attr]
+            # the whole answer is in: reset rather than close, so no TIME_WAIT is left behind. A release that
+            # closes every connection (Connection: close) would otherwise leave one per request for a minute
+            conn.transport.abort()  # type: ignore[union-attr]
+            if not self._closed:
+                self._open_for_waiting()
 
     def lost(self, conn: _Conn) -> None:
         if conn.due:

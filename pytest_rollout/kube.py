@@ -491,6 +491,7 @@ class KubePlatform:
                 env=target.env,
                 run_id=self.run_id,
                 grace_period_s=target.grace_period_s,
+                pre_stop_s=target.pre_stop_s,
                 progress_deadline_s=max(10, int(target.ready_timeout_s)),
             )
             self.desired_replicas = target.replicas

@@ -4,11 +4,18 @@ Deploy starts the replicas (each told its port in ``PORT``), waits until each
 answers 200 on its readiness path, as a kubelet readiness probe would, and
 only then adds it to HAProxy's rotation. The rolling upgrade mirrors a
 Deployment: surge a new replica, wait until it is ready, put it in rotation,
-take an old one out of rotation and send it SIGTERM, give it its grace
-period, then SIGKILL; repeat within ``max_surge`` / ``max_unavailable``
-(see :mod:`pytest_rollout.upgrade`). The old replica is taken out of rotation
-and signalled at once, without waiting for its requests in flight: finishing
-those is the release's job (graceful shutdown), as it is on Kubernetes.
+terminate an old one; repeat within ``max_surge`` / ``max_unavailable`` (see
+:mod:`pytest_rollout.upgrade`).
+
+An old replica is terminated as the kubelet terminates a pod, and as unkindly
+as a cluster routes to it: its preStop (``pre_stop``: it serves untouched)
+runs first, then SIGTERM, and SIGKILL once the grace period, counted from the
+start (preStop included), runs out; concurrently its endpoint leaves HAProxy's
+rotation only after the endpoint delay (``--rollout-endpoint-delay``, 1 s by
+default: the endpoints controller, the EndpointSlice watch and kube-proxy's
+sync), while keep-alive connections already on it stay there until one side
+closes them. Finishing requests in flight, refusing none it was sent, and
+closing idle connections is the release's job, as it is on Kubernetes.
 """
 
 from __future__ import annotations
@@ -56,9 +63,16 @@ class LocalPlatform:
     name = "local"
 
     def __init__(
-        self, procs: ProcessSet, run_dir: Path, *, haproxy_binary: str = "haproxy", request_timeout_s: float = 30.0
+        self,
+        procs: ProcessSet,
+        run_dir: Path,
+        *,
+        haproxy_binary: str = "haproxy",
+        request_timeout_s: float = 30.0,
+        endpoint_delay_s: float = 1.0,
     ) -> None:
         self.procs = procs
+        self.endpoint_delay_s = endpoint_delay_s  # termination start -> the endpoint leaves rotation
         self.run_dir = run_dir
         self.haproxy_binary = haproxy_binary
         self.request_timeout_s = request_timeout_s
@@ -252,29 +266,53 @@ class LocalPlatform:
         self.replicas.append(replica)
 
     def _retire(self, replica: Replica, on_event: Callable[[UpgradeEvent], None]) -> None:
-        """Out of rotation, then SIGTERM at once; the grace period runs in the background."""
-        assert self.lb is not None
-        self.lb.take_out(replica.name)
+        """Terminate an old replica as the kubelet terminates a pod; the steps run in the background."""
         self.replicas.remove(replica)
-        on_event(UpgradeEvent(time.time(), "out", replica.name))
+        on_event(UpgradeEvent(time.time(), "terminating", replica.name, self._termination_plan(replica)))
         thread = threading.Thread(
             target=self._terminate, args=(replica, on_event), daemon=True, name=f"terminate-{replica.name}"
         )
         self._terminators.append(thread)
         thread.start()
 
+    def _termination_plan(self, replica: Replica) -> str:
+        target = replica.target
+        pre = f"preStop {target.pre_stop_s:g}s, then " if target.pre_stop_s else ""
+        return (
+            f"{pre}SIGTERM; endpoint removed after {self.endpoint_delay_s:g}s; "
+            f"SIGKILL at {target.grace_period_s:g}s (grace period)"
+        )
+
     def _terminate(self, replica: Replica, on_event: Callable[[UpgradeEvent], None]) -> None:
+        """preStop, then SIGTERM, the grace period counted from the start (preStop included), then SIGKILL;
+        concurrently, the endpoint leaves rotation after the endpoint delay, as kube-proxy learns of it."""
         assert self.lb is not None
-        started = time.monotonic()
-        code = replica.process.stop(grace=replica.target.grace_period_s)
-        took = time.monotonic() - started
+        began = time.monotonic()
+        target = replica.target
+        grace = target.grace_period_s
+        self.lb.hold_in_rotation(replica.name)  # a terminating pod leaves with its endpoint, not by a probe
+        endpoint = threading.Timer(self.endpoint_delay_s, self._endpoint_gone, (replica, on_event))
+        endpoint.daemon = True
+        endpoint.start()
+        pre = min(target.pre_stop_s, grace)
+        if pre > 0:
+            time.sleep(pre)  # the replica serves untouched, like lifecycle.preStop.sleep
+        on_event(UpgradeEvent(time.time(), "sigterm", replica.name))
+        code = replica.process.stop(grace=max(0.0, grace - (time.monotonic() - began)))
+        took = time.monotonic() - began
         detail = f"code {code} after {took:.2f}s"
-        if took >= replica.target.grace_period_s:
+        if took >= grace:
             detail += " (SIGKILL after the grace period)"
         on_event(UpgradeEvent(time.time(), "exit", replica.name, detail))
+        endpoint.join()
         if not self.lb.remove_server(replica.name):
             self._problems.append(f"HAProxy kept server {replica.name} (still had connections)")
         self.procs.forget(replica.process)
+
+    def _endpoint_gone(self, replica: Replica, on_event: Callable[[UpgradeEvent], None]) -> None:
+        assert self.lb is not None
+        self.lb.take_out(replica.name)
+        on_event(UpgradeEvent(time.time(), "out", replica.name, f"endpoint removed after {self.endpoint_delay_s:g}s"))
 
     def _stop_now(self, replica: Replica, on_event: Callable[[UpgradeEvent], None], why: str) -> None:
         code = replica.process.stop(grace=2.0)

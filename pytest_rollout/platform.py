@@ -41,6 +41,7 @@ class TargetSpec:
     image: str | None = None
     manifests: tuple[str, ...] = ()
     port: int = 8080
+    pre_stop_s: float = 0.0  # lifecycle.preStop.sleep: serve untouched this long before SIGTERM
 
     @property
     def form(self) -> str:
@@ -70,6 +71,7 @@ class TargetSpec:
         image: str | None = None,
         manifests: Sequence[str | os.PathLike[str]] | None = None,
         port: int = 8080,
+        pre_stop: float | str = 0.0,
     ) -> TargetSpec:
         given = [
             name
@@ -122,6 +124,20 @@ class TargetSpec:
         for name, value in (("ready_timeout", ready_timeout), ("grace_period", grace_period)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise RolloutUsageError(f"rollout.{what}({name}={value!r}) must be a number of seconds > 0")
+        from .errors import SLOSpecError
+        from .slo import parse_duration
+
+        try:
+            pre_stop_s = parse_duration(pre_stop, "pre_stop")
+        except SLOSpecError:
+            raise RolloutUsageError(
+                f"rollout.{what}(pre_stop={pre_stop!r}) must be a duration such as '5s' or a number of seconds >= 0"
+            ) from None
+        if pre_stop_s >= grace_period:
+            raise RolloutUsageError(
+                f"rollout.{what}(pre_stop={pre_stop!r}) must be shorter than grace_period={grace_period!r}: the grace "
+                "period counts from the start of termination, preStop included, so SIGKILL would come before SIGTERM"
+            )
         return cls(
             command=argv,
             version=version,
@@ -134,6 +150,7 @@ class TargetSpec:
             image=image,
             manifests=paths,
             port=port,
+            pre_stop_s=pre_stop_s,
         )
 
 

@@ -122,6 +122,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="300s",
     )
     option(
+        "--rollout-endpoint-delay",
+        "rollout_endpoint_delay",
+        "local platform: how long after a replica's termination begins its endpoint leaves the load balancer's "
+        "rotation, as kube-proxy learns of it on a cluster (default 1s; 0 removes it at once)",
+        metavar="DURATION",
+        default="1s",
+    )
+    option(
         "--rollout-sd-dir",
         "rollout_sd_dir",
         "directory for the file_sd target files naming each run's workers and load balancer; point your "
@@ -252,6 +260,7 @@ def read_settings(config: pytest.Config) -> Settings:
         if workers < 1:
             raise pytest.UsageError(f"--rollout-workers={workers_raw!r}: expected a whole number >= 1")
     upgrade_timeout = _duration(config, "rollout_upgrade_timeout", "--rollout-upgrade-timeout")
+    endpoint_delay = _duration(config, "rollout_endpoint_delay", "--rollout-endpoint-delay")
     url = _value(config, "rollout_prometheus_url") or None
     if url is not None and not re.match(r"^https?://[^/\s]+", str(url)):
         raise pytest.UsageError(f"--prometheus-url={url!r}: expected an http(s) URL such as http://127.0.0.1:9090")
@@ -273,6 +282,7 @@ def read_settings(config: pytest.Config) -> Settings:
         haproxy=str(config.getini("rollout_haproxy") or "haproxy"),
         prometheus=str(config.getini("rollout_prometheus") or "prometheus"),
         upgrade_timeout_s=upgrade_timeout,
+        endpoint_delay_s=endpoint_delay,
         sd_dir=str(_value(config, "rollout_sd_dir") or "") or None,
         kube=kube,
         prometheus_service=kube.prometheus_service if kube else None,
@@ -563,7 +573,9 @@ class BuiltinHooks:
         if name == "local":
             from .local import LocalPlatform
 
-            return LocalPlatform(procs, run_dir, haproxy_binary=settings.haproxy)
+            return LocalPlatform(
+                procs, run_dir, haproxy_binary=settings.haproxy, endpoint_delay_s=settings.endpoint_delay_s
+            )
         if name == "kubernetes":
             from .kube import KubePlatform
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -78,7 +79,8 @@ class LocalPrometheus:
         path = shutil.which(self.binary)
         if path is None:
             raise ProcessStartError(
-                f"Prometheus not found: {self.binary!r} is not on PATH. Install it (Debian/Ubuntu: "
+                f"Prometheus not found: {self.binary!r} "
+                f"{'does not exist' if os.sep in self.binary else 'is not on PATH'}. Install it (Debian/Ubuntu: "
                 "apt-get install prometheus), set the ini option rollout_prometheus to its path, "
                 "or pass --prometheus-url to use a running one."
             )

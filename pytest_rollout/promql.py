@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PhaseQueries", "escape", "last_scrape", "live_queries", "phase_queries", "window"]
+__all__ = ["PhaseQueries", "escape", "inflight", "last_scrape", "live_queries", "phase_queries", "window"]
 
 REQUESTS = "rollout_requests_total"
 LATE = "rollout_late_total"
@@ -85,6 +85,11 @@ def live_queries(run_id: str, window_s: float, quantiles: list[float]) -> dict[s
         name = f"p{f'{q * 100:g}'.replace('.', '')}_ms"
         out[name] = f"histogram_quantile({q:g}, sum by (le) (rate({LATENCY_BUCKETS}{{{run}}}[{w}]))) * 1000"
     return out
+
+
+def inflight(run_id: str) -> str:
+    """Requests the run's workers have in flight now."""
+    return f'sum(rollout_inflight{{run="{escape(run_id)}"}})'
 
 
 def last_scrape(run_id: str) -> str:

@@ -32,7 +32,7 @@ from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
 from .progress import format_progress
 from .prometheus import remove_targets, write_targets
-from .promql import last_scrape, live_queries, phase_queries, window
+from .promql import inflight, last_scrape, live_queries, phase_queries, window
 from .schedule import Segment, expected_count, rate_at
 from .slo import SLOSpec, quantile_name
 from .verdict import (
@@ -152,6 +152,7 @@ class Rollout:
         ready_timeout: float | None = None,
         grace_period: float = 10.0,
         cwd: str | os.PathLike[str] | None = None,
+        pre_stop: float | str = 0.0,
     ) -> None:
         """Deploy version 1 of the target and return once it is ready.
 
@@ -161,13 +162,19 @@ class Rollout:
         ClusterIP Service on *port*) or ``manifests=[...]`` (one Deployment and the
         Service selecting its pods), available within *ready_timeout* seconds
         (default: 30 locally, ``--rollout-kube-timeout`` on Kubernetes).
+
+        *pre_stop* (seconds, or a duration such as ``"5s"``) mirrors
+        ``lifecycle.preStop.sleep``: a replica being replaced keeps serving,
+        untouched, that long before it gets SIGTERM, so that its endpoint has
+        left every load balancer first. On Kubernetes it is written into the
+        generated Deployment (``image=``); manifests carry their own.
         """
         if self.platform is not None:
             raise RolloutUsageError("rollout.deploy() was already called in this test; use rollout.upgrade()")
         self.platform = self._make_platform()
         timeout = ready_timeout if ready_timeout is not None else float(getattr(self.platform, "ready_timeout_s", 30.0))
         target = self._target_spec(
-            command, replicas, ready_path, env, timeout, grace_period, cwd, "deploy", image, manifests, port
+            command, replicas, ready_path, env, timeout, grace_period, cwd, "deploy", image, manifests, port, pre_stop
         )
         self.platform.deploy(target, self.note_event)
         self._target = target
@@ -268,6 +275,7 @@ class Rollout:
         max_surge: int | str | None = None,
         max_unavailable: int | str | None = None,
         rollback_on_breach: bool = False,
+        pre_stop: float | str | None = None,
     ) -> None:
         """Roll the target to a new version under full load, then hold the ``after`` phase.
 
@@ -301,6 +309,7 @@ class Rollout:
             image,
             manifests,
             old.port,
+            old.pre_stop_s if pre_stop is None else pre_stop,
         )
         from .upgrade import resolve_surge
 
@@ -372,6 +381,7 @@ class Rollout:
         image: Any = None,
         manifests: Any = None,
         port: Any = 8080,
+        pre_stop: Any = 0.0,
     ) -> TargetSpec:
         self._versions += 1
         return TargetSpec.build(
@@ -387,6 +397,7 @@ class Rollout:
             image=image,
             manifests=manifests,
             port=port,
+            pre_stop=pre_stop,
         )
 
     def _validate_checks(self, client: Any) -> None:
@@ -522,6 +533,9 @@ class Rollout:
             at = time.time()
             by_class = {labels.get("class", "?"): v for labels, v in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
+            # requests still in flight may yet succeed: count them as successes, so that fast failures
+            # ending before slow successes can never make a breach look proven (the final verdict waits for all)
+            by_class["ok"] = by_class.get("ok", 0.0) + (client.scalar(inflight(self.run_id), at) or 0.0)
             histogram = tuple(
                 sorted((float(labels.get("le", "inf")), v) for labels, v in client.query(queries.histogram, at))
             )
@@ -720,6 +734,9 @@ class Rollout:
             requests = client.scalar(queries.requests, at)
             by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
             late = client.scalar(queries.late, at) or 0.0
+            # requests still in flight may yet succeed: count them as successes, so that fast failures
+            # ending before slow successes can never make a breach look proven (the final verdict waits for all)
+            by_class["ok"] = by_class.get("ok", 0.0) + (client.scalar(inflight(self.run_id), at) or 0.0)
             histogram = tuple(
                 sorted((float(labels.get("le", "inf")), value) for labels, value in client.query(queries.histogram, at))
             )

@@ -39,6 +39,7 @@ class Settings:
     haproxy: str = "haproxy"
     prometheus: str = "prometheus"
     upgrade_timeout_s: float = 300.0
+    endpoint_delay_s: float = 1.0  # local platform: termination start -> the endpoint leaves rotation
     sd_dir: str | None = None  # where runs write file_sd target files (default: the session's directory)
     kube: Any = None  # kube.KubeSettings on --rollout-platform kubernetes
     prometheus_service: str | None = None  # NAMESPACE/NAME:PORT to port-forward to

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from pytest_rollout.fleet import FleetTotals, LocalFleet
 from pytest_rollout.procs import ProcessSet, free_port, http_get
@@ -67,3 +71,31 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+SLO_TEST = """
+import pytest
+V1 = {v1!r}
+V2 = {v2!r}
+
+@pytest.mark.slo({slo})
+def test_release(rollout):
+    rollout.deploy(command=V1, replicas=3{deploy_kw})
+    rollout.ramp()
+    rollout.upgrade(command=V2)
+"""
+
+
+def run_slo_test(
+    pytester: pytest.Pytester, v1: list[str], v2: list[str], slo: str, deploy_kw: str = "", *args: str
+) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """Run one SLO test rolling *v1* to *v2* in an inner pytest (a subprocess, as a user would).
+
+    Returns the run's result and its JSON report entry, once it has checked that nothing is left listening.
+    """
+    pytester.makepyfile(test_release=SLO_TEST.format(v1=v1, v2=v2, slo=slo, deploy_kw=deploy_kw))
+    before = listening()
+    result = pytester.runpytest_subprocess("--rollout-report", "report.json", *args, timeout=300)
+    assert listening() - before == set(), "the run left something listening"
+    (test,) = json.loads((pytester.path / "report.json").read_text())["tests"]
+    return result, test

@@ -151,6 +151,7 @@ class WorkerKubelet:
         self.net = net
         self.sd_dir = sd_dir
         self.started: dict[str, ManagedProcess] = {}
+        self.images: dict[str, str] = {}  # worker pod -> the image its spec names
         self._written: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="worker-kubelet", daemon=True)
@@ -183,6 +184,7 @@ class WorkerKubelet:
                     continue
                 name = pod.metadata.name
                 if name not in self.started:
+                    self.images[name] = pod.spec.containers[0].image
                     self.started[name] = self.net.run(
                         f"pod-{name}",
                         [sys.executable, "-m", "pytest_rollout.worker", "--serve", "--host", ip, "--port", "8089"],

@@ -35,7 +35,7 @@ def app(*flags):
 
 @pytest.mark.slo({slo})
 def test_release(rollout):
-    rollout.deploy(command=app("--version", "1"), replicas=3)
+    rollout.deploy(command=app("--version", "1"), replicas=3, pre_stop="2s")
     rollout.ramp()
     rollout.upgrade(command=app("--version", "2"))
 """

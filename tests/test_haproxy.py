@@ -18,7 +18,8 @@ def test_config_is_strict() -> None:
     text = render_config(
         socket_path=Path("/tmp/x.sock"), port=1, metrics_port=2, ready_path="/ready", server_timeout_s=5
     )
-    assert "retries 0" in text and "retry-on none" in text and "no option redispatch" in text
+    assert "retries 0" in text and "no option redispatch" in text
+    assert "mode tcp" in text and "option http-keep-alive" not in text  # layer 4, like kube-proxy
     assert "option httpchk GET /ready" in text
     assert "bind 127.0.0.1:1" in text
     assert "stats socket unix@/tmp/x.sock mode 600 level admin" in text
@@ -29,7 +30,8 @@ def test_add_take_out_remove(tmp_path: Path) -> None:
     lb = HAProxy(procs, tmp_path, ready_path="/healthz")
     try:
         lb.start()
-        assert http_get("127.0.0.1", lb.port, "/")[0] == 503  # no server yet
+        with pytest.raises(OSError):  # no server yet: the connection is closed, as kube-proxy rejects it
+            http_get("127.0.0.1", lb.port, "/")
         a = start_app(procs, "a", "--version", "A", "--delay-ms", "0")
         b = start_app(procs, "b", "--version", "B", "--delay-ms", "0")
         lb.add_server("a", a)
@@ -56,8 +58,13 @@ def test_no_retry_hides_a_dead_server(tmp_path: Path) -> None:
         good = start_app(procs, "good", "--delay-ms", "0")
         lb.add_server("good", good)
         lb.add_server("dead", free_port())  # nothing listens there
-        statuses = [http_get("127.0.0.1", lb.port, "/")[0] for _ in range(10)]
-        assert 200 in statuses and 503 in statuses
+        outcomes = []
+        for _ in range(10):
+            try:
+                outcomes.append(http_get("127.0.0.1", lb.port, "/")[0])
+            except OSError:
+                outcomes.append("refused")
+        assert 200 in outcomes and "refused" in outcomes
     finally:
         procs.stop_all()
 
@@ -90,4 +97,37 @@ def test_admin_socket_in_a_very_long_directory(tmp_path: Path) -> None:
         assert "Name: HAProxy" in lb.command("show info")
     finally:
         lb.stop()
+        procs.stop_all()
+
+
+def test_a_keep_alive_connection_stays_on_its_replica_until_it_closes(tmp_path: Path) -> None:
+    """Balanced per connection (layer 4): a connection taken out of rotation goes on being served there."""
+    import http.client
+
+    procs = ProcessSet(tmp_path)
+    lb = HAProxy(procs, tmp_path, ready_path="/healthz")
+    try:
+        lb.start()
+        lb.add_server("a", start_app(procs, "a", "--version", "A", "--delay-ms", "0"))
+        lb.add_server("b", start_app(procs, "b", "--version", "B", "--delay-ms", "0"))
+        conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            first = conn.getresponse().read()
+            bodies = set()
+            for _ in range(6):  # the same connection: the same replica every time
+                conn.request("GET", "/")
+                bodies.add(conn.getresponse().read())
+            assert bodies == {first}
+            pinned = "a" if first == b"hello from vA\n" else "b"
+            lb.take_out(pinned)  # out of rotation: new connections go elsewhere, this one stays
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == first
+            assert {http_get("127.0.0.1", lb.port, "/")[1] for _ in range(4)} == {
+                b"hello from vA\n",
+                b"hello from vB\n",
+            } - {first}
+        finally:
+            conn.close()
+    finally:
         procs.stop_all()

@@ -698,7 +698,7 @@ def test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_pr
             test_shop="""
             import pytest
 
-            @pytest.mark.slo(rps=400, error_rate=0.01, ramp="2s", hold="4s")
+            @pytest.mark.slo(rps=800, error_rate=0.01, ramp="2s", hold="4s")
             def test_upgrade(rollout):
                 rollout.deploy(manifests=["v1.yaml"])
                 rollout.ramp()
@@ -709,10 +709,14 @@ def test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_pr
             result = pytester.runpytest_subprocess(
                 "--rollout-platform=kubernetes",
                 f"--rollout-kubeconfig={control_plane.kubeconfig}",
+                "--rollout-kube-context=rollout",
                 "--rollout-namespace=e2e",
                 f"--prometheus-url={prometheus.url}",
                 "--rollout-worker-rps=250",
+                "--rollout-worker-image=pytest-rollout-worker:e2e",
+                "--rollout-rps-scale=0.5",  # 800 rps as declared, 400 asked
                 "--rollout-kube-timeout=30s",
+                "--rollout-upgrade-timeout=120s",
                 "--rollout-report=report.json",
                 "-p",
                 "no:cacheprovider",
@@ -720,8 +724,10 @@ def test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_pr
             )
         result.assert_outcomes(passed=1)
         assert len(kubelet.started) == 2  # 400 rps at 250 per worker: two worker pods, each a real process
+        assert set(kubelet.images.values()) == {"pytest-rollout-worker:e2e"}
         (record,) = json.loads((pytester.path / "report.json").read_text())["tests"]
         assert record["platform"] == "kubernetes" and record["workers"] == 2 and record["engine"] == "fast"
+        assert record["declared_rps"] == 800 and record["requested_rps"] == 400
         for name in ("baseline", "upgrade", "after"):
             phase = record["phases"][name]
             # every request was due, sent and answered; Prometheus and the workers' own totals (read

@@ -58,6 +58,14 @@ def test_the_generated_deployment_rolls_without_losing_capacity_and_probes_readi
     }
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8080
+    assert "lifecycle" not in container  # no preStop unless asked
+
+
+def test_pre_stop_becomes_a_prestop_sleep_within_the_grace_period() -> None:
+    dep, _ = generated(pre_stop_s=2.5, grace_period_s=9.5)
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}
+    assert pod["terminationGracePeriodSeconds"] == 10
 
 
 def test_an_image_without_a_tag_or_with_a_digest_still_makes_valid_labels() -> None:

@@ -73,6 +73,7 @@ def test_bad_marker_is_a_usage_error_naming_test_and_argument(pytester: pytest.P
             ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-namespace", "Team_A"],
             "--rollout-namespace='Team_A': not a valid namespace name",
         ),
+        (["--rollout-endpoint-delay", "soon"], "*--rollout-endpoint-delay*soon*"),
         (
             ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-kube-timeout", "x"],
             "*--rollout-kube-timeout='x' is not a duration*",
@@ -166,6 +167,8 @@ def test_command_that_does_not_exist(pytester: pytest.Pytester) -> None:
         ("rollout.deploy()", "*rollout.deploy() needs command=*or image=* (kubernetes platform)*"),
         ("rollout.deploy(image='shop app')", "*image='shop app') must be an image reference*"),
         ("rollout.deploy(command=app(), port=0)", "*port=0) must be a TCP port*"),
+        ("rollout.deploy(command=app(), pre_stop='soon')", "*pre_stop='soon') must be a duration such as '5s'*"),
+        ("rollout.deploy(command=app(), pre_stop=10)", "*pre_stop=10) must be shorter than grace_period=10.0*"),
     ],
 )
 def test_fixture_misuse(pytester: pytest.Pytester, body: str, message: str) -> None:
@@ -282,3 +285,30 @@ pytest_rollout.html_report.write_html = broken
     )
     assert "Traceback" not in result.stdout.str()
     assert json.loads((pytester.path / "report.json").read_text())["tests"][0]["result"] == "not_proven"
+
+
+@pytest.mark.parametrize(
+    ("ini", "body", "message"),
+    [
+        (
+            "rollout_haproxy",
+            "rollout.deploy(command=app())",
+            "*HAProxy not found: '/opt/none/haproxy'*set the ini option rollout_haproxy*",
+        ),
+        (
+            "rollout_prometheus",
+            "rollout.deploy(command=app())\n    rollout.ramp()",
+            "*Prometheus not found: '/opt/none/prometheus'*set the ini option rollout_prometheus*",
+        ),
+    ],
+)
+def test_binary_paths_from_ini_are_used_and_a_wrong_one_is_named(
+    pytester: pytest.Pytester, ini: str, body: str, message: str
+) -> None:
+    name = ini.removeprefix("rollout_")
+    pytester.makeini(f"[pytest]\n{ini} = /opt/none/{name}\n")
+    pytester.makepyfile(HEADER + f"@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    {body}\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str()

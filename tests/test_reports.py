@@ -24,7 +24,7 @@ def app(*flags):
 @pytest.mark.slo(rps=1500, error_rate=0.01, p99_ms=100, ramp="3s", hold="5s", availability=0.99,
                  regression={{"p99_ms": "10%", "error_rate": 0.01}})
 def test_release(rollout):
-    rollout.deploy(command=app("--delay-ms", "2"), replicas=3)
+    rollout.deploy(command=app("--delay-ms", "2"), replicas=3, pre_stop="2s")
     rollout.ramp()
     rollout.upgrade(command=app({v2}))
 """

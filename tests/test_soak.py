@@ -29,7 +29,7 @@ def app(*flags):
 # requests, enough for error_rate <= 0.01 (300) and p90 (100), not for 0.001 (3,000) or p99 (1,000)
 @pytest.mark.slo(rps={rps}, error_rate=0.01, p90_ms=100, ramp="5s", hold="{hold}s")
 def test_soak(rollout):
-    rollout.deploy(command=app("--version", "1"), replicas=3)
+    rollout.deploy(command=app("--version", "1"), replicas=3, pre_stop="2s")
     rollout.ramp()
     rollout.upgrade(command=app("--version", "2"))
 """
