@@ -171,13 +171,21 @@ class LocalFleet(ControlledFleet):
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
         self.procs = procs
-        self.cpus = sorted(cpus)  # the CPUs the workers run on, one each in turn (none: anywhere)
+        self.cpus = sorted(cpus)  # the fleet's own CPUs (none: anywhere)
         self.run_id = run_id
         self.size = size
         self.workers: list[tuple[ManagedProcess, int]] = []
 
-    def start(self, timeout: float = 20.0) -> None:
-        """Start every worker and wait until each reports its control port."""
+    def start(self, timeout: float | None = None) -> None:
+        """Start every worker and wait until each reports its control port.
+
+        Workers are pinned one to a CPU of the fleet's own when there are CPUs enough for one each; with more
+        workers than CPUs they share every CPU (the run says so before any load). The wait is 20 s, and half
+        a second more for each worker, since they all start at once and share the machine.
+        """
+        if timeout is None:
+            timeout = 20.0 + 0.5 * self.size
+        cpus = self.cpus if len(self.cpus) >= self.size else []
         pending: list[ManagedProcess] = []
         for i in range(self.size):
             proc = self.procs.start(
@@ -185,7 +193,7 @@ class LocalFleet(ControlledFleet):
                 [sys.executable, "-m", "pytest_rollout.worker", "--port", "0"],
                 stdout_pipe=True,
                 stdin_pipe=True,
-                cpus=[self.cpus[i % len(self.cpus)]] if self.cpus else None,
+                cpus=[cpus[i]] if cpus else None,
             )
             pending.append(proc)
         deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ DEFAULT_WORKER_RPS = 2500.0
 DEFAULT_WORKER_IMAGE = "pytest-rollout-worker:0.1.0"
 ROLLOUT_KEY = pytest.StashKey[Any]()
 OUTCOME_KEY = pytest.StashKey[str]()
-_SIGTERM_KEY = pytest.StashKey[Any]()
+_SIGTERM_KEY = pytest.StashKey[list[tuple[int, Any]]]()
 _FAILED_KEY = pytest.StashKey[set[str]]()
 
 #: Exit status when no test failed but SLO tests were not proven (too little evidence, the fleet did not hold the
@@ -340,18 +340,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _install_sigterm(config: pytest.Config) -> None:
-    """Make SIGTERM end the run like Ctrl-C does, so everything started is stopped."""
+    """Make SIGTERM end the run like Ctrl-C does, so everything started is stopped.
+
+    Both go through :func:`pytest_rollout.interrupts.on_signal`, which raises KeyboardInterrupt at once,
+    except inside a short Prometheus call, where it waits for the call to end.
+    """
+    from .interrupts import on_signal
+
+    installed: list[tuple[int, Any]] = []
     try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-
-        def on_sigterm(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt("SIGTERM")
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        config.stash[_SIGTERM_KEY] = on_sigterm
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            if signal.getsignal(signum) is default:
+                signal.signal(signum, on_signal)
+                installed.append((signum, default))
     except ValueError:  # not the main thread (pytester in-process, say)
         pass
+    config.stash[_SIGTERM_KEY] = installed
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -554,9 +558,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     rollout_session = config.stash.get(SESSION_KEY, None)
     if rollout_session is not None:
         rollout_session.close()
-    handler = config.stash.get(_SIGTERM_KEY, None)
-    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from .interrupts import on_signal
+
+    for signum, default in config.stash.get(_SIGTERM_KEY, []):
+        if signal.getsignal(signum) is on_signal:
+            signal.signal(signum, default)
 
 
 class BuiltinHooks:

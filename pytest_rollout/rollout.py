@@ -27,6 +27,7 @@ import pytest
 
 from .errors import FleetError, PrometheusError, RolloutError, RolloutUsageError, UpgradeFailed
 from .fleet import Fleet, FleetTotals, workers_for
+from .interrupts import held
 from .kube_objects import LABEL_RUN
 from .platform import Platform, TargetSpec, UpgradeEvent
 from .procs import ProcessSet
@@ -488,24 +489,13 @@ class Rollout:
     def _say_what_can_be_proven(self) -> None:
         """Before any load: what each phase can possibly prove held, and a warning for what it never can."""
         spec = self.spec
-        lengths = {"ramp": spec.ramp_s, "baseline": spec.hold_s, "after": spec.after_s}
+        lengths = {"ramp": spec.ramp_s, "baseline": spec.hold_s, "upgrade": 0.0, "after": spec.after_s}
         if spec.ramp_s <= 0:
             del lengths["ramp"]
         for phase, text, ok in provable(spec, lengths):
             line = f"[rollout] {phase}: {text}"
             self.provable.append(line)
             self.progress.note(line if ok else f"{line} (warning)", warn=not ok)
-        if spec.error_rate > 0:
-            from .stats import requests_to_prove_rate
-
-            needed = requests_to_prove_rate(0.0, spec.error_rate) or 0
-            line = (
-                f"[rollout] upgrade: {spec.requested_rps:,.0f} requests a second of upgrade; proving "
-                f"error_rate <= {spec.error_rate:g} needs {needed:,} requests, an upgrade of at least "
-                f"{needed / spec.requested_rps:,.1f}s at this rate"
-            )
-            self.provable.append(line)
-            self.progress.note(line)
 
     def _live_client(self) -> Any:
         """A Prometheus client that fails fast (no retries), for live lines and checks; None when there is none."""
@@ -529,6 +519,10 @@ class Rollout:
         if client is None:
             return None
         queries = phase_queries(self.run_id, phase, max(time.time() - start, 0.001), [])
+        with held():
+            return self._live_breach(client, queries, phase, start)
+
+    def _live_breach(self, client: Any, queries: Any, phase: str, start: float) -> VerdictEntry | None:
         try:
             at = time.time()
             by_class = {labels.get("class", "?"): v for labels, v in client.query(queries.by_class, at)}
@@ -579,7 +573,8 @@ class Rollout:
         quick = self._live_client()
         if quick is None:
             return
-        live = self.progress.live(quick, self.run_id, max(3 * self._scrape_interval, 3.0))
+        with held():
+            live = self.progress.live(quick, self.run_id, max(3 * self._scrape_interval, 3.0))
         upgrade = None
         if phase == "upgrade" and self._upgrade_target is not None:
             began, replicas = self._upgrade_target

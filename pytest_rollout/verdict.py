@@ -150,10 +150,6 @@ class PhaseMeasurement:
         return max(0.0, (self.requests or 0.0) - self.dropped)
 
     @property
-    def held(self) -> float:
-        return self.on_time
-
-    @property
     def errors_by_class(self) -> dict[str, float]:
         """The release's errors by class: failures of requests sent on time."""
         return {k: self.by_class.get(k, 0.0) for k in RELEASE_ERROR_CLASSES}
@@ -165,7 +161,7 @@ class PhaseMeasurement:
 
     @property
     def held_rps(self) -> float:
-        return self.held / self.duration
+        return self.on_time / self.duration
 
     @property
     def asked_rps(self) -> float:
@@ -572,6 +568,9 @@ def live_breach(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry | None:
 def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[str, str, bool]]:
     """What each phase can possibly prove held, from the marker's rate and the phases' lengths.
 
+    The ``upgrade`` phase's length is not known in advance (give it any value):
+    its line says how long an upgrade must last to prove the error rate.
+
     Returns ``(phase, text, ok)`` lines: *ok* is False where an SLO can never be
     proven held as written (even with no error and every request fast), with
     the change that would make it provable.
@@ -579,6 +578,15 @@ def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[st
     rps = spec.requested_rps
     lines: list[tuple[str, str, bool]] = []
     for phase, seconds in phase_lengths.items():
+        if phase == "upgrade":  # its length is the platform's: say how long it must last to prove anything
+            needed = requests_to_prove_rate(0.0, spec.error_rate) if spec.error_rate > 0 else None
+            if needed:
+                text = (
+                    f"{rps:,.0f} requests a second of upgrade; proving error_rate <= {spec.error_rate:g} needs "
+                    f"{needed:,} requests, an upgrade of at least {needed / rps:,.1f}s at this rate"
+                )
+                lines.append((phase, text, True))
+            continue
         if phase == "ramp" and not spec.judge_ramp:
             continue
         n = int(rps * seconds / (2.0 if phase == "ramp" else 1.0))

@@ -75,7 +75,7 @@ def _zombie_or_other(pid: int) -> bool:
 
 LB_CHECKS = (
     ', checks={"lb_errors": (\'sum(increase(haproxy_backend_connection_errors_total{run="$run"}[$window]))\', "<=", 0),'
-    ' "lb_bytes_out": (\'sum(increase(haproxy_backend_bytes_out_total{run="$run"}[$window]))\', ">", 1000)}'
+    ' "lb_sessions": (\'max(max_over_time(haproxy_backend_current_sessions{run="$run"}[$window]))\', ">", 0)}'
 )
 
 
@@ -84,8 +84,8 @@ def test_good_release_passes(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     # user checks on HAProxy's own exporter, scraped under the run's label, judged per phase
     for phase in ("baseline", "upgrade", "after"):
-        (lb_bytes,) = [v for v in test["verdicts"] if v["slo"] == "lb_bytes_out" and v["phase"] == phase]
-        assert lb_bytes["passed"] and lb_bytes["measured"] > 1000 and lb_bytes["op"] == ">"
+        (lb_sessions,) = [v for v in test["verdicts"] if v["slo"] == "lb_sessions" and v["phase"] == phase]
+        assert lb_sessions["passed"] and lb_sessions["measured"] > 0 and lb_sessions["op"] == ">"
     assert test["outcome"] == "passed" and test["passed"]
     assert list(test["phases"]) == ["ramp", "baseline", "upgrade", "after"]
     for name, phase in test["phases"].items():
@@ -106,7 +106,7 @@ def test_good_release_passes(pytester: pytest.Pytester) -> None:
     # the verdict travels in --junitxml as properties, for CI systems
     assert test["junit"]["rollout_passed"] == "true"
     assert re.match(r"held 0 \[0, 0\.00\d+\] <= 0\.01$", test["junit"]["rollout:upgrade:error_rate"])
-    assert test["junit"]["rollout:after:lb_bytes_out"].startswith("held ")
+    assert test["junit"]["rollout:after:lb_sessions"].startswith("held ")
     assert test["junit"]["rollout_result"] == "passed"
     # the ramp is warm-up: its load is checked, its errors and latency are not judged
     assert [v["slo"] for v in test["verdicts"] if v["phase"] == "ramp"] == ["rps"]

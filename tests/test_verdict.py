@@ -244,6 +244,12 @@ def test_what_a_run_can_prove_is_said_before_it_starts() -> None:
     assert "p999_ms needs at least 3,688 requests" in text
     ((_, _, fine),) = provable(parse_slo((), {"rps": 2000, "p99_ms": 100}), {"baseline": 10.0})
     assert fine
+    ((phase, text, ok),) = provable(spec, {"upgrade": 0.0})
+    assert phase == "upgrade" and ok
+    assert (
+        text
+        == "300 requests a second of upgrade; proving error_rate <= 0.001 needs 3,688 requests, an upgrade of at least 12.3s at this rate"
+    )
 
 
 # -- availability and the error budget --------------------------------------------------------------------
