@@ -727,6 +727,7 @@ class KubeFleet(ControlledFleet):
         self._restarts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._removed = False
+        self._unreported: list[str] = []  # problems of a remove() whose caller (shutdown) could not report them
 
     def start(self) -> None:
         p = self.platform
@@ -828,14 +829,17 @@ class KubeFleet(ControlledFleet):
         return out
 
     def shutdown(self) -> None:
-        self.remove()
+        # what went wrong is kept for the platform's teardown, which calls remove() again and reports it
+        self._unreported.extend(self.remove())
 
     def remove(self) -> list[str]:
+        """Delete the workers' Deployment (once); the problems, including those of an earlier call not yet told."""
         from kubernetes.client.exceptions import ApiException
 
         with self._lock:
             if self._removed:
-                return []
+                problems, self._unreported = self._unreported, []
+                return problems
             self._removed = True
         p = self.platform
         try:

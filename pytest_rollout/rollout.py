@@ -481,8 +481,9 @@ class Rollout:
         if workers > len(cores):
             self.progress.note(
                 f"[rollout] warning: {workers} load workers for {self.spec.requested_rps:,.0f} rps, but this machine "
-                f"gives the fleet {len(cores)} CPU(s) (the target has the others): the fleet may fall behind, which "
-                "leaves phases not proven. Lower --rollout-rps-scale, or run on a machine with more cores.",
+                f"sets {len(cores)} CPU(s) aside for the fleet: the workers share the machine with the target and "
+                "may fall behind, which leaves phases not proven. Lower --rollout-rps-scale, or run on a machine "
+                "with more cores.",
                 warn=True,
             )
 

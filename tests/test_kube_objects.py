@@ -256,3 +256,24 @@ def test_a_run_is_stale_when_its_owner_on_this_host_is_gone_or_its_expiry_passed
     assert _stale({ANN_OWNER: "other-host/1/1", ANN_EXPIRES: str(now - 1)}, now)
     assert not _stale({ANN_OWNER: "other-host/1/1", ANN_EXPIRES: str(now + 100)}, now)
     assert not _stale({ANN_OWNER: "kept", ANN_EXPIRES: "kept"}, now)  # --rollout-keep
+
+
+def test_a_failed_worker_deletion_is_reported_by_teardown_even_after_shutdown() -> None:
+    """KubeFleet.shutdown() deletes the workers first; its failure must still reach the platform's teardown."""
+    pytest.importorskip("kubernetes")
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    from pytest_rollout.kube import KubeFleet
+
+    class RefusingApps:  # a stand-in for AppsV1Api that refuses, as an API server without the RBAC rule would
+        def delete_namespaced_deployment(self, name: str, namespace: str) -> None:
+            raise ApiException(status=403, reason="Forbidden")
+
+    platform = SimpleNamespace(run_id="abc", namespace="rollout-abc", apps=RefusingApps())
+    fleet = KubeFleet(platform, 2)  # type: ignore[arg-type]
+    fleet.shutdown()
+    problems = fleet.remove()  # what the platform's teardown calls
+    assert len(problems) == 1 and "deleting the load workers (pytest-rollout-workers)" in problems[0]
+    assert fleet.remove() == []  # told once
