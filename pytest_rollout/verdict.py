@@ -281,7 +281,10 @@ class Verdict:
         if broken:
             parts.append(f"SLO broken for {title}:\n{failure_message(broken)}")
         if unproven:
-            head = "also not proven" if broken else f"SLO not proven for {title} (nothing shown broken; exit 6)"
+            if broken or self.result is TestResult.SLO_BROKEN:
+                head = "also not proven"
+            else:
+                head = f"SLO not proven for {title} (nothing shown broken; exit 6)"
             parts.append(f"{head}:\n{failure_message(unproven)}")
         return "\n".join(parts)
 

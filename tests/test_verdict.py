@@ -224,6 +224,8 @@ def test_results() -> None:
     assert Verdict((held, unproven), ()).result is TestResult.NOT_PROVEN
     assert Verdict((held,), (), failure="a worker died", failure_kind="run").result is TestResult.NOT_PROVEN
     assert Verdict((held,), (), failure="never ready", failure_kind="release").result is TestResult.SLO_BROKEN
+    failed_upgrade = Verdict((held, unproven), (), failure="upgrade to v2 failed", failure_kind="release")
+    assert "also not proven" in failed_upgrade.message("t") and "exit 6" not in failed_upgrade.message("t")
     assert Verdict((), ()).result is TestResult.NOT_PROVEN
 
 
