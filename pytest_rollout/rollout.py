@@ -347,12 +347,13 @@ class Rollout:
         end = time.time() if result is None else max(start, min(result.end, time.time()))
         self._end_phase("upgrade", start, end)
         self._target = target
+        # the phase change first: requests due after `end` count for "after" only once each worker knows of it
+        self._load.fleet.announce("after", end)
+        self._load.fleet.announce("tail", end + self.spec.after_s)
         self._breach_checked = -math.inf
         breach = self._breach_so_far("upgrade", start)
         if breach is not None:
             self._abort(breach, start)
-        self._load.fleet.announce("after", end)
-        self._load.fleet.announce("tail", end + self.spec.after_s)
         self._run_phase("after", end, end + self.spec.after_s)
 
     def verify(self) -> Verdict:
