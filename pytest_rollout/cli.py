@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import RolloutError
+from .control import Aim, split_headers
+from .errors import RolloutError, RolloutUsageError
 from .fleet import LocalFleet
 from .histogram import Histogram
 from .procs import ProcessSet, proc_cpu_seconds
@@ -70,7 +71,12 @@ def attack(
     """Run the fleet against *url* and return the summary ``--json`` prints."""
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
         procs = ProcessSet(Path(tmp))
-        fleet = LocalFleet(procs, "attack", workers)
+        public, secret = split_headers(headers or {})
+        try:
+            aim = Aim.at(url, secret)
+        except ValueError as exc:
+            raise RolloutUsageError(f"--url: {exc}") from None
+        fleet = LocalFleet(procs, "attack", workers, aim)
         try:
             fleet.start()
             start = time.time() + 0.3
@@ -82,7 +88,7 @@ def attack(
                 start_at=start,
                 deadline=start + ramp_s + duration_s,
                 method=method,
-                headers=dict(headers or {}),
+                headers=public,
                 body=body,
                 timeout_s=timeout_s,
                 max_inflight=max_inflight or inflight_cap(rps / workers),
@@ -271,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rbac":
         import yaml
 
-        from .errors import RolloutUsageError
-        from .kube_objects import check_name, rbac_documents
+        from .kube_objects import RBAC_WHY, check_name, rbac_documents
 
         try:
             for name, value in (
@@ -286,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         subject_ns = args.service_account_namespace or args.namespace or "default"
         docs = rbac_documents(subject_ns, args.service_account, args.namespace)
+        print("# What pytest-rollout may do, and why:")
+        for what, why in RBAC_WHY:
+            print(f"#   {what}: {why}")
         print(yaml.safe_dump_all(docs, sort_keys=False), end="")
         return 0
 

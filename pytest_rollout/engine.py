@@ -323,7 +323,9 @@ class AiohttpEngine:
         aiohttp = self._aiohttp
         plan = self.plan
         try:
-            async with self.session.request(plan.method, plan.url, headers=plan.headers, data=plan.body) as resp:
+            async with self.session.request(
+                plan.method, plan.url, headers=plan.headers, data=plan.body, allow_redirects=False
+            ) as resp:
                 await resp.read()
                 klass = _classify(resp.status)
         except TimeoutError:

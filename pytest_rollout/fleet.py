@@ -19,6 +19,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from . import control
+from .control import Aim
 from .errors import FleetError
 from .procs import ManagedProcess, ProcessSet
 from .schedule import Segment
@@ -85,11 +87,15 @@ class Fleet(Protocol):
 class ControlledFleet:
     """The controller's side of the worker protocol, over any transport.
 
-    Subclasses say how to reach a worker (:meth:`_call`), which workers there
-    are (:meth:`_handles`) and which still live (:meth:`_alive`).
+    Subclasses say how to reach a worker (:meth:`_call`, sending :attr:`token`
+    in :data:`~pytest_rollout.control.TOKEN_HEADER`), which workers there are
+    (:meth:`_handles`) and which still live (:meth:`_alive`). Every worker is
+    created with :attr:`aim`: the one target it may load, and the secret headers.
     """
 
     size: int
+    aim: Aim
+    token: str
     start_lead_s = 0.5
 
     def _handles(self) -> list[Any]:
@@ -106,6 +112,18 @@ class ControlledFleet:
 
     def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
         """Give every worker its share of *total_segments*; returns the engine each runs."""
+        try:
+            aimed = control.origin(template.url)
+        except ValueError as exc:
+            raise FleetError(f"the plan's URL: {exc}") from None
+        if aimed != self.aim.target:
+            raise FleetError(f"the plan aims at {aimed}, but this fleet's workers were created to load {self.aim.target}")
+        public, secret = control.split_headers(template.headers, self.aim.secret_headers)
+        if secret:
+            raise FleetError(
+                f"the plan carries secret header(s) {', '.join(sorted(secret))}: give them to the fleet when it is "
+                "made (Aim.secret_headers), never in a plan"
+            )
         share = 1.0 / self.size
         engines = []
         for i, handle in enumerate(self._handles()):
@@ -167,9 +185,11 @@ class ControlledFleet:
 class LocalFleet(ControlledFleet):
     """Worker processes on this machine, each with a control port on 127.0.0.1."""
 
-    def __init__(self, procs: ProcessSet, run_id: str, size: int, cpus: Collection[int] = ()) -> None:
+    def __init__(self, procs: ProcessSet, run_id: str, size: int, aim: Aim, cpus: Collection[int] = ()) -> None:
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
+        self.aim = aim
+        self.token = control.new_token()
         self.procs = procs
         self.cpus = sorted(cpus)  # the fleet's own CPUs (none: anywhere)
         self.run_id = run_id
@@ -187,13 +207,17 @@ class LocalFleet(ControlledFleet):
             timeout = 20.0 + 0.5 * self.size
         cpus = self.cpus if len(self.cpus) >= self.size else []
         pending: list[ManagedProcess] = []
+        # the token and secret headers go through the environment: /proc/PID/environ is readable by this user
+        # only, a command line by everyone
+        secrets = {control.TOKEN_ENV: self.token, control.HEADERS_ENV: self.aim.headers_json()}
         for i in range(self.size):
             proc = self.procs.start(
                 f"worker-{self.run_id}-{i}",
-                [sys.executable, "-m", "pytest_rollout.worker", "--port", "0"],
+                [sys.executable, "-m", "pytest_rollout.worker", "--port", "0", "--target", self.aim.target],
                 stdout_pipe=True,
                 stdin_pipe=True,
                 cpus=[cpus[i]] if cpus else None,
+                env=secrets,
             )
             pending.append(proc)
         deadline = time.monotonic() + timeout
@@ -246,7 +270,9 @@ class LocalFleet(ControlledFleet):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
             payload = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = {control.TOKEN_HEADER: self.token}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
             data = json.loads(resp.read() or b"null")

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import control
+from .control import Aim
 from .errors import FleetError, KubernetesError, ReplicaNotReady, RolloutUsageError, UpgradeFailed
 from .fleet import ControlledFleet
 from .kube_objects import (
@@ -44,6 +46,8 @@ from .kube_objects import (
     WORKER_PORT,
     conditions_text,
     fleet_deployment,
+    fleet_network_policy,
+    fleet_secret,
     image_tag,
     label_value,
     load_manifests,
@@ -131,9 +135,11 @@ def api_error(exc: BaseException, doing: str) -> KubernetesError:
     return KubernetesError(f"{doing}: {type(exc).__name__}: {exc}")
 
 
-def raw_request(api: Any, method: str, path: str, body: Any, timeout: float) -> tuple[int, bytes]:
+def raw_request(
+    api: Any, method: str, path: str, body: Any, timeout: float, extra_headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """``(status, body)`` of one request to the API server, whatever the status (no exception for 4xx/5xx)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Content-Type": "application/json", "Accept": "application/json", **(extra_headers or {})}
     if hasattr(api, "param_serialize"):  # kubernetes >= 35: generated client of the newer style
         request = api.param_serialize(method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
         response = api.call_api(*request, _request_timeout=timeout)
@@ -218,6 +224,9 @@ def _delete_run_objects(api: Any, namespace: str, run_id: str) -> None:
         deleter = getattr(core, f"delete_namespaced_{kind}")
         for obj in lister(namespace, label_selector=selector).items:
             deleter(obj.metadata.name, namespace)
+    net: Any = k8s.NetworkingV1Api(api)
+    for policy in net.list_namespaced_network_policy(namespace, label_selector=selector).items:
+        net.delete_namespaced_network_policy(policy.metadata.name, namespace)
 
 
 class KubePlatform:
@@ -626,10 +635,29 @@ class KubePlatform:
     def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
         return []  # the cluster's Prometheus discovers the worker pods by their annotations
 
-    def make_fleet(self, run_id: str, size: int) -> KubeFleet:
-        fleet = KubeFleet(self, size)
+    def make_fleet(self, run_id: str, size: int, aim: Aim) -> KubeFleet:
+        fleet = KubeFleet(self, size, aim)
         self._fleets.append(fleet)
         return fleet
+
+    def apiserver_addresses(self) -> tuple[list[str] | None, str]:
+        """The API server's addresses as /32 (or /128) CIDRs, from the ``kubernetes`` EndpointSlice in ``default``,
+        and a note; ``(None, why)`` when they cannot be read. Its pod proxy connects to the workers from there."""
+        from kubernetes import client as k8s
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            slice_ = k8s.DiscoveryV1Api(self.api).read_namespaced_endpoint_slice("kubernetes", "default")
+        except ApiException as exc:
+            return None, f"cannot read EndpointSlice default/kubernetes ({exc.status} {exc.reason})"
+        except (OSError, ValueError) as exc:
+            return None, f"cannot read EndpointSlice default/kubernetes ({exc})"
+        cidrs = sorted(
+            {f"{a}/{'128' if ':' in a else '32'}" for ep in slice_.endpoints or [] for a in ep.addresses or []}
+        )
+        if not cidrs:
+            return None, "EndpointSlice default/kubernetes lists no address"
+        return cidrs, f"the API server at {', '.join(cidrs)}"
 
     def keep(self) -> None:
         """--rollout-keep: mark the run's namespace (or run record) so later runs do not reap it."""
@@ -713,11 +741,19 @@ def _strategy(surge: int | str | None, unavailable: int | str | None) -> dict[st
 
 
 class KubeFleet(ControlledFleet):
-    """Worker pods of a Deployment, reached through the API server's pod proxy."""
+    """Worker pods of a Deployment, reached through the API server's pod proxy.
 
-    def __init__(self, platform: KubePlatform, size: int) -> None:
+    The run's token and the secret headers travel in a Secret mounted into the pods; a NetworkPolicy admits
+    the control port from the API server only (where its addresses can be read) and the metrics port from
+    Prometheus' namespace.
+    """
+
+    def __init__(self, platform: KubePlatform, size: int, aim: Aim) -> None:
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
+        self.aim = aim
+        self.token = control.new_token()
+        self.policy_note = ""
         self.platform = platform
         self.size = size
         self.name = "pytest-rollout-workers"
@@ -731,14 +767,27 @@ class KubeFleet(ControlledFleet):
 
     def start(self) -> None:
         p = self.platform
-        doc = fleet_deployment(
-            name=self.name,
-            image=p.settings.worker_image,
-            replicas=self.size,
-            run_id=p.run_id,
-            cpu=p.settings.worker_cpu,
-        )
-        p.apply([doc])
+        control_from, self.policy_note = p.apiserver_addresses()
+        prometheus = p.settings.prometheus_service
+        docs = [
+            fleet_secret(name=self.name, token=self.token, headers_json=self.aim.headers_json()),
+            fleet_network_policy(
+                name=self.name,
+                run_id=p.run_id,
+                control_from=control_from,
+                metrics_namespace=parse_service(prometheus)[0] if prometheus else None,
+            ),
+            fleet_deployment(
+                name=self.name,
+                image=p.settings.worker_image,
+                replicas=self.size,
+                run_id=p.run_id,
+                target=self.aim.target,
+                secret=self.name,
+                cpu=p.settings.worker_cpu,
+            ),
+        ]
+        p.apply(docs)
         done, message, _ = p._follow(self.name, time.monotonic() + p.settings.timeout_s, lambda e: None)
         if not done:
             raise FleetError(
@@ -785,7 +834,7 @@ class KubeFleet(ControlledFleet):
         p = self.platform
         resource = f"/api/v1/namespaces/{p.namespace}/pods/{handle}:{WORKER_PORT}/proxy{path}"
         try:
-            status, raw = raw_request(p.api, method, resource, body, timeout)
+            status, raw = raw_request(p.api, method, resource, body, timeout, {control.TOKEN_HEADER: self.token})
         except ApiException as exc:
             status, raw = exc.status or 0, (exc.body or exc.reason or "").encode()
         except (OSError, ValueError) as exc:

@@ -30,6 +30,8 @@ __all__ = [
     "WORKER_PORT",
     "cluster_role",
     "fleet_deployment",
+    "fleet_network_policy",
+    "fleet_secret",
     "load_manifests",
     "namespace_object",
     "namespace_role",
@@ -47,7 +49,9 @@ ANN_OWNER = "pytest-rollout.dev/owner"  # host/pid/start-ticks of the pytest pro
 ANN_EXPIRES = "pytest-rollout.dev/expires-at"  # Unix seconds after which nobody uses it any more
 ANN_TEST = "pytest-rollout.dev/test"
 REVISION = "deployment.kubernetes.io/revision"
-WORKER_PORT = 8089
+WORKER_PORT = 8089  # the control API: reached only through the API server's pod proxy, with the run's token
+METRICS_PORT = 8090  # /metrics and /healthz, no token: Prometheus and the kubelet's probe
+SECRETS_DIR = "/var/run/pytest-rollout"  # where the fleet's Secret (token, secret headers) is mounted
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -188,15 +192,34 @@ def target_objects(
     return [deployment, service]
 
 
-def fleet_deployment(*, name: str, image: str, replicas: int, run_id: str, cpu: str = "1") -> dict[str, Any]:
+def fleet_secret(*, name: str, token: str, headers_json: str) -> dict[str, Any]:
+    """The fleet's Secret: the run's control token and the secret request headers (see pytest_rollout.control)."""
+    from .control import HEADERS_FILE, TOKEN_FILE
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "Opaque",
+        "stringData": {TOKEN_FILE: token, HEADERS_FILE: headers_json},
+    }
+
+
+def fleet_deployment(
+    *, name: str, image: str, replicas: int, run_id: str, target: str, secret: str, cpu: str = "1"
+) -> dict[str, Any]:
     """The load workers as a Deployment: one worker process per pod, controlled through the pod proxy.
 
-    Pods carry the ``prometheus.io/*`` scrape annotations and the run label,
-    which a Prometheus must copy to the ``run`` target label (and the pod name
-    to ``worker``); see ``examples/kind/prometheus.yaml``.
+    Each worker may load only *target* (an origin, fixed here) and obeys only calls that carry the token in
+    Secret *secret*, mounted read-only with the secret headers. Pods run as non-root with a read-only root
+    filesystem, no capabilities and no service-account token. They carry the ``prometheus.io/*`` scrape
+    annotations (the metrics port) and the run label, which a Prometheus must copy to the ``run`` target label
+    (and the pod name to ``worker``); see ``examples/kind/prometheus.yaml``.
     """
     labels = _labels(name, run_id, "load")
     selector = _selector(labels)
+    args = ["--serve", "--host", "0.0.0.0", "--port", str(WORKER_PORT), "--metrics-port", str(METRICS_PORT)]
+    args += ["--target", target, "--secrets", SECRETS_DIR]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -210,26 +233,80 @@ def fleet_deployment(*, name: str, image: str, replicas: int, run_id: str, cpu: 
                     "labels": labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(WORKER_PORT),
+                        "prometheus.io/port": str(METRICS_PORT),
                         "prometheus.io/path": "/metrics",
                     },
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": 5,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [
                         {
                             "name": "worker",
                             "image": image,
                             "command": ["python", "-m", "pytest_rollout.worker"],
-                            "args": ["--serve", "--host", "0.0.0.0", "--port", str(WORKER_PORT)],
-                            "ports": [{"name": "control", "containerPort": WORKER_PORT}],
-                            "readinessProbe": {"httpGet": {"path": "/status", "port": WORKER_PORT}, "periodSeconds": 2},
+                            "args": args,
+                            "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                            "ports": [
+                                {"name": "control", "containerPort": WORKER_PORT},
+                                {"name": "metrics", "containerPort": METRICS_PORT},
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": METRICS_PORT},
+                                "periodSeconds": 2,
+                            },
                             "resources": {"requests": {"cpu": cpu, "memory": "128Mi"}, "limits": {"cpu": cpu}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
                         }
+                    ],
+                    "volumes": [
+                        {"name": "secrets", "secret": {"secretName": secret, "defaultMode": 0o440}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
                     ],
                 },
             },
         },
+    }
+
+
+def fleet_network_policy(
+    *, name: str, run_id: str, control_from: Sequence[str] | None, metrics_namespace: str | None
+) -> dict[str, Any]:
+    """Who may reach the workers: the control port from *control_from* (CIDRs: the API server's addresses, whose
+    pod proxy carries every control call), the metrics port from *metrics_namespace* (Prometheus), or from
+    anywhere when None. Traffic from a pod's own node (the kubelet's probe) is always admitted by NetworkPolicy.
+
+    With *control_from* None (the API server's addresses are unknown), the control port is left to the token.
+    """
+    labels = _labels(name, run_id, "load")
+    control: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": WORKER_PORT}]}
+    if control_from is not None:
+        control["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in control_from]
+    metrics: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}
+    if metrics_namespace is not None:
+        metrics["from"] = [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": metrics_namespace}}, "podSelector": {}}
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"podSelector": {"matchLabels": _selector(labels)}, "policyTypes": ["Ingress"], "ingress": [control, metrics]},
     }
 
 
@@ -371,11 +448,58 @@ _NAMESPACED_RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "create", "update", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    # the fleet's NetworkPolicy (who may reach the workers' control and metrics ports)
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "list", "create", "update", "patch", "delete"],
+    },
     {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]},
 ]
+
+
+#: Why each permission is there: printed above the YAML by ``pytest-rollout rbac``.
+RBAC_WHY: tuple[tuple[str, str], ...] = (
+    ("deployments, services", "the target and the load workers (created, patched for the upgrade, deleted)"),
+    ("replicasets, pods, events", "following a rollout and explaining a pod that is not ready"),
+    ("pods/proxy", "the control calls to each worker (through the API server, with the run's token)"),
+    ("pods/portforward", "reaching an in-cluster Prometheus (--rollout-prometheus-service)"),
+    ("configmaps, serviceaccounts", "a run's record in a shared namespace; your manifests' own objects"),
+    ("secrets", "the fleet's Secret: the run's control token and the secret request headers"),
+    ("networkpolicies", "the fleet's NetworkPolicy: only the API server reaches the control port"),
+    ("endpointslices default/kubernetes (get)", "the API server's addresses, for that NetworkPolicy"),
+    ("namespaces (ClusterRole only)", "one namespace per run, deleted at its end"),
+)
+APISERVER_ROLE = "pytest-rollout-apiserver-address"
+
+
+def apiserver_address_rbac(subject: dict[str, str]) -> list[dict[str, Any]]:
+    """A Role and RoleBinding in ``default`` to read the API server's addresses (EndpointSlice ``kubernetes``)."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": APISERVER_ROLE, "namespace": "default"},
+            "rules": [
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "resourceNames": ["kubernetes"],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": APISERVER_ROLE, "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": APISERVER_ROLE},
+            "subjects": [subject],
+        },
+    ]
 
 
 def namespace_role(namespace: str, name: str = "pytest-rollout") -> dict[str, Any]:
@@ -418,8 +542,9 @@ def rbac_documents(subject_namespace: str, subject: str, namespace: str | None) 
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pytest-rollout"},
             "subjects": [account],
         }
-        return [role, binding]
+        return [role, binding, *apiserver_address_rbac(account)]
     return [
+        *apiserver_address_rbac(account),
         cluster_role(),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

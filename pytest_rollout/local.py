@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .control import Aim
 from .errors import ReplicaNotReady, RolloutUsageError, UpgradeFailed
 from .fleet import LocalFleet
 from .haproxy import HAProxy
@@ -176,8 +177,8 @@ class LocalPlatform:
             return UpgradeResult(start=start, end=time.time(), replaced=replaced, events=tuple(events))
         raise UpgradeFailed(message)
 
-    def make_fleet(self, run_id: str, size: int) -> LocalFleet:
-        return LocalFleet(self.procs, run_id, size, cpus=self.fleet_cpus)
+    def make_fleet(self, run_id: str, size: int, aim: Aim) -> LocalFleet:
+        return LocalFleet(self.procs, run_id, size, aim, cpus=self.fleet_cpus)
 
     def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
         """Roll back to the version before the last upgrade, the same rolling way."""

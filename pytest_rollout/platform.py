@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .errors import RolloutUsageError
 
 if TYPE_CHECKING:
+    from .control import Aim
     from .fleet import Fleet
 
 __all__ = ["Platform", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
@@ -200,8 +201,12 @@ class Platform(Protocol):
     def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
         """Extra file_sd groups for Prometheus (may be empty)."""
 
-    def make_fleet(self, run_id: str, size: int) -> Fleet:
-        """*size* load workers for this run, placed where they reach :attr:`url`."""
+    def make_fleet(self, run_id: str, size: int, aim: Aim) -> Fleet:
+        """*size* load workers for this run, placed where they reach :attr:`url`.
+
+        Each worker is created able to load only ``aim.target``, with ``aim.secret_headers``, and obeys only
+        calls that carry the fleet's own token (see :mod:`pytest_rollout.control`).
+        """
 
     def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
         """Return the target to the version before the last upgrade; say what was done."""

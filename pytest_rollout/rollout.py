@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .control import Aim, split_headers
 from .errors import FleetError, PrometheusError, RolloutError, RolloutUsageError, UpgradeFailed
 from .fleet import Fleet, FleetTotals, workers_for
 from .interrupts import held
@@ -193,7 +194,8 @@ class Rollout:
         self._say_what_can_be_proven()
         size = settings.workers or workers_for(spec.requested_rps, self._worker_rps())
         self._check_headroom(size)
-        fleet = self.platform.make_fleet(self.run_id, size)
+        public_headers, secret_headers = split_headers(spec.headers, spec.secret_headers)
+        fleet = self.platform.make_fleet(self.run_id, size, Aim.at(self.platform.url, secret_headers))
         try:
             fleet.start()
             targets = fleet.scrape_targets()  # local workers are named in files; pods are found by the cluster
@@ -244,7 +246,7 @@ class Rollout:
             start_at=start_at,
             deadline=start_at + total,
             method=spec.method,
-            headers=dict(spec.headers),
+            headers=public_headers,
             body=spec.body,
             timeout_s=spec.timeout_s,
             max_requests=math.ceil(rps / size * total * 1.1) + 1000,

@@ -169,6 +169,7 @@ class SLOSpec:
     path: str = "/"
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
+    secret_headers: tuple[str, ...] = ()  # names whose values reach workers only at start (Authorization etc. always)
     body: bytes | None = None
     min_load: float = DEFAULT_MIN_LOAD
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -198,6 +199,7 @@ class SLOSpec:
 
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
+    | {"secret_headers"}
     | {"availability", "regression", "judge_ramp", "abort_on_breach"}
     | set(LATENCY_KEYS)
 )
@@ -308,6 +310,22 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise SLOSpecError("headers must be a mapping of str to str, e.g. {'Accept': 'text/plain'}", "headers")
+    secret_headers = values.get("secret_headers") or ()
+    if not isinstance(secret_headers, (list, tuple, set, frozenset)) or not all(
+        isinstance(n, str) and n for n in secret_headers
+    ):
+        raise SLOSpecError(
+            f"secret_headers={secret_headers!r} must be a list of header names, e.g. ['X-Api-Key'] "
+            "(Authorization, Proxy-Authorization and Cookie are always secret)",
+            "secret_headers",
+        )
+    named = {k.lower() for k in headers}
+    unknown = [n for n in secret_headers if n.lower() not in named]
+    if unknown:
+        raise SLOSpecError(
+            f"secret_headers names {', '.join(unknown)}, which headers= does not set: name headers that are sent",
+            "secret_headers",
+        )
 
     body = values.get("body")
     if isinstance(body, str):
@@ -356,6 +374,7 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         path=path,
         method=method.upper(),
         headers=dict(headers),
+        secret_headers=tuple(secret_headers),
         body=body,
         min_load=min_load,
         timeout_s=timeout_s,

@@ -1,10 +1,16 @@
 """One load worker: a process that holds an open-loop arrival rate.
 
-Run as ``python -m pytest_rollout.worker --port 0``. It prints
-``READY <port>`` on stdout once its control server listens, then waits for a
-plan. It exits by itself when its standard input closes (the controller went
-away), when the plan's deadline or request cap is reached and it is told to
-stop, or on SIGTERM.
+Run as ``python -m pytest_rollout.worker --port 0 --target http://HOST:PORT``
+with the run's token in ``$PYTEST_ROLLOUT_WORKER_TOKEN`` (or ``--secrets DIR``
+holding ``token``). It prints ``READY <port>`` on stdout once its control
+server listens, then waits for a plan. It exits by itself when its standard
+input closes (the controller went away), when the plan's deadline or request
+cap is reached and it is told to stop, or on SIGTERM.
+
+Who may command it and where it may aim: see :mod:`pytest_rollout.control`.
+Every call but ``/metrics`` and ``/healthz`` must carry the token (401 without,
+403 when wrong); a plan for any origin but ``--target``, or one carrying a
+secret header, is refused (400).
 
 Control API (JSON over HTTP, served on the worker's own event loop):
 
@@ -14,6 +20,7 @@ Control API (JSON over HTTP, served on the worker's own event loop):
 - ``GET /totals``  the worker's own counts (the cross-check for Prometheus).
 - ``GET /metrics`` Prometheus exposition (prometheus-client).
 - ``GET /status``  state, engine, in-flight, lag.
+- ``GET /healthz`` ``ok`` (no token: for probes).
 
 Requests are scheduled, not paced by responses: request *n* is due at its
 scheduled time whatever happened to request *n-1*, and its latency is measured
@@ -26,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import json
 import math
 import os
 import signal
@@ -37,11 +46,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import control
 from .engine import Engine, choose_engine
 from .histogram import BOUNDS, Histogram
 from .schedule import Segment, arrivals, rate_at
 
-__all__ = ["CLASSES", "Plan", "WorkerStats", "inflight_cap", "main"]
+__all__ = ["CLASSES", "Credentials", "Plan", "WorkerStats", "inflight_cap", "main"]
 
 #: Outcome classes of a request. ``ok`` is any status below 400.
 CLASSES: tuple[str, ...] = ("ok", "http_4xx", "http_5xx", "timeout", "connection", "dropped")
@@ -354,7 +364,59 @@ def _le(bound: float) -> str:
     return repr(bound) if not math.isinf(bound) else "+Inf"
 
 
-async def _serve(host: str, port: int, serve: bool = False) -> None:
+@dataclass(frozen=True)
+class Credentials:
+    """What a worker is given at start and never over its control API: the token, its target, the secret headers."""
+
+    token: str
+    target: str  # an origin: see control.origin
+    secret_headers: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the token or header values
+        return f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r})"
+
+    def admit(self, plan: Plan) -> Plan:
+        """*plan* with the secret headers added, or ValueError when it aims elsewhere or carries a secret."""
+        aimed = control.origin(plan.url)
+        if aimed != self.target:
+            raise ValueError(
+                f"the plan aims at {aimed}, but this worker may load only {self.target} "
+                "(fixed when it was started: --target)"
+            )
+        secret = control.ALWAYS_SECRET | {name.lower() for name in self.secret_headers}
+        carried = sorted(name for name in plan.headers if name.lower() in secret)
+        if carried:
+            raise ValueError(
+                f"the plan carries secret header(s) {', '.join(carried)}: a worker takes secret headers only when "
+                "it starts (environment or --secrets), never in a plan"
+            )
+        return dataclasses.replace(plan, headers={**plan.headers, **self.secret_headers})
+
+
+def _guard(credentials: Credentials) -> Any:
+    """aiohttp middleware: every path but the open ones needs the run's token."""
+    from aiohttp import web
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in control.OPEN_PATHS:
+            given = request.headers.get(control.TOKEN_HEADER)
+            if given is None:
+                return web.json_response(
+                    {"error": f"no {control.TOKEN_HEADER} header: this worker obeys only the run that started it"},
+                    status=401,
+                    headers={"WWW-Authenticate": control.TOKEN_HEADER},
+                )
+            if not control.token_matches(given, credentials.token):
+                return web.json_response({"error": f"wrong {control.TOKEN_HEADER}"}, status=403)
+        return await handler(request)
+
+    return guard
+
+
+async def _serve(
+    host: str, port: int, credentials: Credentials, serve: bool = False, metrics_port: int | None = None
+) -> None:
     from aiohttp import web
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -365,11 +427,14 @@ async def _serve(host: str, port: int, serve: bool = False) -> None:
 
     async def start(request: web.Request) -> web.Response:
         try:
-            plan = Plan.from_json(await request.json())
+            plan = credentials.admit(Plan.from_json(await request.json()))
             await worker.start(plan)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({"state": worker.state, "engine": worker.engine.name if worker.engine else None})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
 
     async def phase(request: web.Request) -> web.Response:
         try:
@@ -410,7 +475,7 @@ async def _serve(host: str, port: int, serve: bool = False) -> None:
         done.set()
         return web.json_response({"state": "exiting"})
 
-    app = web.Application()
+    app = web.Application(middlewares=[_guard(credentials)])
     app.router.add_post("/start", start)
     app.router.add_post("/stop", stop)
     app.router.add_post("/phase", phase)
@@ -418,11 +483,20 @@ async def _serve(host: str, port: int, serve: bool = False) -> None:
     app.router.add_get("/totals", totals)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    app.router.add_get("/healthz", healthz)
+    runners = [web.AppRunner(app, access_log=None, handle_signals=False)]
+    if metrics_port is not None:  # Prometheus and probes on a port of their own (a NetworkPolicy tells them apart)
+        open_app = web.Application()
+        open_app.router.add_get("/metrics", metrics)
+        open_app.router.add_get("/healthz", healthz)
+        runners.append(web.AppRunner(open_app, access_log=None, handle_signals=False))
+    sites = []
+    for runner, where in zip(runners, (port, metrics_port), strict=False):
+        await runner.setup()
+        site = web.TCPSite(runner, host, where, reuse_address=True)
+        await site.start()
+        sites.append(site)
+    bound = sites[0]._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     print(f"READY {bound}", flush=True)
 
     loop = asyncio.get_running_loop()
@@ -437,7 +511,8 @@ async def _serve(host: str, port: int, serve: bool = False) -> None:
             await asyncio.wait_for(worker._task, timeout=(worker.plan.timeout_s if worker.plan else 0) + 2.0)
         except TimeoutError:
             pass
-    await runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
@@ -483,15 +558,72 @@ def main(argv: list[str] | None = None) -> int:
         help="run until SIGTERM or POST /quit, ignoring standard input (in a container; "
         "by default the worker exits when its standard input closes, i.e. when its controller is gone)",
     )
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="the only origin (scheme://host:port) this worker may load; plans aimed elsewhere are refused",
+    )
+    parser.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"a directory holding the control token ({control.TOKEN_FILE}) and optionally the secret headers "
+        f"({control.HEADERS_FILE}, a JSON object): the Secret volume on Kubernetes. Without it, the token is read "
+        f"from ${control.TOKEN_ENV} and the headers from ${control.HEADERS_ENV}",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics and /healthz (no token) on this port, so a NetworkPolicy can admit Prometheus "
+        "and the control port separately",
+    )
     args = parser.parse_args(argv)
+    try:
+        credentials = _credentials(args.target, args.secrets)
+    except ValueError as exc:
+        parser.error(str(exc))
     _raise_fd_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_serve(args.host, args.port, args.serve))
+        asyncio.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
     else:
-        uvloop.run(_serve(args.host, args.port, args.serve))
+        uvloop.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
     return 0
+
+
+def _credentials(target: str | None, secrets_dir: str | None) -> Credentials:
+    """The token, target and secret headers given at start; ValueError naming what is missing or wrong."""
+    if not target:
+        raise ValueError("--target URL is required: the one origin this worker may load")
+    origin = control.origin(target)
+    if secrets_dir is not None:
+        try:
+            with open(os.path.join(secrets_dir, control.TOKEN_FILE), encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--secrets {secrets_dir}: cannot read the token: {exc.strerror}") from None
+        try:
+            with open(os.path.join(secrets_dir, control.HEADERS_FILE), encoding="utf-8") as fh:
+                raw_headers = fh.read()
+        except FileNotFoundError:
+            raw_headers = "{}"
+        except OSError as exc:
+            raise ValueError(f"--secrets {secrets_dir}: cannot read {control.HEADERS_FILE}: {exc.strerror}") from None
+    else:
+        token = os.environ.pop(control.TOKEN_ENV, "").strip()  # popped: nothing this process starts inherits it
+        raw_headers = os.environ.pop(control.HEADERS_ENV, "") or "{}"
+    if not token:
+        raise ValueError(
+            f"no control token: set ${control.TOKEN_ENV} or pass --secrets DIR (a worker never runs without one)"
+        )
+    try:
+        headers = json.loads(raw_headers)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ValueError("the secret headers must be a JSON object of strings")  # never echo the value
+    return Credentials(token=token, target=origin, secret_headers=headers)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from controlplane import ControlPlane, missing
 
+from pytest_rollout.control import Aim
 from pytest_rollout.fleet import LocalFleet
 from pytest_rollout.procs import ProcessSet
 
@@ -37,12 +38,12 @@ def procs(tmp_path: Path) -> Iterator[ProcessSet]:
 
 
 @pytest.fixture
-def make_fleet(procs: ProcessSet) -> Iterator[Callable[[int], LocalFleet]]:
-    """Start fleets of real worker processes; every one is shut down at the end."""
+def make_fleet(procs: ProcessSet) -> Iterator[Callable[[int, str], LocalFleet]]:
+    """Start fleets of real worker processes aimed at *target* (a URL); every one is shut down at the end."""
     fleets: list[LocalFleet] = []
 
-    def make(size: int) -> LocalFleet:
-        fleet = LocalFleet(procs, f"t{len(fleets)}", size)
+    def make(size: int, target: str, secret_headers: dict[str, str] | None = None) -> LocalFleet:
+        fleet = LocalFleet(procs, f"t{len(fleets)}", size, Aim.at(target, secret_headers))
         fleets.append(fleet)
         fleet.start()
         return fleet

@@ -7,8 +7,9 @@ of the range is local (``ip route add local``). Then:
 
 - :class:`WorkerKubelet` watches the cluster for the fleet's pods and, for
   each pod kwok marks running, starts a real ``python -m pytest_rollout.worker``
-  inside the namespace, bound to the pod's IP: the API server's pod proxy
-  then reaches a real worker, exactly as it would reach a container. It also
+  inside the namespace with the pod's own arguments, bound to the pod's IP and
+  given its Secret volume (written to a private folder): the API server's pod
+  proxy then reaches a real worker, exactly as it would reach a container. It also
   writes a file_sd target file for each run's workers, standing in for a
   cluster Prometheus that discovers annotated pods.
 - :meth:`PodNetwork.serve_service` runs the example app inside the namespace
@@ -22,11 +23,13 @@ address of the range with no worker answers with a reset at once.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -150,6 +153,7 @@ class WorkerKubelet:
         self.api = api
         self.net = net
         self.sd_dir = sd_dir
+        self.secrets = Path(tempfile.mkdtemp(prefix="rollout-pod-secrets-"))  # mode 0700
         self.started: dict[str, ManagedProcess] = {}
         self.images: dict[str, str] = {}  # worker pod -> the image its spec names
         self._written: dict[str, str] = {}
@@ -166,6 +170,24 @@ class WorkerKubelet:
         self._thread.join(timeout=5)
         for proc in self.started.values():
             proc.stop(grace=3.0)
+        shutil.rmtree(self.secrets, ignore_errors=True)
+
+    def _argv(self, core: Any, pod: Any, ip: str) -> list[str]:
+        """The pod's own command and args, bound to its IP, with its Secret volume written to a private folder."""
+        container = pod.spec.containers[0]
+        argv = [sys.executable if part == "python" else part for part in [*container.command, *(container.args or [])]]
+        argv[argv.index("--host") + 1] = ip
+        mounts = {m.name: m.mount_path for m in container.volume_mounts or []}
+        for volume in pod.spec.volumes or []:
+            if volume.secret is None or mounts.get(volume.name) not in argv:
+                continue
+            secret = core.read_namespaced_secret(volume.secret.secret_name, pod.metadata.namespace)
+            folder = self.secrets / pod.metadata.name
+            folder.mkdir(mode=0o700, exist_ok=True)
+            for key, value in (secret.data or {}).items():
+                (folder / key).write_bytes(base64.b64decode(value))
+            argv[argv.index(mounts[volume.name])] = str(folder)
+        return argv
 
     def _loop(self) -> None:
         from kubernetes import client
@@ -185,12 +207,10 @@ class WorkerKubelet:
                 name = pod.metadata.name
                 if name not in self.started:
                     self.images[name] = pod.spec.containers[0].image
-                    self.started[name] = self.net.run(
-                        f"pod-{name}",
-                        [sys.executable, "-m", "pytest_rollout.worker", "--serve", "--host", ip, "--port", "8089"],
-                    )
+                    self.started[name] = self.net.run(f"pod-{name}", self._argv(core, pod, ip))
                 run = pod.metadata.labels.get("pytest-rollout.dev/run", "")
-                runs.setdefault(run, []).append({"targets": [f"{ip}:8089"], "labels": {"run": run, "worker": name}})
+                port = (pod.metadata.annotations or {}).get("prometheus.io/port", "8089")
+                runs.setdefault(run, []).append({"targets": [f"{ip}:{port}"], "labels": {"run": run, "worker": name}})
             for run, groups in runs.items():
                 text = json.dumps(sorted(groups, key=lambda g: g["labels"]["worker"]))
                 if self._written.get(run) != text:

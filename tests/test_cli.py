@@ -76,7 +76,8 @@ def test_rbac_prints_the_role_the_platform_needs_bound_to_a_service_account() ->
     out = subprocess.run(
         [sys.executable, "-m", "pytest_rollout.cli", "rbac"], capture_output=True, text=True, check=True
     ).stdout
-    assert [d["kind"] for d in yaml.safe_load_all(out)] == ["ClusterRole", "ClusterRoleBinding"]
+    assert [d["kind"] for d in yaml.safe_load_all(out)] == ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    assert "#   secrets: the fleet's Secret" in out  # each permission says why
     bad = subprocess.run(
         [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "Team"], capture_output=True, text=True
     )

@@ -12,7 +12,7 @@ from pytest_rollout.worker import Plan, WorkerStats
 
 
 def run_engine(make_fleet, url: str, engine: str, rps: float = 200, seconds: float = 1.5, **plan: object):  # type: ignore[no-untyped-def]
-    totals, (ran,) = run_fleet(make_fleet(1), url, rps, seconds, engine=engine, **plan)
+    totals, (ran,) = run_fleet(make_fleet(1, url), url, rps, seconds, engine=engine, **plan)
     assert ran == engine
     phase = totals.workers[0]["phases"]["p"]
     return phase["by_class"], Histogram.from_list(phase["histogram"])

@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_rollout.control import Aim
 from pytest_rollout.errors import RolloutUsageError
 from pytest_rollout.kube import _owner_gone, _stale, owner_id, parse_service
 from pytest_rollout.kube_objects import (
     ANN_EXPIRES,
     ANN_OWNER,
     fleet_deployment,
+    fleet_network_policy,
+    fleet_secret,
     load_manifests,
     pick_target,
     rbac_documents,
@@ -80,28 +83,75 @@ def test_an_image_without_a_tag_or_with_a_digest_still_makes_valid_labels() -> N
     assert len(version) <= 63 and version[0].isalnum() and version[-1].isalnum()
 
 
+def worker_deployment(**kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = dict(name="w", image="pytest-rollout-worker:0.1.0", replicas=4, run_id="r1")
+    args.update(target="http://target.ns.svc:8080", secret="w")
+    args.update(kw)
+    return fleet_deployment(**args)
+
+
 def test_worker_pods_carry_the_scrape_annotations_and_the_run_label() -> None:
-    dep = fleet_deployment(name="w", image="pytest-rollout-worker:0.1.0", replicas=4, run_id="r1")
+    dep = worker_deployment()
     template = dep["spec"]["template"]
     assert template["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": "8089",
+        "prometheus.io/port": "8090",  # the metrics port: the control port admits only the API server
         "prometheus.io/path": "/metrics",
     }
     assert template["metadata"]["labels"]["pytest-rollout.dev/run"] == "r1"
     container = template["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "pytest_rollout.worker"]
     assert "--serve" in container["args"] and dep["spec"]["replicas"] == 4
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8090}  # needs no token
+
+
+def test_worker_pods_are_aimed_at_creation_and_run_with_least_privilege() -> None:
+    spec = worker_deployment()["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    args = container["args"]
+    assert args[args.index("--target") + 1] == "http://target.ns.svc:8080"  # fixed here, not by a plan
+    assert args[args.index("--secrets") + 1] == "/var/run/pytest-rollout"
+    assert {"name": "secrets", "secret": {"secretName": "w", "defaultMode": 0o440}} in spec["volumes"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")
+    assert mount == {"name": "secrets", "mountPath": "/var/run/pytest-rollout", "readOnly": True}
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    secret = fleet_secret(name="w", token="t0k3n", headers_json='{"Authorization": "Bearer x"}')
+    assert secret["kind"] == "Secret" and secret["stringData"] == {
+        "token": "t0k3n",
+        "headers.json": '{"Authorization": "Bearer x"}',
+    }
+    assert "t0k3n" not in str(worker_deployment()) and "Bearer" not in str(worker_deployment())
+
+
+def test_the_network_policy_admits_the_control_port_from_the_api_server_and_metrics_from_prometheus() -> None:
+    policy = fleet_network_policy(name="w", run_id="r1", control_from=["10.0.0.1/32"], metrics_namespace="monitoring")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == worker_deployment()["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    control, metrics = spec["ingress"]
+    assert control == {"ports": [{"protocol": "TCP", "port": 8089}], "from": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 8090}]
+    assert metrics["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    # the API server's addresses unknown: the control port is left to the token, not closed to the pod proxy
+    open_policy = fleet_network_policy(name="w", run_id="r1", control_from=None, metrics_namespace=None)
+    assert all("from" not in rule for rule in open_policy["spec"]["ingress"])
 
 
 def test_the_worker_dockerfile_runs_the_command_the_fleet_expects() -> None:
     dockerfile = (EXAMPLES.parent.parent / "docker" / "worker.Dockerfile").read_text()
-    container = fleet_deployment(name="w", image="i:1", replicas=1, run_id="r")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    container = worker_deployment()["spec"]["template"]["spec"]["containers"][0]
     assert 'ENTRYPOINT ["python", "-m", "pytest_rollout.worker"]' in dockerfile
-    assert 'CMD ["' + '", "'.join(container["args"]) + '"]' in dockerfile
+    fixed = container["args"][: container["args"].index("--target")]  # the run adds its target and secrets
+    assert 'CMD ["' + '", "'.join(fixed) + '"]' in dockerfile
     assert "pip install --no-cache-dir ." in dockerfile
+    assert "USER 65532:65532" in dockerfile  # the user the pod's securityContext runs as
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -221,7 +271,7 @@ def test_rollout_status_reads_a_deployment_like_kubectl(
 
 
 def test_rbac_role_binds_the_service_account_and_covers_what_the_platform_calls() -> None:
-    role, binding = rbac_documents("ci", "rollout", namespace="team")
+    role, binding, address_role, address_binding = rbac_documents("ci", "rollout", namespace="team")
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "team"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rollout", "namespace": "ci"}]
     granted = {
@@ -230,7 +280,19 @@ def test_rbac_role_binds_the_service_account_and_covers_what_the_platform_calls(
     assert {"create", "patch", "delete"} <= granted[("apps", "deployments")]
     assert {"get", "create"} <= granted[("", "pods/proxy")] and {"get", "create"} <= granted[("", "pods/portforward")]
     assert ("", "namespaces") not in granted  # a Role cannot grant namespaces: that is the ClusterRole's
-    cluster_role, cluster_binding = rbac_documents("ci", "rollout", namespace=None)
+    assert {"create", "delete"} <= granted[("", "secrets")]  # the fleet's token
+    assert {"create", "delete"} <= granted[("networking.k8s.io", "networkpolicies")]
+    # reading the API server's addresses (for the NetworkPolicy): one object, read only, in default
+    assert address_role["metadata"]["namespace"] == "default" and address_role["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "resourceNames": ["kubernetes"],
+            "verbs": ["get"],
+        }
+    ]
+    assert address_binding["subjects"] == binding["subjects"]
+    *_, cluster_role, cluster_binding = rbac_documents("ci", "rollout", namespace=None)
     rules = {r: set(rule["verbs"]) for rule in cluster_role["rules"] for r in rule["resources"]}
     assert {"create", "delete"} <= rules["namespaces"]
     assert cluster_binding["kind"] == "ClusterRoleBinding"
@@ -272,7 +334,7 @@ def test_a_failed_worker_deletion_is_reported_by_teardown_even_after_shutdown() 
             raise ApiException(status=403, reason="Forbidden")
 
     platform = SimpleNamespace(run_id="abc", namespace="rollout-abc", apps=RefusingApps())
-    fleet = KubeFleet(platform, 2)  # type: ignore[arg-type]
+    fleet = KubeFleet(platform, 2, Aim.at("http://t.ns.svc:80"))  # type: ignore[arg-type]
     fleet.shutdown()
     problems = fleet.remove()  # what the platform's teardown calls
     assert len(problems) == 1 and "deleting the load workers (pytest-rollout-workers)" in problems[0]
