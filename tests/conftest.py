@@ -61,7 +61,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         if os.environ.get("ROLLOUT_CI") == "1":  # .ci/run: the tier must run there
             pytest.fail(f"ROLLOUT_CI=1 but {why}", pytrace=False)
         pytest.skip(why)
-    from podnet import POD_CIDR, PodNetwork
+    from podnet import LINK, POD_CIDR, PodNetwork
 
     work = tmp_path_factory.mktemp("control-plane")
     procs = ProcessSet(work)
@@ -74,6 +74,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     problems: list[str] = []
     try:
         plane.start()
+        plane.publish_apiserver_address(LINK[0])  # the host end of the pod network: the proxy's source address
         yield plane
     finally:
         problems += procs.stop_all()

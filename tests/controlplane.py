@@ -364,6 +364,26 @@ class ControlPlane:
             time.sleep(0.2)
         raise RuntimeError(f"{what} did not become ready in {timeout:g}s")
 
+    def publish_apiserver_address(self, address: str) -> None:
+        """Write EndpointSlice default/kubernetes as the API server's reconciler would.
+
+        The reconciler is off here (``--endpoint-reconciler-type=none``: the API server advertises 127.0.0.1,
+        which an endpoint may not hold); *address* is where its connections to pods come from.
+        """
+        from kubernetes import client as k8s
+
+        api = self.client()
+        body = {
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }
+        try:
+            k8s.DiscoveryV1Api(api).create_namespaced_endpoint_slice("default", body)
+        finally:
+            api.close()
+
     def client(self) -> Any:
         from kubernetes import config as kconfig
 

@@ -9,6 +9,7 @@ behaviour under load is covered by the local tier).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -21,8 +22,9 @@ import pytest
 import yaml
 from controlplane import UNREADY, ControlPlane
 
+from pytest_rollout.control import TOKEN_HEADER, Aim
 from pytest_rollout.errors import FleetError, KubernetesError, ReplicaNotReady, UpgradeFailed
-from pytest_rollout.kube import KubePlatform, KubeSettings, reap_stale
+from pytest_rollout.kube import KubePlatform, KubeSettings, raw_request, reap_stale
 from pytest_rollout.kube_objects import (
     ANN_EXPIRES,
     ANN_OWNER,
@@ -347,7 +349,7 @@ def test_the_fleet_is_a_deployment_of_annotated_worker_pods_and_unreachable_work
 ) -> None:
     platform = make(platforms, settings, "fleet")
     platform.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
-    fleet = platform.make_fleet("fleet", 3)
+    fleet = platform.make_fleet("fleet", 3, Aim.at(platform.url, {"Authorization": "Bearer s3cret-k8s"}))
     with pytest.raises(FleetError) as info:
         fleet.start()
     # kwok's pods run nothing here (no worker was started for them): the pod proxy cannot reach them,
@@ -361,9 +363,27 @@ def test_the_fleet_is_a_deployment_of_annotated_worker_pods_and_unreachable_work
     )
     assert len(pods) == 3
     annotations = pods[0].metadata.annotations
-    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8089"
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8090"
     assert pods[0].metadata.labels[LABEL_RUN] == "fleet"
-    assert pods[0].spec.containers[0].args == ["--serve", "--host", "0.0.0.0", "--port", "8089"]
+    args = pods[0].spec.containers[0].args
+    assert args[args.index("--target") + 1] == platform.url.rstrip("/")  # the run's Service, fixed at creation
+    # the API server accepted the least-privilege pod spec as written
+    assert pods[0].spec.automount_service_account_token is False
+    assert pods[0].spec.containers[0].security_context.read_only_root_filesystem is True
+    # the token and the secret header are in the Secret, and nowhere in the pods
+    core = k8s().CoreV1Api(admin)
+    secret = core.read_namespaced_secret("pytest-rollout-workers", platform.namespace)
+    assert base64.b64decode(secret.data["token"]).decode() == fleet.token
+    assert json.loads(base64.b64decode(secret.data["headers.json"])) == {"Authorization": "Bearer s3cret-k8s"}
+    dumped = json.dumps(admin.sanitize_for_serialization(pods))
+    assert fleet.token not in dumped and "s3cret-k8s" not in dumped
+    # the NetworkPolicy admits the control port from the API server's own addresses only
+    policy = k8s().NetworkingV1Api(admin).read_namespaced_network_policy("pytest-rollout-workers", platform.namespace)
+    control_rule, metrics_rule = policy.spec.ingress
+    assert control_rule.ports[0].port == 8089 and metrics_rule.ports[0].port == 8090
+    addresses, why = platform.apiserver_addresses()
+    assert addresses, why
+    assert [peer.ip_block.cidr for peer in control_rule._from] == addresses
 
 
 # -- RBAC --------------------------------------------------------------------------------------------------
@@ -391,10 +411,12 @@ def exercise(settings: KubeSettings) -> None:
         platform.deploy(image_target("shop/app:v1", replicas=2), lambda e: None)
         platform.upgrade(image_target("shop/app:v2", replicas=2, version="v2"), 1, 0, lambda e: None)
         assert "shop/app:v1" in platform.rollback(lambda e: None)
-        fleet = platform.make_fleet("rbac", 1)
+        fleet = platform.make_fleet("rbac", 1, Aim.at(platform.url))
         with pytest.raises(FleetError) as info:
-            fleet.start()
+            fleet.start()  # creates the Secret and the NetworkPolicy
         assert " 403 " not in str(info.value)  # the pod proxy call was allowed; the pod just runs nothing
+        addresses, why = platform.apiserver_addresses()
+        assert addresses, why  # the documented RBAC may read the API server's addresses
     finally:
         problems = platform.teardown(wait_s=60.0)
     assert problems == []
@@ -416,6 +438,7 @@ def test_the_documented_role_suffices_in_a_given_namespace(
             KubePlatform(KubeSettings(kubeconfig=str(kubeconfig), timeout_s=30.0), "outside", "t::outside", 600.0)
     finally:
         core.delete_namespace("team")
+        delete_rbac(admin, cluster=False)
 
 
 def test_the_documented_cluster_role_suffices_for_per_run_namespaces(
@@ -430,8 +453,29 @@ def test_the_documented_cluster_role_suffices_for_per_run_namespaces(
         exercise(KubeSettings(kubeconfig=str(kubeconfig), timeout_s=30.0, upgrade_timeout_s=60.0))
     finally:
         core.delete_namespace("ci")
-        k8s().RbacAuthorizationV1Api(admin).delete_cluster_role("pytest-rollout")
-        k8s().RbacAuthorizationV1Api(admin).delete_cluster_role_binding("pytest-rollout")
+        delete_rbac(admin, cluster=True)
+
+
+def delete_rbac(admin: Any, cluster: bool) -> None:
+    """Remove what rbac_documents made outside the test's namespace (the Role in default; the ClusterRole)."""
+    from kubernetes.client.exceptions import ApiException
+
+    rbac = k8s().RbacAuthorizationV1Api(admin)
+    calls = [
+        lambda: rbac.delete_namespaced_role("pytest-rollout-apiserver-address", "default"),
+        lambda: rbac.delete_namespaced_role_binding("pytest-rollout-apiserver-address", "default"),
+    ]
+    if cluster:
+        calls += [
+            lambda: rbac.delete_cluster_role("pytest-rollout"),
+            lambda: rbac.delete_cluster_role_binding("pytest-rollout"),
+        ]
+    for call in calls:
+        try:
+            call()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def test_without_the_role_the_error_names_the_refusal_and_the_rbac_to_grant(
@@ -747,3 +791,33 @@ def test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_pr
     finally:
         delete_namespace(admin, "e2e")
         assert procs.stop_all() == []
+
+
+def test_worker_pods_obey_only_the_runs_token_through_the_pod_proxy(
+    platforms: list[KubePlatform], settings: KubeSettings, pod_network: Any, admin: Any, tmp_path: Path
+) -> None:
+    """Real workers behind the API server's pod proxy: the token passes the proxy; without it nothing moves."""
+    from podnet import WorkerKubelet
+
+    platform = make(platforms, settings, "guard")
+    platform.deploy(image_target("shop/app:v1", replicas=1), lambda e: None)
+    fleet = platform.make_fleet("guard", 1, Aim.at(platform.url))
+    (tmp_path / "sd").mkdir()
+    with WorkerKubelet(admin, pod_network, tmp_path / "sd"):
+        fleet.start()  # every worker answered GET /status with the token, through the proxy
+        (pod,) = fleet.pods
+        resource = f"/api/v1/namespaces/{platform.namespace}/pods/{pod}:8089/proxy"
+        now = time.time()
+        plan = {"url": platform.url + "/", "segments": [[None, 50, 50]], "start_at": now, "deadline": now + 5}
+        for headers, expected in (({}, 401), ({TOKEN_HEADER: "not-the-token"}, 403)):
+            for method, path, body in (("POST", "/start", plan), ("POST", "/quit", {}), ("GET", "/status", None)):
+                status, raw = raw_request(platform.api, method, resource + path, body, 10.0, headers)
+                assert status == expected, (path, raw)
+        status = fleet._call(pod, "GET", "/status")
+        assert status["state"] == "idle" and status["scheduled"] == 0  # nothing was started or stopped
+        # a plan for anything but the run's Service is refused by the worker itself, even with the token
+        elsewhere = dict(plan, url="http://198.51.100.7:80/")
+        status, raw = raw_request(
+            platform.api, "POST", resource + "/start", elsewhere, 10.0, {TOKEN_HEADER: fleet.token}
+        )
+        assert status == 400 and b"may load only" in raw
