@@ -77,6 +77,7 @@ ARGUMENT_TESTS: dict[str, list[str]] = {
         for key in ("hold", "ramp", "after", "min_load", "timeout", "judge_ramp", "abort_on_breach")
     },
     "checks": ["tests/test_rollouts.py::test_good_release_passes"],
+    "secret_headers": ["tests/test_faults.py::test_secrets_in_headers_stay_out_of_reports_logs_and_labels"],
     "availability": ["tests/test_reports.py::test_a_good_run_shows_progress_writes_html_that_a_browser_renders_and_saves_a_baseline"],
     "regression": ["tests/test_reports.py::test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1"],
 }  # fmt: skip

@@ -192,7 +192,9 @@ def test_secrets_in_headers_stay_out_of_reports_logs_and_labels(inner: pytest.Py
     inner.makepyfile(
         test_release=TEST.format(
             app=str(APP),
-            slo=SLO.format(hold="3s") + f', headers={{"Authorization": "Bearer {secret}", "Cookie": "sid={secret}"}}',
+            slo=SLO.format(hold="3s")
+            + f', headers={{"Authorization": "Bearer {secret}", "Cookie": "sid={secret}", "X-Api-Key": "{secret}"}}'
+            + ', secret_headers=["X-Api-Key"]',
             v1_flags="",
         )
     )

@@ -66,6 +66,7 @@ def test_full_marker() -> None:
     )
     assert spec.hold_s == 300 and spec.ramp_s == 30 and spec.after_s == 60
     assert spec.method == "POST" and spec.body == b"{}"
+    assert parse_slo((), {"rps": 1, "headers": {"X-Key": "v"}, "secret_headers": ["x-key"]}).secret_headers == ("x-key",)
     assert spec.latency_bounds() == [("p50_ms", 0.5, 20.0), ("p99_ms", 0.99, 250.0)]
     assert spec.scaled(0.01).requested_rps == pytest.approx(10_000)
 
@@ -87,6 +88,9 @@ def test_full_marker() -> None:
         ((), {"rps": 10, "method": "FETCH"}, "method", "must be one of"),
         ((), {"rps": 10, "headers": {"a": 1}}, "headers", "str to str"),
         ((), {"rps": 10, "body": 5}, "body", "str or bytes"),
+        ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": "X-Key"}, "secret_headers", "list of header names"),
+        ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": 5}, "secret_headers", "list of header names"),
+        ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": ["X-Other"]}, "secret_headers", "X-Other"),
         ((), {"rps": 10, "min_load": 1.5}, "min_load", "(0, 1]"),
         ((10,), {"rps": 10}, "rps", "both by position and by keyword"),
         ((10, 20), {}, None, "one positional argument"),
