@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_rollout.cli import attack, capacity
+from pytest_rollout.load.attack import attack, capacity
 from pytest_rollout.procs import free_port, http_get
 
 NGINX_CONF = """

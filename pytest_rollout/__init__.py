@@ -5,27 +5,33 @@ The public API; everything else is internal.
 
 from __future__ import annotations
 
-from .errors import (
+from pytest_rollout.errors import (
     FleetError,
+    InputError,
     KubernetesError,
     LoadBalancerError,
     ProcessStartError,
     PrometheusError,
+    ReleaseError,
     ReplicaNotReady,
     RolloutError,
     RolloutUsageError,
+    RunError,
     SLOSpecError,
     UpgradeFailed,
 )
-from .platform import Platform, TargetSpec, UpgradeEvent, UpgradeResult
-from .rollout import Phase, Rollout, Verdict
-from .slo import SLOSpec, parse_duration, parse_slo
-from .verdict import PhaseMeasurement, VerdictEntry
+from pytest_rollout.judge.verdict import PhaseMeasurement, Verdict, VerdictEntry
+from pytest_rollout.load.protocol import Aim
+from pytest_rollout.platforms.base import Platform, TargetSpec, UpgradeEvent, UpgradeResult
+from pytest_rollout.run.rollout import Phase, Rollout
+from pytest_rollout.slo import SLOSpec, parse_duration, parse_slo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aim",
     "FleetError",
+    "InputError",
     "KubernetesError",
     "LoadBalancerError",
     "Phase",
@@ -33,10 +39,12 @@ __all__ = [
     "Platform",
     "ProcessStartError",
     "PrometheusError",
+    "ReleaseError",
     "ReplicaNotReady",
     "Rollout",
     "RolloutError",
     "RolloutUsageError",
+    "RunError",
     "SLOSpec",
     "SLOSpecError",
     "TargetSpec",

@@ -15,185 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .control import Aim, split_headers
-from .errors import RolloutError, RolloutUsageError
-from .fleet import LocalFleet
-from .histogram import Histogram
-from .procs import ProcessSet, proc_cpu_seconds
-from .schedule import Segment
-from .slo import parse_duration
-from .worker import CLASSES, Plan, inflight_cap
+from pytest_rollout.errors import RolloutError, RolloutUsageError
+from pytest_rollout.load.attack import attack, capacity
+from pytest_rollout.load.calibration import CALIBRATION_SHARE, calibration_path
+from pytest_rollout.slo import parse_duration
 
-__all__ = ["attack", "calibration_path", "capacity", "held_within", "main", "measured_worker_rps"]
-
-PHASE = "attack"
-#: Fraction of the calibrated capacity the plugin gives each worker.
-CALIBRATION_SHARE = 0.7
-
-
-def calibration_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pytest-rollout" / "calibration.json"
-
-
-def measured_worker_rps(engine: str = "fast") -> float | None:
-    """The rate to give one worker, from ``pytest-rollout calibrate`` (None if never run here)."""
-    try:
-        data = json.loads(calibration_path().read_text())
-        return float(data["engines"][engine]["held_rps"]) * CALIBRATION_SHARE
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def attack(
-    url: str,
-    rps: float,
-    duration_s: float,
-    *,
-    workers: int = 1,
-    engine: str = "auto",
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-    timeout_s: float = 5.0,
-    ramp_s: float = 0.0,
-    max_inflight: int | None = None,
-) -> dict[str, Any]:
-    """Run the fleet against *url* and return the summary ``--json`` prints."""
-    with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
-        procs = ProcessSet(Path(tmp))
-        public, secret = split_headers(headers or {})
-        try:
-            aim = Aim.at(url, secret)
-        except ValueError as exc:
-            raise RolloutUsageError(f"--url: {exc}") from None
-        fleet = LocalFleet(procs, "attack", workers, aim)
-        try:
-            fleet.start()
-            start = time.time() + 0.3
-            segments = [Segment(ramp_s, 0.0, rps)] if ramp_s > 0 else []
-            segments.append(Segment(None, rps, rps))
-            template = Plan(
-                url=url,
-                segments=(),
-                start_at=start,
-                deadline=start + ramp_s + duration_s,
-                method=method,
-                headers=public,
-                body=body,
-                timeout_s=timeout_s,
-                max_inflight=max_inflight or inflight_cap(rps / workers),
-                phases=(("ramp", start), (PHASE, start + ramp_s)) if ramp_s > 0 else ((PHASE, start),),
-                engine=engine,
-            )
-            engines = fleet.begin(template, segments)
-            cpu_before = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
-            end = start + ramp_s + duration_s
-            while time.time() < end:
-                dead = fleet.dead_processes()
-                if dead:
-                    raise RolloutError(f"load worker {dead[0].describe()} died:\n{dead[0].log_tail()}")
-                time.sleep(min(0.2, max(0.0, end - time.time())))
-            cpu_after = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
-            fleet.stop_load()
-            fleet.drain(settle_s=timeout_s + 2.0)
-            totals = fleet.totals()
-        finally:
-            fleet.shutdown()
-            procs.stop_all()
-    hist = Histogram()
-    by_class = dict.fromkeys(CLASSES, 0)
-    late = 0
-    max_lag = 0.0
-    for w in totals.workers:
-        phase = w["phases"][PHASE]
-        hist.merge(Histogram.from_list(phase["histogram"], phase["latency_sum_s"]))
-        for k, v in phase["by_class"].items():
-            by_class[k] += int(v)
-        late += int(phase["late"])
-        max_lag = max(max_lag, float(w["max_lag_s"]))
-    requests = sum(by_class.values())
-    held = requests - by_class["dropped"]  # the late were not sent: they are counted dropped too
-    cpu = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=False))
-
-    def ms(q: float) -> float | None:
-        value = hist.quantile(q)
-        return None if math.isnan(value) else round(value * 1000.0, 3)
-
-    return {
-        "url": url,
-        "engine": ",".join(sorted(set(engines))),
-        "workers": workers,
-        "duration_s": duration_s,
-        "requested_rps": rps,
-        "held_rps": round(held / duration_s, 1),
-        "requests": requests,
-        "ok": by_class["ok"],
-        "errors": {k: v for k, v in by_class.items() if k != "ok"},
-        "late": late,
-        "max_lag_ms": round(max_lag * 1000.0, 3),
-        "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999)},
-        "worker_cpu_s": round(cpu, 3),
-        "cpu_us_per_request": round(cpu / requests * 1e6, 2) if requests else None,
-    }
-
-
-def held_within(summary: dict[str, Any], tolerance: float = 0.01) -> bool:
-    """True when an attack held its asked rate within *tolerance*, with no errors."""
-    return bool(summary["held_rps"] >= summary["requested_rps"] * (1 - tolerance)) and not any(
-        summary["errors"].values()
-    )
-
-
-def capacity(
-    url: str,
-    engine: str,
-    trial_s: float,
-    confirm_s: float,
-    *,
-    workers: int = 1,
-    start_rps: float = 1000.0,
-    tolerance: float = 0.01,
-) -> dict[str, Any]:
-    """The highest rate *workers* workers hold within *tolerance* on this machine.
-
-    Doubling, then four bisection steps with *trial_s* runs; then the rate found
-    must hold for a *confirm_s* run too, stepping down 10% at a time until it
-    does (on a noisy machine a single lucky short trial overstates capacity).
-    """
-    low, high = 0.0, start_rps * workers
-    runs = []
-    while high <= 1_000_000 * workers:
-        summary = attack(url, high, trial_s, engine=engine, workers=workers)
-        runs.append(summary)
-        if not held_within(summary, tolerance):
-            break
-        low, high = high, high * 2
-    for _ in range(4):
-        mid = (low + high) / 2
-        summary = attack(url, mid, trial_s, engine=engine, workers=workers)
-        runs.append(summary)
-        low, high = (mid, high) if held_within(summary, tolerance) else (low, mid)
-    for _ in range(8):
-        if low <= 0:
-            break
-        summary = attack(url, low, confirm_s, engine=engine, workers=workers)
-        runs.append(summary)
-        if held_within(summary, tolerance):
-            break
-        low *= 0.9
-    else:
-        low = 0.0
-    return {"engine": runs[-1]["engine"], "held_rps": round(low), "runs": runs}
+__all__ = ["main"]
 
 
 def _headers(values: list[str]) -> dict[str, str]:
@@ -277,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rbac":
         import yaml
 
-        from .kube_objects import RBAC_WHY, check_name, rbac_documents
+        from pytest_rollout.platforms.kubernetes.objects import check_name
+        from pytest_rollout.platforms.kubernetes.rbac import RBAC_WHY, rbac_documents
 
         try:
             for name, value in (

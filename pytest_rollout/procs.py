@@ -19,7 +19,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from .errors import ProcessStartError
+from pytest_rollout.errors import ProcessStartError
 
 __all__ = [
     "ManagedProcess",

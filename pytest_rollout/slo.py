@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any
 
-from .errors import SLOSpecError
+from pytest_rollout.errors import SLOSpecError
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_slo", "quantile_name"]
 

@@ -1,18 +1,29 @@
-"""Shared helpers for pytest-rollout's own tests."""
+"""Fixtures shared by pytest-rollout's own tests.
+
+The tests are laid out by tier: ``unit/`` (pure logic, seconds), ``component/``
+(one real part: workers, HAProxy, the plugin in a pytester session),
+``e2e/`` (whole rollouts with real processes, HAProxy and Prometheus),
+``kubernetes/`` (a real control plane); ``support/`` holds what they share
+(imported by bare name: it is put on ``sys.path`` here).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane, missing
 
-from pytest_rollout.control import Aim
-from pytest_rollout.fleet import LocalFleet
-from pytest_rollout.procs import ProcessSet
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+from controlplane import ControlPlane, missing  # noqa: E402 - support/ is on the path only from here
+
+from pytest_rollout.load.fleet import LocalFleet  # noqa: E402
+from pytest_rollout.load.protocol import Aim  # noqa: E402
+from pytest_rollout.procs import ProcessSet  # noqa: E402
 
 pytest_plugins = ["pytester"]
 

@@ -1,0 +1,1 @@
+"""The judgement: Prometheus, PromQL, measurements, exact intervals, verdicts and baselines."""

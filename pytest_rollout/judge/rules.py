@@ -1,0 +1,407 @@
+"""From per-phase measurements to verdict entries: the rules. Pure logic, no I/O.
+
+Every entry has one of three outcomes (:class:`Outcome`):
+
+- **held**: the data show, at 95% confidence, that the SLO held: the whole
+  95% interval of the measured value lies within the bound;
+- **broken**: the data show that it was broken: the whole interval lies beyond;
+- **not proven**: anything else: the interval straddles the bound, the
+  evidence is doubtful, or the fleet did not hold the load.
+
+A test with any broken entry fails ("SLO broken", exit 1); otherwise one
+with any not proven entry is not proven (exit 6, never a pass); otherwise
+it passes (:class:`TestResult`).
+
+**The intervals** (see :mod:`pytest_rollout.judge.stats`): an error rate has the
+exact Clopper-Pearson interval; a latency quantile the order-statistic
+interval read off the merged histogram, bucket edges on the conservative
+side. ``error_rate=0`` means no failed request at all: any error breaks it.
+
+**Blame.** The release is judged only on what it answered: the 4xx, 5xx,
+refused or reset connections, timeouts and latencies of the requests the
+fleet sent, all on time (a worker never sends a request more than 50 ms
+late: one it could not send in time is dropped, counted late, rather than
+sent in a catch-up burst the plan never asked for). What the fleet failed to
+do (a request dropped because the worker fell behind or its in-flight cap was
+full, a worker dead or frozen) is never the release's error or latency. A phase
+whose load was not held (fewer on-time requests than ``min_load`` of the
+rate) is not proven, unless the release's own answers prove a breach by
+themselves.
+
+**The ramp** is warm-up: its load is checked and it is reported, but its
+error rate and latency are judged only with ``slo(judge_ramp=True)``.
+
+**Evidence.** Before any SLO of a phase is judged, the evidence is checked;
+when it falls short every SLO of that phase is not proven:
+
+- Prometheus scraped every worker of the run during the phase, and never
+  went more than :data:`MAX_GAP_INTERVALS` scrape intervals without a
+  successful scrape of any of them;
+- the phase's request count in Prometheus agrees with the fleet's own count
+  within :data:`CROSS_CHECK_TOLERANCE` (relative) or 3 requests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_rollout.judge.stats import (
+    clopper_pearson,
+    min_requests_for_quantile,
+    quantile_interval_ms,
+    requests_to_prove_rate,
+)
+from pytest_rollout.judge.verdict import (
+    CROSS_CHECK_TOLERANCE,
+    MAX_GAP_INTERVALS,
+    STEADY_PHASES,
+    Kind,
+    Outcome,
+    PhaseMeasurement,
+    VerdictEntry,
+    make_entry,
+)
+from pytest_rollout.slo import SLOSpec, quantile_name
+
+__all__ = ["error_budget", "evaluate", "largest_gap", "live_breach", "provable"]
+
+
+def largest_gap(start: float, end: float, times: list[float]) -> float:
+    """Longest stretch of [start, end] with no sample in *times*."""
+    points = [start] + sorted(t for t in times if start <= t <= end) + [end]
+    return max(b - a for a, b in zip(points, points[1:], strict=False))
+
+
+def _evidence_problem(m: PhaseMeasurement) -> str | None:
+    if m.problem is not None:
+        return m.problem
+    if m.requests is None or m.workers_seen == 0:
+        return "Prometheus has no samples of the fleet for this phase"
+    if m.workers_seen < m.workers_expected:
+        return f"Prometheus scraped {m.workers_seen} of {m.workers_expected} workers during the phase"
+    allowed_gap = MAX_GAP_INTERVALS * m.scrape_interval_s
+    if m.max_gap_s > allowed_gap:
+        return (
+            f"Prometheus went {m.max_gap_s:.1f}s without scraping some worker (scrape interval "
+            f"{m.scrape_interval_s:g}s, at most {allowed_gap:g}s allowed): scrapes were missed"
+        )
+    if m.fleet_requests is None:
+        return "the fleet's own totals are missing, so Prometheus' counts cannot be cross-checked"
+    allowed = max(3.0, CROSS_CHECK_TOLERANCE * m.fleet_requests)
+    if abs(m.requests - m.fleet_requests) > allowed:
+        return (
+            f"Prometheus counted {m.requests:.0f} requests but the fleet counted {m.fleet_requests} "
+            f"(allowed difference {allowed:.0f})"
+        )
+    return None
+
+
+def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictEntry]:
+    """Judge every SLO of *spec* over every measured phase."""
+    entries: list[VerdictEntry] = []
+    if not phases:
+        return [
+            make_entry(Kind.LOAD, "load", "-", None, None, Outcome.NOT_PROVEN, "no load was run: call rollout.ramp()")
+        ]
+    for m in phases:
+        judged = m.phase != "ramp" or spec.judge_ramp
+        problem = _evidence_problem(m)
+        if problem is not None:
+            reason = f"not proven: {problem}"
+            entries.append(
+                make_entry(Kind.LOAD, "rps", m.phase, None, _load_bound(spec, m), Outcome.NOT_PROVEN, reason)
+            )
+            if judged:
+                entries.append(
+                    make_entry(
+                        Kind.ERROR_RATE, "error_rate", m.phase, None, spec.error_rate, Outcome.NOT_PROVEN, reason
+                    )
+                )
+                for key, _q, bound in spec.latency_bounds():
+                    entries.append(make_entry(Kind.LATENCY, key, m.phase, None, bound, Outcome.NOT_PROVEN, reason))
+                for check in spec.checks:
+                    entries.append(make_entry(Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN, reason, check.op))  # fmt: skip
+            continue
+        load = _judge_load(spec, m)
+        entries.append(load)
+        if not judged:
+            continue
+        shortfall = None if load.passed else _fleet_shortfall(spec, m)
+        entries.append(_judge_error_rate(spec, m, shortfall))
+        for key, q, bound in spec.latency_bounds():
+            entries.append(_judge_latency(key, q, bound, m, shortfall))
+        for check in spec.checks:
+            entries.append(_judge_check(check, m))
+    if spec.availability is not None:
+        entries.append(_judge_availability(spec, phases))
+    return entries
+
+
+def _judge_check(check: Any, m: PhaseMeasurement) -> VerdictEntry:
+    value = m.checks.get(check.name)
+    if value is None or math.isnan(value):
+        return make_entry(
+            Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN,
+            "not proven: the check's PromQL gave no single value (see the report's queries)", check.op,
+        )  # fmt: skip
+    if check.holds(value):
+        return make_entry(Kind.CHECK, check.name, m.phase, value, check.bound, Outcome.HELD, "", check.op)
+    return make_entry(
+        Kind.CHECK, check.name, m.phase, value, check.bound, Outcome.BROKEN,
+        f"{check.name} = {value:g}, not {check.op} {check.bound:g}", check.op,
+    )  # fmt: skip
+
+
+def _load_bound(spec: SLOSpec, m: PhaseMeasurement) -> float:
+    if m.phase in STEADY_PHASES:
+        return spec.min_load * spec.requested_rps
+    return spec.min_load * m.asked_rps
+
+
+def _fleet_shortfall(spec: SLOSpec, m: PhaseMeasurement) -> str:
+    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
+    text = f"the fleet did not hold the load (asked {asked:,.0f} rps, sent {m.held_rps:,.0f} rps on time"
+    if m.dropped:
+        text += (
+            f"; {m.dropped:,.0f} not sent: {m.late:,.0f} because the fleet fell behind, the rest at the in-flight cap"
+        )
+    return text + ")"
+
+
+def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
+    """Load is the fleet's side: held, or not proven (never the release's breach)."""
+    bound = _load_bound(spec, m)
+    held = m.held_rps
+    if held >= bound:
+        return make_entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.HELD)
+    asked = spec.requested_rps if m.phase in STEADY_PHASES else m.asked_rps
+    reason = (
+        f"load not reached (the fleet's failure, not the release's): asked {asked:,.0f} rps, held {held:,.0f} rps "
+        f"on time (min_load {spec.min_load:g})"
+    )
+    if m.dropped:
+        reason += (
+            f"; {m.dropped:,.0f} requests not sent: {m.late:,.0f} because the fleet fell over 50 ms behind "
+            f"(short of CPU or workers: see --rollout-workers, --rollout-worker-rps), {m.dropped - m.late:,.0f} "
+            "at the in-flight cap (a stalled target)"
+        )
+    return make_entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.NOT_PROVEN, reason)
+
+
+def _rate_outcome(k: float, n: float, bound: float) -> tuple[Outcome, tuple[float, float]]:
+    low, high = clopper_pearson(round(k), round(n))
+    if bound <= 0:
+        return (Outcome.BROKEN if k >= 0.5 else Outcome.HELD), (low, high)
+    if low > bound:
+        return Outcome.BROKEN, (low, high)
+    if high <= bound:
+        return Outcome.HELD, (low, high)
+    return Outcome.NOT_PROVEN, (low, high)
+
+
+def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration: float) -> str:
+    needed = requests_to_prove_rate(rate, bound)
+    if needed is None:
+        return "the rate sits on the bound: no amount of data decides it"
+    seconds = needed / max(held_rps, 1e-9)
+    per_s = needed / max(duration, 1e-9)
+    return (
+        f"{needed:,} requests on time would decide it at this error rate: about {seconds:,.0f}s at this rate, "
+        f"or about {per_s:,.0f} rps over {duration:.1f}s"
+    )
+
+
+def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+    bound = spec.error_rate
+    n, k = m.on_time, m.errors
+    if n < 1:
+        reason = "not proven: no request was sent on time in this phase" + (f"; {shortfall}" if shortfall else "")
+        return make_entry(Kind.ERROR_RATE, "error_rate", m.phase, None, bound, Outcome.NOT_PROVEN, reason)
+    rate = k / n
+    outcome, interval = _rate_outcome(k, n, bound)
+    classes = ", ".join(f"{c}={v:.0f}" for c, v in sorted(m.errors_by_class.items()) if v >= 0.5)
+    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    if outcome is Outcome.BROKEN:
+        reason = f"{k:.0f} of {n:.0f} requests sent on time failed ({classes}): {ci}, beyond {bound:g}"
+        if shortfall:
+            reason += f" (proven by the release's own answers, although {shortfall})"
+        return make_entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, outcome, reason, interval=interval)
+    if outcome is Outcome.HELD and shortfall is None:
+        return make_entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, outcome, "", interval=interval)
+    if shortfall:
+        reason = f"not proven: {shortfall}; {k:.0f} of {n:.0f} requests sent on time failed, {ci}"
+    else:
+        reason = f"not proven: {k:.0f} of {n:.0f} requests failed, {ci} straddles {bound:g}; " + _what_would_prove_rate(
+            rate, bound, m.held_rps, m.duration
+        )
+    return make_entry(
+        Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, Outcome.NOT_PROVEN, reason, interval=interval
+    )
+
+
+def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+    name = f"p{quantile_name(q)}"
+    value = m.quantiles_ms.get(q)
+    value = None if value is None or math.isnan(value) else value
+    n = m.histogram[-1][1] if m.histogram else 0.0
+    if n < 1:
+        reason = "not proven: no latency was measured for requests sent on time" + (
+            f"; {shortfall}" if shortfall else ""
+        )
+        return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason)
+    low, high = quantile_interval_ms(m.histogram, q)
+    interval = (low, high)
+    ci = f"95% interval [{low:.1f}, {'inf' if math.isinf(high) else f'{high:.1f}'}] ms"
+    if low > bound:
+        reason = f"{name} latency {value or low:.1f} ms exceeds {bound:g} ms ({ci}, {n:,.0f} requests sent on time)"
+        if shortfall:
+            reason += f" (proven by the release's own answers, although {shortfall})"
+        return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.BROKEN, reason, interval=interval)
+    if high <= bound and shortfall is None:
+        return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.HELD, "", interval=interval)
+    if shortfall:
+        reason = f"not proven: {shortfall}; {name} {ci}"
+    elif math.isinf(high) and n < min_requests_for_quantile(q):
+        needed = min_requests_for_quantile(q)
+        reason = (
+            f"not proven: {n:,.0f} requests are too few to bound {name} (at least {needed:,} are needed, "
+            f"about {needed / max(m.held_rps, 1e-9):,.0f}s at this rate)"
+        )
+    else:
+        reason = f"not proven: {name} {ci} straddles {bound:g} ms; more requests narrow it"
+    return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason, interval=interval)
+
+
+def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> VerdictEntry:
+    """The share of requests sent on time that succeeded over the whole run, against ``availability``."""
+    assert spec.availability is not None
+    target = spec.availability
+    problems = [f"{m.phase}: {p}" for m in phases if (p := _evidence_problem(m)) is not None]
+    if problems:
+        return make_entry(
+            Kind.AVAILABILITY, "availability", "run", None, target, Outcome.NOT_PROVEN, f"not proven: {problems[0]}"
+        )
+    n = sum(m.on_time for m in phases)
+    k = sum(m.errors for m in phases)
+    if n < 1:
+        return make_entry(
+            Kind.AVAILABILITY, "availability", "run", None, target, Outcome.NOT_PROVEN,
+            "not proven: no request was sent on time",
+        )  # fmt: skip
+    outcome, (low, high) = _rate_outcome(k, n, 1.0 - target)
+    measured = 1.0 - k / n
+    interval = (1.0 - high, 1.0 - low)
+    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    if outcome is Outcome.HELD:
+        return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, "", interval=interval)
+    budget = (1.0 - target) * n
+    spent = f"{k:.0f} failed requests spent {k / budget:.0%} of the run's error budget ({budget:.0f})"
+    if outcome is Outcome.BROKEN:
+        return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, f"{spent}: {ci}", interval=interval)  # fmt: skip
+    duration = sum(m.duration for m in phases)
+    reason = f"not proven: {spent}; {ci} straddles {target:g}; " + _what_would_prove_rate(
+        k / n, 1.0 - target, n / duration, duration
+    )
+    return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, reason, interval=interval)
+
+
+def error_budget(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> dict[str, Any] | None:
+    """The error budget of the run (``availability``): spent per phase, and each phase's burn rate.
+
+    The budget is ``(1 - availability)`` of the run's requests sent on time. A
+    phase's burn rate is its error rate over ``1 - availability``: 1 spends the
+    budget exactly at the pace of the run, 10 ten times as fast.
+    """
+    if spec.availability is None:
+        return None
+    allowed = 1.0 - spec.availability
+    total = sum(m.on_time for m in phases)
+    budget = allowed * total
+    out: dict[str, Any] = {"availability": spec.availability, "budget_requests": budget, "phases": {}}
+    spent_total = 0.0
+    for m in phases:
+        if m.requests is None:
+            out["phases"][m.phase] = {"errors": None, "spent": None, "burn_rate": None}
+            continue
+        spent_total += m.errors
+        out["phases"][m.phase] = {
+            "errors": m.errors,
+            "spent": m.errors / budget if budget else None,
+            "burn_rate": (m.errors / m.on_time) / allowed if m.on_time else None,
+        }
+    out["spent"] = spent_total / budget if budget else None
+    return out
+
+
+def live_breach(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry | None:
+    """The first SLO that the data of a phase still under way already prove broken, if any.
+
+    The same interval rules as the final verdict, over the requests that have
+    ended so far (the phase's own series, read live). Used to stop a run early.
+    """
+    if m.phase == "ramp" and not spec.judge_ramp:
+        return None
+    if m.on_time >= 1:
+        entry = _judge_error_rate(spec, m, None)
+        if entry.outcome is Outcome.BROKEN:
+            return entry
+    if m.histogram and m.histogram[-1][1] >= 1:
+        for key, q, bound in spec.latency_bounds():
+            entry = _judge_latency(key, q, bound, m, None)
+            if entry.outcome is Outcome.BROKEN:
+                return entry
+    return None
+
+
+def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[str, str, bool]]:
+    """What each phase can possibly prove held, from the marker's rate and the phases' lengths.
+
+    The ``upgrade`` phase's length is not known in advance (give it any value):
+    its line says how long an upgrade must last to prove the error rate.
+
+    Returns ``(phase, text, ok)`` lines: *ok* is False where an SLO can never be
+    proven held as written (even with no error and every request fast), with
+    the change that would make it provable.
+    """
+    rps = spec.requested_rps
+    lines: list[tuple[str, str, bool]] = []
+    for phase, seconds in phase_lengths.items():
+        if phase == "upgrade":  # its length is the platform's: say how long it must last to prove anything
+            needed = requests_to_prove_rate(0.0, spec.error_rate) if spec.error_rate > 0 else None
+            if needed:
+                text = (
+                    f"{rps:,.0f} requests a second of upgrade; proving error_rate <= {spec.error_rate:g} needs "
+                    f"{needed:,} requests, an upgrade of at least {needed / rps:,.1f}s at this rate"
+                )
+                lines.append((phase, text, True))
+            continue
+        if phase == "ramp" and not spec.judge_ramp:
+            continue
+        n = int(rps * seconds / (2.0 if phase == "ramp" else 1.0))
+        _, best = clopper_pearson(0, n) if n > 0 else (0.0, 1.0)
+        parts = [f"{n:,} requests"]
+        ok = True
+        fixes: list[str] = []
+        if spec.error_rate > 0:
+            parts.append(f"can prove error_rate <= {best:.2g} at best")
+            if best > spec.error_rate:
+                ok = False
+                needed = requests_to_prove_rate(0.0, spec.error_rate) or 0
+                fixes.append(
+                    f"error_rate={spec.error_rate:g} needs {needed:,} requests: "
+                    f"{needed / rps:,.0f}s at {rps:,.0f} rps, or {needed / max(seconds, 1e-9):,.0f} rps for {seconds:g}s"
+                )
+        for key, q, _bound in spec.latency_bounds():
+            needed = min_requests_for_quantile(q)
+            if n < needed:
+                ok = False
+                fixes.append(
+                    f"{key} needs at least {needed:,} requests to be bounded ({needed / rps:,.1f}s at {rps:,.0f} rps)"
+                )
+        text = ", ".join(parts)
+        if fixes:
+            text += "; can never be proven held as written: " + "; ".join(fixes)
+        lines.append((phase, text, ok))
+    return lines

@@ -1,0 +1,1 @@
+"""The load: the worker protocol, the engines, the worker process, the fleet, schedules and histograms."""

@@ -1,0 +1,114 @@
+"""A worker's own counts: per phase in which each request was due, by outcome class, with latency histograms.
+
+Kept in-process with no locks and no label look-ups; read at scrape time by the worker's collector and
+at the end by the controller (GET /totals), as the cross-check for Prometheus."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from typing import Any
+
+from pytest_rollout.load.histogram import Histogram
+from pytest_rollout.load.protocol import CLASSES, DROPPED
+
+__all__ = ["PhaseStats", "WorkerStats"]
+
+
+class PhaseStats:
+    """Counts for the requests *due* in one phase.
+
+    Every request is sent on time or not at all: one the worker could not send
+    within :data:`LATE_S` of when it was due (it fell behind: no CPU, a pause)
+    is ``dropped`` and counted ``late`` too, and so is one that found the
+    in-flight cap full. Sending the overdue ones in a burst would load the
+    target with a spike the plan never asked for, and blame the release for
+    the latency it causes. ``hist`` holds the latency of the requests sent.
+    """
+
+    __slots__ = ("by_class", "hist", "late")
+
+    def __init__(self) -> None:
+        self.by_class = [0] * len(CLASSES)
+        self.hist = Histogram()
+        self.late = 0
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.by_class),
+            "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
+            "errors": sum(self.by_class[1:]),
+            "late": self.late,
+            "histogram": self.hist.to_list(),
+            "latency_sum_s": self.hist.sum,
+        }
+
+
+class WorkerStats:
+    """Counters a worker keeps in-process: no locks, no label look-ups.
+
+    Every request is attributed to the phase in which it was *due* (not the one
+    in which it ended), so per-phase totals are exact whatever the scrape
+    timing. Phase starts arrive with the plan or later through ``POST /phase``;
+    requests due before the first phase count under ``"-"``.
+    """
+
+    __slots__ = (
+        "phase_times",
+        "phase_stats",
+        "phase_names",
+        "scheduled",
+        "late",
+        "max_lag",
+        "inflight",
+        "max_inflight_seen",
+        "total",
+    )
+
+    def __init__(self) -> None:
+        self.phase_times: list[float] = [-math.inf]  # loop times, ascending
+        self.phase_stats: list[PhaseStats] = [PhaseStats()]
+        self.phase_names: list[str] = ["-"]
+        self.scheduled = 0
+        self.late = 0
+        self.max_lag = 0.0
+        self.inflight = 0
+        self.max_inflight_seen = 0
+        self.total = 0
+
+    def add_phase(self, name: str, loop_start: float) -> None:
+        """Requests due at or after *loop_start* (loop time) count for phase *name*."""
+        if name in self.phase_names:
+            raise ValueError(f"phase {name!r} already started")
+        if loop_start < self.phase_times[-1]:
+            raise ValueError(f"phase {name!r} starts before phase {self.phase_names[-1]!r}")
+        self.phase_times.append(loop_start)
+        self.phase_stats.append(PhaseStats())
+        self.phase_names.append(name)
+
+    def phase_of(self, due: float) -> PhaseStats:
+        return self.phase_stats[bisect_right(self.phase_times, due) - 1]
+
+    def record(self, klass: int, due: float, latency: float | None) -> None:
+        stats = self.phase_of(due)
+        stats.by_class[klass] += 1
+        if latency is not None:
+            stats.hist.observe(latency)
+        self.total += 1
+
+    def fell_behind(self, due: float) -> None:
+        """The request due at *due* could not be sent on time: it is not sent (late, and dropped)."""
+        self.late += 1
+        self.phase_of(due).late += 1
+        self.record(DROPPED, due, None)
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "requests": self.total,
+            "scheduled": self.scheduled,
+            "late": self.late,
+            "max_lag_s": self.max_lag,
+            "inflight": self.inflight,
+            "max_inflight_seen": self.max_inflight_seen,
+            "phases": {name: st.totals() for name, st in zip(self.phase_names, self.phase_stats, strict=False)},
+        }

@@ -1,0 +1,101 @@
+"""What a worker is given when it starts, never over its control API: the token, its target, the secret headers.
+
+And the guard that makes every control call show the token (see pytest_rollout.load.protocol)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_rollout.load import protocol
+from pytest_rollout.load.protocol import Plan
+
+__all__ = ["Credentials", "guard", "read_credentials"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a worker is given at start and never over its control API: the token, its target, the secret headers."""
+
+    token: str
+    target: str  # an origin: see protocol.origin
+    secret_headers: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the token or header values
+        return f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r})"
+
+    def admit(self, plan: Plan) -> Plan:
+        """*plan* with the secret headers added, or ValueError when it aims elsewhere or carries a secret."""
+        aimed = protocol.origin(plan.url)
+        if aimed != self.target:
+            raise ValueError(
+                f"the plan aims at {aimed}, but this worker may load only {self.target} "
+                "(fixed when it was started: --target)"
+            )
+        secret = protocol.ALWAYS_SECRET | {name.lower() for name in self.secret_headers}
+        carried = sorted(name for name in plan.headers if name.lower() in secret)
+        if carried:
+            raise ValueError(
+                f"the plan carries secret header(s) {', '.join(carried)}: a worker takes secret headers only when "
+                "it starts (environment or --secrets), never in a plan"
+            )
+        return dataclasses.replace(plan, headers={**plan.headers, **self.secret_headers})
+
+
+def guard(credentials: Credentials) -> Any:
+    """aiohttp middleware: every path but the open ones needs the run's token."""
+    from aiohttp import web
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in protocol.OPEN_PATHS:
+            given = request.headers.get(protocol.TOKEN_HEADER)
+            if given is None:
+                return web.json_response(
+                    {"error": f"no {protocol.TOKEN_HEADER} header: this worker obeys only the run that started it"},
+                    status=401,
+                    headers={"WWW-Authenticate": protocol.TOKEN_HEADER},
+                )
+            if not protocol.token_matches(given, credentials.token):
+                return web.json_response({"error": f"wrong {protocol.TOKEN_HEADER}"}, status=403)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials:
+    """The token, target and secret headers given at start; ValueError naming what is missing or wrong."""
+    if not target:
+        raise ValueError("--target URL is required: the one origin this worker may load")
+    origin = protocol.origin(target)
+    if secrets_dir is not None:
+        try:
+            with open(os.path.join(secrets_dir, protocol.TOKEN_FILE), encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--secrets {secrets_dir}: cannot read the token: {exc.strerror}") from None
+        try:
+            with open(os.path.join(secrets_dir, protocol.HEADERS_FILE), encoding="utf-8") as fh:
+                raw_headers = fh.read()
+        except FileNotFoundError:
+            raw_headers = "{}"
+        except OSError as exc:
+            raise ValueError(f"--secrets {secrets_dir}: cannot read {protocol.HEADERS_FILE}: {exc.strerror}") from None
+    else:
+        token = os.environ.pop(protocol.TOKEN_ENV, "").strip()  # popped: nothing this process starts inherits it
+        raw_headers = os.environ.pop(protocol.HEADERS_ENV, "") or "{}"
+    if not token:
+        raise ValueError(
+            f"no control token: set ${protocol.TOKEN_ENV} or pass --secrets DIR (a worker never runs without one)"
+        )
+    try:
+        headers = json.loads(raw_headers)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ValueError("the secret headers must be a JSON object of strings")  # never echo the value
+    return Credentials(token=token, target=origin, secret_headers=headers)

@@ -1,0 +1,312 @@
+"""The fleet: many worker processes holding one arrival rate together.
+
+The controller starts the workers, gives each an equal share of the rate
+with its own arrival phase (so their requests interleave), watches that they
+stay alive, and at the end reads their own totals as the cross-check for
+Prometheus. There is no central bottleneck: each worker schedules and sends
+its own requests; the controller talks to a worker a few times per run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import select
+import sys
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pytest_rollout.errors import FleetError
+from pytest_rollout.load import protocol
+from pytest_rollout.load.protocol import Aim, Plan
+from pytest_rollout.load.schedule import Segment
+from pytest_rollout.procs import ManagedProcess, ProcessSet
+
+__all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for"]
+
+
+def workers_for(rps: float, per_worker_rps: float) -> int:
+    """How many workers hold *rps* when one holds *per_worker_rps*."""
+    if per_worker_rps <= 0:
+        raise ValueError("per_worker_rps must be > 0")
+    return max(1, math.ceil(rps / per_worker_rps - 1e-9))
+
+
+@dataclass(frozen=True)
+class FleetTotals:
+    """The workers' own counts, merged: the cross-check for Prometheus."""
+
+    workers: list[dict[str, Any]]
+
+    def phase(self, name: str) -> tuple[int, int] | None:
+        """``(requests, errors)`` due in phase *name* over all workers; None if a worker lacks it."""
+        requests = errors = 0
+        for totals in self.workers:
+            phase = totals.get("phases", {}).get(name)
+            if phase is None:
+                return None
+            requests += int(phase["requests"])
+            errors += int(phase["errors"])
+        return requests, errors
+
+    @property
+    def requests(self) -> int:
+        return sum(int(t["requests"]) for t in self.workers)
+
+
+@runtime_checkable
+class Fleet(Protocol):
+    """What a run needs from its load workers, wherever they run."""
+
+    size: int
+    start_lead_s: float  # how far ahead of the first request the plan is sent
+    discovery_s: float  # how long Prometheus may take to find every worker
+
+    def discovery_hint(self, sd_dir: Path) -> str:
+        """How a Prometheus must find these workers (said when it does not)."""
+
+    def start(self) -> None: ...
+
+    def scrape_targets(self) -> list[dict[str, Any]]: ...
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]: ...
+
+    def announce(self, phase: str, at: float) -> None: ...
+
+    def dead(self) -> list[str]: ...
+
+    def stop_load(self) -> None: ...
+
+    def drain(self, settle_s: float) -> None: ...
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals: ...
+
+    def shutdown(self) -> None: ...
+
+
+class ControlledFleet:
+    """The controller's side of the worker protocol, over any transport.
+
+    Subclasses say how to reach a worker (:meth:`_call`, sending :attr:`token`
+    in :data:`~pytest_rollout.load.protocol.TOKEN_HEADER`), which workers there are
+    (:meth:`_handles`) and which still live (:meth:`_alive`). Every worker is
+    created with :attr:`aim`: the one target it may load, and the secret headers.
+    """
+
+    size: int
+    aim: Aim
+    token: str
+    start_lead_s = 0.5
+    discovery_s = 20.0
+
+    def discovery_hint(self, sd_dir: Path) -> str:
+        return (
+            f"It must discover the file_sd target files in {sd_dir} (file_sd_configs; "
+            "choose that directory with --rollout-sd-dir)."
+        )
+
+    def _handles(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _alive(self, handle: Any) -> bool:
+        raise NotImplementedError
+
+    def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        raise NotImplementedError
+
+    def _death(self, handle: Any) -> FleetError:
+        return FleetError(f"load worker {handle} died")
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
+        """Give every worker its share of *total_segments*; returns the engine each runs."""
+        try:
+            aimed = protocol.origin(template.url)
+        except ValueError as exc:
+            raise FleetError(f"the plan's URL: {exc}") from None
+        if aimed != self.aim.target:
+            raise FleetError(
+                f"the plan aims at {aimed}, but this fleet's workers were created to load {self.aim.target}"
+            )
+        public, secret = protocol.split_headers(template.headers, self.aim.secret_headers)
+        if secret:
+            raise FleetError(
+                f"the plan carries secret header(s) {', '.join(sorted(secret))}: give them to the fleet when it is "
+                "made (Aim.secret_headers), never in a plan"
+            )
+        share = 1.0 / self.size
+        engines = []
+        for i, handle in enumerate(self._handles()):
+            segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
+            plan = template.to_json()
+            plan["segments"] = segments
+            plan["phase"] = i / self.size
+            answer = self._call(handle, "POST", protocol.START, plan)
+            engines.append(str(answer.get("engine")))
+        return engines
+
+    def announce(self, phase: str, at: float) -> None:
+        """Tell every worker that requests due from Unix time *at* on belong to *phase*."""
+        for handle in self._handles():
+            if self._alive(handle):
+                self._call(handle, "POST", protocol.PHASE, {"name": phase, "at": at}, timeout=5.0)
+
+    def stop_load(self) -> None:
+        for handle in self._handles():
+            if self._alive(handle):
+                try:
+                    self._call(handle, "POST", protocol.STOP, {}, timeout=5.0)
+                except FleetError:
+                    pass
+
+    def drain(self, settle_s: float) -> None:
+        """Wait (bounded) until every live worker has stopped and its requests in flight ended."""
+        deadline = time.monotonic() + settle_s
+        for handle in self._handles():
+            while self._alive(handle) and time.monotonic() < deadline:
+                if self._call(handle, "GET", protocol.STATUS).get("state") in ("stopped", "idle"):
+                    break
+                time.sleep(0.05)
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals:
+        """Each live worker's own totals, once its requests in flight have ended."""
+        deadline = time.monotonic() + settle_s
+        out = []
+        for handle in self._handles():
+            if not self._alive(handle):
+                raise self._death(handle)
+            while True:
+                data = self._call(handle, "GET", protocol.TOTALS)
+                if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            out.append(data)
+        return FleetTotals(out)
+
+    def _quit_all(self) -> None:
+        for handle in self._handles():
+            if self._alive(handle):
+                try:
+                    self._call(handle, "POST", protocol.QUIT, {}, timeout=2.0)
+                except FleetError:
+                    pass
+
+
+class LocalFleet(ControlledFleet):
+    """Worker processes on this machine, each with a control port on 127.0.0.1."""
+
+    def __init__(self, procs: ProcessSet, run_id: str, size: int, aim: Aim, cpus: Collection[int] = ()) -> None:
+        if size < 1:
+            raise FleetError(f"a fleet needs at least one worker, got {size}")
+        self.aim = aim
+        self.token = protocol.new_token()
+        self.procs = procs
+        self.cpus = sorted(cpus)  # the fleet's own CPUs (none: anywhere)
+        self.run_id = run_id
+        self.size = size
+        self.workers: list[tuple[ManagedProcess, int]] = []
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start every worker and wait until each reports its control port.
+
+        Workers are pinned one to a CPU of the fleet's own when there are CPUs enough for one each; with more
+        workers than CPUs they share every CPU (the run says so before any load). The wait is 20 s, and half
+        a second more for each worker, since they all start at once and share the machine.
+        """
+        if timeout is None:
+            timeout = 20.0 + 0.5 * self.size
+        cpus = self.cpus if len(self.cpus) >= self.size else []
+        pending: list[ManagedProcess] = []
+        # the token and secret headers go through the environment: /proc/PID/environ is readable by this user
+        # only, a command line by everyone
+        secrets = {protocol.TOKEN_ENV: self.token, protocol.HEADERS_ENV: self.aim.headers_json()}
+        for i in range(self.size):
+            proc = self.procs.start(
+                f"worker-{self.run_id}-{i}",
+                [sys.executable, "-m", "pytest_rollout.load.worker", "--port", "0", "--target", self.aim.target],
+                stdout_pipe=True,
+                stdin_pipe=True,
+                cpus=[cpus[i]] if cpus else None,
+                env=secrets,
+            )
+            pending.append(proc)
+        deadline = time.monotonic() + timeout
+        for proc in pending:
+            port = self._read_ready(proc, deadline)
+            self.workers.append((proc, port))
+
+    @staticmethod
+    def _read_ready(proc: ManagedProcess, deadline: float) -> int:
+        assert proc.popen.stdout is not None
+        fd = proc.popen.stdout.fileno()
+        buf = b""
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FleetError(f"load worker {proc.describe()} did not start in time:\n{proc.log_tail()}")
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = proc.popen.stdout.read1(4096)  # type: ignore[attr-defined]
+                if not chunk:
+                    raise FleetError(
+                        f"load worker {proc.describe()} exited at start (code {proc.popen.wait()}):\n{proc.log_tail()}"
+                    )
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode(errors="replace").strip()
+        if not line.startswith("READY "):
+            raise FleetError(f"load worker {proc.describe()} said {line!r} instead of 'READY <port>'")
+        return int(line.split()[1])
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """file_sd groups naming every worker, labelled with the run and worker index."""
+        return [
+            {"targets": [f"127.0.0.1:{port}"], "labels": {"run": self.run_id, "worker": str(i)}}
+            for i, (_, port) in enumerate(self.workers)
+        ]
+
+    def _handles(self) -> list[Any]:
+        return list(self.workers)
+
+    def _alive(self, handle: Any) -> bool:
+        proc: ManagedProcess = handle[0]
+        return proc.alive()
+
+    def _death(self, handle: Any) -> FleetError:
+        proc: ManagedProcess = handle[0]
+        return FleetError(f"load worker {proc.describe()} died (exit code {proc.returncode}):\n{proc.log_tail()}")
+
+    def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        port: int = handle[1]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {protocol.TOKEN_HEADER: self.token}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+            if resp.status != 200:
+                raise FleetError(f"load worker on port {port} refused {method} {path}: {data}")
+            return data
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise FleetError(f"load worker on port {port} did not answer {method} {path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def dead(self) -> list[str]:
+        """One line for each worker process that exited."""
+        return [f"{proc.describe()} exit code {proc.returncode}" for proc, _ in self.workers if not proc.alive()]
+
+    def dead_processes(self) -> list[ManagedProcess]:
+        return [proc for proc, _ in self.workers if not proc.alive()]
+
+    def shutdown(self) -> None:
+        self._quit_all()
+        for proc, _ in self.workers:
+            proc.stop(grace=5.0)
+            self.procs.forget(proc)
+        self.workers.clear()

@@ -1,0 +1,209 @@
+"""The worker control protocol's shared words: who may command a worker, and where it may aim.
+
+Both sides import this module: the worker process (:mod:`pytest_rollout.load.worker`)
+and the controllers (:mod:`pytest_rollout.load.fleet`, :mod:`pytest_rollout.platforms.kubernetes.platform`).
+It imports nothing from either.
+
+- Every control call carries the run's token in :data:`TOKEN_HEADER`. (Not
+  ``Authorization``: the API server's pod proxy takes that header for itself.)
+  A worker answers 401 when it is missing, 403 when it is wrong, and changes
+  nothing. ``GET /metrics`` and ``GET /healthz`` need no token and show nothing
+  secret.
+- The target a worker may load (scheme, host and port: its *origin*) is fixed
+  when the worker starts; a plan aimed anywhere else is refused.
+- Secret header values (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
+  and any the test names) reach a worker when it starts, through its
+  environment or a Secret volume, never in a plan.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pytest_rollout.load.schedule import Segment
+
+__all__ = [
+    "ALWAYS_SECRET",
+    "CLASSES",
+    "ERROR_CLASSES",
+    "LATE_S",
+    "Plan",
+    "inflight_cap",
+    "HEADERS_ENV",
+    "OPEN_PATHS",
+    "TOKEN_ENV",
+    "TOKEN_HEADER",
+    "Aim",
+    "new_token",
+    "origin",
+    "split_headers",
+    "token_matches",
+]
+
+#: The request header that carries the run's token on every control call.
+TOKEN_HEADER = "X-Rollout-Token"
+#: Environment variables a local worker reads its token and secret headers from (never its command line).
+TOKEN_ENV = "PYTEST_ROLLOUT_WORKER_TOKEN"
+HEADERS_ENV = "PYTEST_ROLLOUT_WORKER_HEADERS"
+#: Files in a worker's ``--secrets`` directory (the Secret volume on Kubernetes).
+TOKEN_FILE = "token"
+HEADERS_FILE = "headers.json"
+#: The control API's paths (see pytest_rollout.load.worker for what each does).
+START, PHASE, STOP, QUIT, TOTALS, STATUS = "/start", "/phase", "/stop", "/quit", "/totals", "/status"
+METRICS, HEALTHZ = "/metrics", "/healthz"
+#: Paths any caller may read: they expose counts and health, nothing secret.
+OPEN_PATHS = frozenset({METRICS, HEALTHZ})
+#: Header names whose values are always secret, whatever the test says.
+ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def new_token() -> str:
+    """A fresh random token for one run's fleet (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Whether *given* is *expected*, compared in constant time."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of *url*, lower-cased, the port always written.
+
+    Raises ValueError for a URL that is not absolute http(s).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute http:// or https:// URL")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError as exc:
+        raise ValueError(f"{url!r} has a bad port: {exc}") from None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def split_headers(
+    headers: Mapping[str, str], secret_names: Iterable[str] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(public, secret)``: *headers* split by name (case-insensitive) into those a plan may carry and the rest."""
+    secret_set = ALWAYS_SECRET | {name.lower() for name in secret_names}
+    public: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for name, value in headers.items():
+        (secret if name.lower() in secret_set else public)[name] = value
+    return public, secret
+
+
+@dataclass(frozen=True)
+class Aim:
+    """What a fleet's workers are given when they are created: the one target, and the secret headers."""
+
+    target: str  # an origin (see :func:`origin`)
+    secret_headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, url: str, secret_headers: Mapping[str, str] | None = None) -> Aim:
+        return cls(origin(url), dict(secret_headers or {}))
+
+    def headers_json(self) -> str:
+        return json.dumps(dict(self.secret_headers), sort_keys=True)
+
+    def __repr__(self) -> str:  # never print the values
+        return f"Aim(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r})"
+
+
+#: Outcome classes of a request. ``ok`` is any status below 400.
+CLASSES: tuple[str, ...] = ("ok", "http_4xx", "http_5xx", "timeout", "connection", "dropped")
+
+
+ERROR_CLASSES: tuple[str, ...] = CLASSES[1:]
+
+
+#: The same classes as indices (the hot path counts into lists).
+OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION, DROPPED = range(len(CLASSES))
+
+
+#: A request sent more than this many seconds after it was due is late: not "held".
+LATE_S = 0.05
+
+
+def inflight_cap(peak_rps: float) -> int:
+    """Default cap on one worker's requests in flight: a quarter second of its peak rate.
+
+    Enough to ride out a 250 ms stall of the target without dropping anything,
+    bounded so a hung target cannot pile up sockets without end (1,024 to 32,768).
+    """
+    return int(min(32768, max(1024, math.ceil(peak_rps * 0.25))))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a worker is told to do."""
+
+    url: str
+    segments: tuple[Segment, ...]
+    start_at: float  # Unix seconds
+    deadline: float  # Unix seconds: no request is scheduled after this
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout_s: float = 5.0
+    phase: float = 0.0
+    max_requests: int = 10_000_000
+    max_inflight: int = 1024  # requests in flight at most; more are counted as dropped
+    connections: int = 0  # keep-alive connections at most; 0: as many as max_inflight (open loop)
+    phases: tuple[tuple[str, float], ...] = ()  # (name, Unix start), in order
+    engine: str = "auto"  # auto (fast where it can), fast or aiohttp
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        body = data.get("body")
+        return cls(
+            url=str(data["url"]),
+            segments=tuple(Segment(s[0], float(s[1]), float(s[2])) for s in data["segments"]),
+            start_at=float(data["start_at"]),
+            deadline=float(data["deadline"]),
+            method=str(data.get("method", "GET")),
+            headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
+            body=body.encode("latin-1") if isinstance(body, str) else None,
+            timeout_s=float(data.get("timeout_s", 5.0)),
+            phase=float(data.get("phase", 0.0)),
+            max_requests=int(data.get("max_requests", 10_000_000)),
+            max_inflight=int(data.get("max_inflight", 1024)),
+            connections=int(data.get("connections", 0)),
+            phases=tuple((str(n), float(t)) for n, t in data.get("phases", ())),
+            engine=str(data.get("engine", "auto")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "segments": [[s.duration, s.start_rps, s.end_rps] for s in self.segments],
+            "start_at": self.start_at,
+            "deadline": self.deadline,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "body": self.body.decode("latin-1") if self.body is not None else None,
+            "timeout_s": self.timeout_s,
+            "phase": self.phase,
+            "max_requests": self.max_requests,
+            "max_inflight": self.max_inflight,
+            "connections": self.connections,
+            "phases": [[n, t] for n, t in self.phases],
+            "engine": self.engine,
+        }

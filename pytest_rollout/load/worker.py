@@ -1,0 +1,371 @@
+"""One load worker: a process that holds an open-loop arrival rate.
+
+Run as ``python -m pytest_rollout.load.worker --port 0 --target http://HOST:PORT``
+with the run's token in ``$PYTEST_ROLLOUT_WORKER_TOKEN`` (or ``--secrets DIR``
+holding ``token``). It prints ``READY <port>`` on stdout once its control
+server listens, then waits for a plan. It exits by itself when its standard
+input closes (the controller went away), when the plan's deadline or request
+cap is reached and it is told to stop, or on SIGTERM.
+
+Who may command it and where it may aim: see :mod:`pytest_rollout.load.protocol`.
+Every call but ``/metrics`` and ``/healthz`` must carry the token (401 without,
+403 when wrong); a plan for any origin but ``--target``, or one carrying a
+secret header, is refused (400).
+
+Control API (JSON over HTTP, served on the worker's own event loop):
+
+- ``POST /start``  the plan (see :class:`Plan`); load begins at ``start_at``.
+- ``POST /phase``  ``{"name", "at"}``: requests due from Unix time ``at`` count for phase ``name``.
+- ``POST /stop``   stop sending; requests in flight finish or time out.
+- ``GET /totals``  the worker's own counts (the cross-check for Prometheus).
+- ``GET /metrics`` Prometheus exposition (prometheus-client).
+- ``GET /status``  state, engine, in-flight, lag.
+- ``GET /healthz`` ``ok`` (no token: for probes).
+
+Requests are scheduled, not paced by responses: request *n* is due at its
+scheduled time whatever happened to request *n-1*, and its latency is measured
+from that scheduled time (coordinated omission corrected). A request that
+cannot even be started because too many are in flight is counted as
+``dropped``, an error, never silently skipped. Nothing is retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pytest_rollout.load import protocol
+from pytest_rollout.load.counters import WorkerStats
+from pytest_rollout.load.credentials import Credentials, guard, read_credentials
+from pytest_rollout.load.engine import Engine, choose_engine
+from pytest_rollout.load.histogram import BOUNDS
+from pytest_rollout.load.protocol import CLASSES, DROPPED, LATE_S, Plan
+from pytest_rollout.load.schedule import arrivals, rate_at
+
+__all__ = ["Worker", "main"]
+
+
+class Worker:
+    """Holds the plan, the engine and the generator task."""
+
+    def __init__(self) -> None:
+        self.stats = WorkerStats()
+        self.plan: Plan | None = None
+        self.engine: Engine | None = None
+        self.state = "idle"  # idle -> running -> stopping -> stopped
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.wall_offset = 0.0  # Unix time minus loop time, set at start
+        self._loop_start = 0.0
+
+    async def start(self, plan: Plan) -> None:
+        if self.state != "idle":
+            raise RuntimeError(f"worker already {self.state}")
+        loop = asyncio.get_running_loop()
+        wall_offset = time.time() - loop.time()
+        self.plan = plan
+        self.wall_offset = wall_offset
+        for name, at in plan.phases:
+            self.stats.add_phase(name, at - wall_offset)
+        self.engine = choose_engine(plan, self.stats, plan.engine)
+        await self.engine.open()
+        gc.freeze()  # what exists now lives for the whole run: keep it out of every collection
+        self.state = "running"
+        self._loop_start = plan.start_at - wall_offset
+        self._task = loop.create_task(self._generate(plan, self._loop_start))
+
+    async def stop(self) -> None:
+        self._stopped = True
+
+    def target_rps(self) -> float:
+        """The rate this worker is asked to hold now (read at scrape time, off the hot path)."""
+        if self.state != "running" or self.plan is None:
+            return 0.0
+        return rate_at(self.plan.segments, asyncio.get_running_loop().time() - self._loop_start)
+
+    def start_phase(self, name: str, at: float) -> None:
+        """Requests due from Unix time *at* on count for phase *name*."""
+        self.stats.add_phase(name, at - self.wall_offset)
+
+    async def _generate(self, plan: Plan, loop_start: float) -> None:
+        loop = asyncio.get_running_loop()
+        engine = self.engine
+        assert engine is not None
+        stats = self.stats
+        fire = engine.fire
+        loop_deadline = plan.deadline - (plan.start_at - loop_start)
+        due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
+        max_inflight = plan.max_inflight
+        sleep = asyncio.sleep
+        try:
+            count = 0
+            for offset in due_times:
+                due = loop_start + offset
+                if due > loop_deadline or count >= plan.max_requests or self._stopped:
+                    break
+                now = loop.time()
+                if due > now:
+                    await sleep(due - now)
+                    if self._stopped:
+                        break
+                    now = loop.time()
+                lag = now - due
+                if lag > stats.max_lag:
+                    stats.max_lag = lag
+                count += 1
+                stats.scheduled += 1
+                if lag > LATE_S:
+                    stats.fell_behind(due)
+                    continue
+                if stats.inflight >= max_inflight:
+                    stats.record(DROPPED, due, None)
+                    continue
+                stats.inflight += 1
+                if stats.inflight > stats.max_inflight_seen:
+                    stats.max_inflight_seen = stats.inflight
+                fire(due)
+        finally:
+            self.state = "stopping"
+            drain_until = loop.time() + plan.timeout_s + 1.0
+            while stats.inflight > 0 and loop.time() < drain_until:
+                await sleep(0.01)
+            await engine.close()
+            self.state = "stopped"
+
+
+class _Collector:
+    """prometheus-client collector that reads :class:`WorkerStats` at scrape time."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        stats = self.worker.stats
+        requests = CounterMetricFamily(
+            "rollout_requests",
+            "Requests completed, by the phase in which they were due and by outcome class.",
+            labels=["phase", "class"],
+        )
+        late = CounterMetricFamily(
+            "rollout_late",
+            f"Requests not sent because the worker was more than {LATE_S * 1000:g} ms behind (also counted dropped).",
+            labels=["phase"],
+        )
+        hist = HistogramMetricFamily(
+            "rollout_request_duration_seconds",
+            "Latency from each request's scheduled start to its end (coordinated omission corrected).",
+            labels=["phase"],
+        )
+        for name, phase in zip(stats.phase_names, stats.phase_stats, strict=False):
+            for klass, value in zip(CLASSES, phase.by_class, strict=False):
+                requests.add_metric([name, klass], value)
+            late.add_metric([name], phase.late)
+            cumulative = phase.hist.cumulative()
+            buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            hist.add_metric([name], buckets, phase.hist.sum)
+        yield requests
+        yield late
+        yield hist
+        yield CounterMetricFamily("rollout_scheduled", "Requests that fell due.", value=stats.scheduled)
+        yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)
+        yield GaugeMetricFamily("rollout_max_lag_seconds", "Largest send lag seen so far.", value=stats.max_lag)
+        yield GaugeMetricFamily(
+            "rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps()
+        )
+
+
+def _le(bound: float) -> str:
+    return repr(bound) if not math.isinf(bound) else "+Inf"
+
+
+async def _serve(
+    host: str, port: int, credentials: Credentials, serve: bool = False, metrics_port: int | None = None
+) -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    worker = Worker()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(worker))  # type: ignore[arg-type]
+    done = asyncio.Event()
+
+    async def start(request: web.Request) -> web.Response:
+        try:
+            plan = credentials.admit(Plan.from_json(await request.json()))
+            await worker.start(plan)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({"state": worker.state, "engine": worker.engine.name if worker.engine else None})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def phase(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            worker.start_phase(str(data["name"]), float(data["at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({"phases": worker.stats.phase_names})
+
+    async def stop(request: web.Request) -> web.Response:
+        await worker.stop()
+        return web.json_response({"state": worker.state})
+
+    async def totals(request: web.Request) -> web.Response:
+        data = worker.stats.totals()
+        data["state"] = worker.state
+        data["engine"] = worker.engine.name if worker.engine else None
+        return web.json_response(data)
+
+    async def status(request: web.Request) -> web.Response:
+        stats = worker.stats
+        return web.json_response(
+            {
+                "state": worker.state,
+                "engine": worker.engine.name if worker.engine else None,
+                "inflight": stats.inflight,
+                "scheduled": stats.scheduled,
+                "requests": stats.total,
+                "max_lag_s": stats.max_lag,
+                "pid": os.getpid(),
+            }
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+
+    async def quit_(request: web.Request) -> web.Response:
+        done.set()
+        return web.json_response({"state": "exiting"})
+
+    app = web.Application(middlewares=[guard(credentials)])
+    app.router.add_post(protocol.START, start)
+    app.router.add_post(protocol.STOP, stop)
+    app.router.add_post(protocol.PHASE, phase)
+    app.router.add_post(protocol.QUIT, quit_)
+    app.router.add_get(protocol.TOTALS, totals)
+    app.router.add_get(protocol.STATUS, status)
+    app.router.add_get(protocol.METRICS, metrics)
+    app.router.add_get(protocol.HEALTHZ, healthz)
+    runners = [web.AppRunner(app, access_log=None, handle_signals=False)]
+    if metrics_port is not None:  # Prometheus and probes on a port of their own (a NetworkPolicy tells them apart)
+        open_app = web.Application()
+        open_app.router.add_get(protocol.METRICS, metrics)
+        open_app.router.add_get(protocol.HEALTHZ, healthz)
+        runners.append(web.AppRunner(open_app, access_log=None, handle_signals=False))
+    sites = []
+    for runner, where in zip(runners, (port, metrics_port), strict=False):
+        await runner.setup()
+        site = web.TCPSite(runner, host, where, reuse_address=True)
+        await site.start()
+        sites.append(site)
+    bound = sites[0]._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"READY {bound}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    if not serve:
+        _watch_stdin(loop, done)
+    await done.wait()
+    await worker.stop()
+    if worker._task is not None:
+        try:
+            await asyncio.wait_for(worker._task, timeout=(worker.plan.timeout_s if worker.plan else 0) + 2.0)
+        except TimeoutError:
+            pass
+    for runner in runners:
+        await runner.cleanup()
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
+    """Set *done* when standard input reaches EOF: the controller is gone."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            done.set()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError, NotImplementedError):
+        pass
+
+
+def _raise_fd_limit() -> None:
+    """Each request in flight holds a connection: allow as many descriptors as the hard limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_rollout.load.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address of the control server (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port of the control server (0: any free port)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="run until SIGTERM or POST /quit, ignoring standard input (in a container; "
+        "by default the worker exits when its standard input closes, i.e. when its controller is gone)",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="the only origin (scheme://host:port) this worker may load; plans aimed elsewhere are refused",
+    )
+    parser.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"a directory holding the control token ({protocol.TOKEN_FILE}) and optionally the secret headers "
+        f"({protocol.HEADERS_FILE}, a JSON object): the Secret volume on Kubernetes. Without it, the token is read "
+        f"from ${protocol.TOKEN_ENV} and the headers from ${protocol.HEADERS_ENV}",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics and /healthz (no token) on this port, so a NetworkPolicy can admit Prometheus "
+        "and the control port separately",
+    )
+    args = parser.parse_args(argv)
+    try:
+        credentials = read_credentials(args.target, args.secrets)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _raise_fd_limit()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
+    else:
+        uvloop.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

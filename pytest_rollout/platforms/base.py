@@ -1,0 +1,224 @@
+"""Where the target and the fleet run: the :class:`Platform` protocol.
+
+A platform deploys the target's first version, serves it at one URL for the
+fleet, replaces it by a rolling upgrade, names the extra scrape targets it
+offers Prometheus (a load balancer's exporter, say) and removes everything
+at the end. ``local`` is built in; others come from the
+``pytest_rollout_make_platform`` hook.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pytest_rollout.errors import RolloutUsageError
+
+if TYPE_CHECKING:
+    from pytest_rollout.load.fleet import Fleet
+    from pytest_rollout.load.protocol import Aim
+
+__all__ = ["Platform", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One version of the target, as ``rollout.deploy()`` / ``upgrade()`` describe it.
+
+    Exactly one of *command* (a process per replica: the ``local`` platform),
+    *image* or *manifests* (the ``kubernetes`` platform) is set.
+    """
+
+    command: tuple[str, ...]
+    version: str
+    replicas: int = 1
+    ready_path: str = "/healthz"
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 30.0
+    grace_period_s: float = 10.0
+    cwd: str | None = None
+    image: str | None = None
+    manifests: tuple[str, ...] = ()
+    port: int = 8080
+    pre_stop_s: float = 0.0  # lifecycle.preStop.sleep: serve untouched this long before SIGTERM
+
+    @property
+    def form(self) -> str:
+        """``command``, ``image`` or ``manifests``: how this version is described."""
+        return "command" if self.command else "image" if self.image else "manifests"
+
+    def describe(self) -> str:
+        if self.command:
+            return " ".join(self.command)
+        if self.image:
+            return f"image {self.image}"
+        return "manifests " + ", ".join(self.manifests)
+
+    @classmethod
+    def build(
+        cls,
+        command: Sequence[str] | None,
+        *,
+        version: str,
+        replicas: int,
+        ready_path: str,
+        env: Mapping[str, str] | None,
+        ready_timeout: float,
+        grace_period: float,
+        cwd: str | os.PathLike[str] | None,
+        what: str,
+        image: str | None = None,
+        manifests: Sequence[str | os.PathLike[str]] | None = None,
+        port: int = 8080,
+        pre_stop: float | str = 0.0,
+    ) -> TargetSpec:
+        given = [
+            name
+            for name, value in (("command", command), ("image", image), ("manifests", manifests))
+            if value is not None
+        ]
+        if not given:
+            raise RolloutUsageError(
+                f"rollout.{what}() needs command=[...] (the argv that starts one replica, local platform), "
+                "or image=... / manifests=[...] (kubernetes platform)"
+            )
+        if len(given) > 1:
+            raise RolloutUsageError(
+                f"rollout.{what}() takes one of command=, image=, manifests=; got {' and '.join(given)}"
+            )
+        argv: tuple[str, ...] = ()
+        if command is not None:
+            if isinstance(command, (str, bytes)) or not all(isinstance(a, (str, os.PathLike)) for a in command):
+                raise RolloutUsageError(
+                    f"rollout.{what}(command=...) must be a list of strings (an argv), got {command!r}"
+                )
+            argv = tuple(os.fspath(a) for a in command)
+            if not argv:
+                raise RolloutUsageError(f"rollout.{what}(command=[]) is empty")
+        if image is not None and (not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image)):
+            raise RolloutUsageError(f"rollout.{what}(image={image!r}) must be an image reference such as 'shop/app:v2'")
+        paths: tuple[str, ...] = ()
+        if manifests is not None:
+            if isinstance(manifests, (str, bytes, os.PathLike)) or not all(
+                isinstance(m, (str, os.PathLike)) for m in manifests
+            ):
+                raise RolloutUsageError(
+                    f"rollout.{what}(manifests=...) must be a list of file paths, got {manifests!r}"
+                )
+            paths = tuple(os.fspath(m) for m in manifests)
+            if not paths:
+                raise RolloutUsageError(f"rollout.{what}(manifests=[]) is empty")
+            base = os.fspath(cwd) if cwd is not None else os.getcwd()
+            paths = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in paths)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise RolloutUsageError(f"rollout.{what}(replicas={replicas!r}) must be an int >= 1")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise RolloutUsageError(f"rollout.{what}(port={port!r}) must be a TCP port (1-65535)")
+        if not isinstance(ready_path, str) or not ready_path.startswith("/"):
+            raise RolloutUsageError(f"rollout.{what}(ready_path={ready_path!r}) must start with '/'")
+        if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise RolloutUsageError(f"rollout.{what}(env=...) must map str to str")
+        if "PORT" in (env or {}):
+            raise RolloutUsageError(f"rollout.{what}(env=...) must not set PORT: the platform assigns it")
+        for name, value in (("ready_timeout", ready_timeout), ("grace_period", grace_period)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise RolloutUsageError(f"rollout.{what}({name}={value!r}) must be a number of seconds > 0")
+        from pytest_rollout.errors import SLOSpecError
+        from pytest_rollout.slo import parse_duration
+
+        try:
+            pre_stop_s = parse_duration(pre_stop, "pre_stop")
+        except SLOSpecError:
+            raise RolloutUsageError(
+                f"rollout.{what}(pre_stop={pre_stop!r}) must be a duration such as '5s' or a number of seconds >= 0"
+            ) from None
+        if pre_stop_s >= grace_period:
+            raise RolloutUsageError(
+                f"rollout.{what}(pre_stop={pre_stop!r}) must be shorter than grace_period={grace_period!r}: the grace "
+                "period counts from the start of termination, preStop included, so SIGKILL would come before SIGTERM"
+            )
+        return cls(
+            command=argv,
+            version=version,
+            replicas=replicas,
+            ready_path=ready_path,
+            env=dict(env or {}),
+            ready_timeout_s=float(ready_timeout),
+            grace_period_s=float(grace_period),
+            cwd=os.fspath(cwd) if cwd is not None else None,
+            image=image,
+            manifests=paths,
+            port=port,
+            pre_stop_s=pre_stop_s,
+        )
+
+
+@dataclass(frozen=True)
+class UpgradeEvent:
+    """Something that happened to a replica during deploy or upgrade."""
+
+    at: float  # Unix seconds
+    action: str  # start, ready, out, exit, failed
+    replica: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "action": self.action, "replica": self.replica, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    start: float
+    end: float
+    replaced: int
+    events: tuple[UpgradeEvent, ...]
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """What the ``rollout`` fixture needs from where the target runs: all of it, so the run asks nothing else."""
+
+    name: str
+    ready_timeout_s: float  # how long deploy() waits for a version by default
+    desired_replicas: int | None  # the target's replicas when the platform knows better than the spec (manifests)
+    fleet_cpus: Sequence[int]  # CPUs this machine sets aside for the fleet (empty: the platform places workers)
+
+    @property
+    def url(self) -> str:
+        """Where the fleet sends its requests (``http://host:port``)."""
+
+    def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
+        """Bring up *target* and return once every replica is ready and serving."""
+
+    def upgrade(
+        self,
+        target: TargetSpec,
+        max_surge: int | str | None,
+        max_unavailable: int | str | None,
+        on_event: Callable[[UpgradeEvent], None],
+    ) -> UpgradeResult:
+        """Replace the running version by *target*, rolling, under load."""
+
+    def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
+        """Extra file_sd groups for Prometheus (may be empty)."""
+
+    def make_fleet(self, run_id: str, size: int, aim: Aim) -> Fleet:
+        """*size* load workers for this run, placed where they reach :attr:`url`.
+
+        Each worker is created able to load only ``aim.target``, with ``aim.secret_headers``, and obeys only
+        calls that carry the fleet's own token (see :mod:`pytest_rollout.load.protocol`).
+        """
+
+    def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
+        """Return the target to the version before the last upgrade; say what was done."""
+
+    def describe(self) -> str:
+        """How to reach what runs (for --rollout-keep)."""
+
+    def keep(self) -> None:
+        """--rollout-keep: leave what runs, marked so that later runs do not remove it."""
+
+    def teardown(self) -> list[str]:
+        """Stop everything; return problems worth reporting (empty when clean)."""

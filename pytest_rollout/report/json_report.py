@@ -1,0 +1,107 @@
+"""Reports: the JSON file and the terminal summary, both built from the per-test records.
+
+The JSON report (``--rollout-report PATH``)::
+
+    {"tests": [{"nodeid", "outcome", "requested_rps",
+                "phases": {"ramp"|"baseline"|"upgrade"|"after":
+                           {"start", "end", "achieved_rps", "error_rate",
+                            "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                            "requests", "errors", ...}},
+                "verdicts": [{"slo", "phase", "measured", "bound", "passed", "reason"}],
+                ...}]}
+
+Timestamps are Unix seconds. Extra keys (``events``, ``queries``,
+``errors_by_class``, ``fleet_requests``, ``workers``, ``engine``) may be
+added; the keys above are stable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_summary", "write_report"]
+
+
+def write_report(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], interrupted: bool = False) -> Path:
+    """Write the JSON report atomically (a reader never sees half a file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"tests": list(records), "interrupted": interrupted}, indent=2, allow_nan=False))
+    tmp.replace(target)
+    return target
+
+
+_MARKS = {"held": " ok", "broken": " BROKEN", "not_proven": " not proven"}
+
+
+def _mark(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return ""
+    return _MARKS.get(v.get("outcome") or ("held" if v.get("passed") else "broken"), "")
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, fmt)
+
+
+def format_summary(record: dict[str, Any]) -> list[str]:
+    """Lines for one SLO test: asked vs held rps, and per phase each SLO against its bound.
+
+    The table shows the load, error-rate and latency entries of each phase;
+    every other entry (a user check, availability, a baseline regression, a
+    hook's entry) gets a line of its own below. Entries are told apart by
+    their ``kind``, never by their names.
+    """
+    from pytest_rollout.slo import LATENCY_KEYS
+
+    verdicts = record["verdicts"]
+    table = {(v["slo"], v["phase"]): v for v in verdicts if v.get("kind") in ("load", "error_rate", "latency")}
+    bounded = {v["slo"] for v in verdicts if v.get("kind") == "latency"}
+    shown = sorted({"p50_ms", "p99_ms"} | bounded, key=lambda k: LATENCY_KEYS.get(k, 1.0))
+    result = str(record.get("result") or record["outcome"]).replace("_", " ")
+    head = (
+        f"{record['nodeid']} {result.upper()}: asked {record['requested_rps']:,.0f} rps"
+        f" ({record.get('workers', 0)} workers, engine {record.get('engine') or 'n/a'})"
+    )
+    lines = [head]
+    if record.get("failure"):
+        lines.extend("  " + line for line in str(record["failure"]).splitlines())
+    header = f"  {'phase':<9}{'held rps':>22}{'requests':>10}{'errors':>8}{'error_rate':>30}"
+    for key in shown:
+        header += f"{key:>26}"
+    lines.append(header)
+    for phase, data in record["phases"].items():
+        rps_v = table.get(("rps", phase))
+        err_v = table.get(("error_rate", phase))
+        held = f"{_num(data.get('achieved_rps'), ',.0f')}{_mark(rps_v)}"
+        err = _num(data.get("error_rate"), ".5f")
+        if err_v:
+            err += f" <={err_v['bound']:g}{_mark(err_v)}"
+        row = f"  {phase:<9}{held:>22}{_num(data.get('requests'), ',.0f'):>10}{_num(data.get('errors'), ',.0f'):>8}{err:>30}"
+        for key in shown:
+            v = table.get((key, phase))
+            cell = _num(data.get(key), ".2f")
+            if v:
+                cell += f" <={v['bound']:g}{_mark(v)}"
+            row += f"{cell:>26}"
+        lines.append(row)
+    for v in verdicts:
+        if (v["slo"], v["phase"]) in table:
+            continue
+        measured = _num(v.get("measured"), ".6g")
+        bound = _num(v.get("bound"), "g")
+        lines.append(
+            f"  {v.get('kind', 'extra')} {v['slo']} in {v['phase']}: {measured} {v.get('op', '')} {bound}{_mark(v)}"
+        )
+    for v in verdicts:
+        if v.get("outcome", "held") != "held" and v.get("reason"):
+            lines.append(f"  {v['slo']} in {v['phase']}: {v['reason']}")
+    return lines

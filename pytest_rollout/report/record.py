@@ -1,0 +1,76 @@
+"""One test's record: what the JSON report, the HTML report and a saved baseline hold for it."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from pytest_rollout.judge.rules import error_budget
+from pytest_rollout.judge.verdict import TestResult
+from pytest_rollout.slo import quantile_name
+
+if TYPE_CHECKING:
+    from pytest_rollout.run.rollout import Rollout
+
+__all__ = ["run_record"]
+
+
+def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
+    """The test's entry in the JSON report (see :mod:`pytest_rollout.report.json_report` for the stable keys)."""
+    verdict = run.verdict
+    phases: dict[str, Any] = {}
+    for m in verdict.phases if verdict else ():
+
+        def num(x: float | None) -> float | None:
+            return None if x is None or math.isnan(x) else round(x, 6)
+
+        phases[m.phase] = {
+            "start": m.start,
+            "end": m.end,
+            "achieved_rps": num(m.held_rps) if m.requests is not None else None,
+            "asked_rps": num(m.asked_rps),
+            "error_rate": num(m.error_rate) if m.requests else None,
+            **{f"p{quantile_name(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
+            "requests": None if m.requests is None else round(m.requests),
+            "on_time": None if m.requests is None else round(m.on_time),
+            "late": round(m.late),
+            "dropped": round(m.dropped),
+            "errors": None if m.requests is None else round(m.errors),
+            "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},
+            "fleet_requests": m.fleet_requests,
+            "queries": dict(m.queries),
+            "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],
+        }
+    if verdict is None:
+        # never judged (interrupted): the phases seen, with the fleet's own counts where known
+        for p in run.phases:
+            counted = run.load.totals.phase(p.name) if run.load and run.load.totals else None
+            phases[p.name] = {
+                "start": p.start,
+                "end": p.end,
+                "requests": counted[0] if counted else None,
+                "errors": counted[1] if counted else None,
+                "source": "fleet (not judged: the run was interrupted)",
+            }
+    return {
+        "nodeid": run.nodeid,
+        "outcome": outcome,
+        "requested_rps": run.spec.requested_rps,
+        "declared_rps": run.spec.rps,
+        "run_id": run.run_id,
+        "platform": run.session.settings.platform,
+        "scrape_interval_s": run.scrape_interval,
+        "workers": run.load.fleet.size if run.load else 0,
+        "engine": ",".join(sorted(set(run.load.engines))) if run.load else None,
+        "passed": verdict.passed if verdict else False,
+        "failure": verdict.failure if verdict else run.failure,
+        "result": str(verdict.result) if verdict else str(TestResult.NOT_PROVEN),
+        "error_budget": error_budget(run.spec, verdict.phases) if verdict else None,
+        "phases": phases,
+        "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],
+        "events": [e.to_json() for e in run.events],
+        "rollback": run.rollback_note,
+        "stopped_early": run.abort_note,
+        "provable": list(run.provable),
+        "series": run.series,
+    }

@@ -1,0 +1,89 @@
+"""While the load lasts: the progress line, and the check for a breach the live data already prove.
+
+Both ask Prometheus through a client that fails fast (no retries), inside
+:func:`~pytest_rollout.run.interrupts.held` so that Ctrl-C waits for the end
+of a short call; a live question Prometheus cannot answer proves nothing (the
+final verdict still judges).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from pytest_rollout.errors import RolloutError
+from pytest_rollout.judge.rules import live_breach
+from pytest_rollout.judge.verdict import VerdictEntry
+from pytest_rollout.load.schedule import rate_at
+from pytest_rollout.report.progress import Progress, format_progress
+from pytest_rollout.run.interrupts import held
+from pytest_rollout.run.load import LoadRun
+from pytest_rollout.run.measure import measure_so_far
+from pytest_rollout.slo import SLOSpec
+
+if TYPE_CHECKING:
+    from pytest_rollout.plugin.session import RolloutSession
+
+__all__ = ["LiveWatch"]
+
+
+class LiveWatch:
+    """The progress line and the live breach check of one run."""
+
+    def __init__(self, session: RolloutSession, spec: SLOSpec, run_id: str, progress: Progress) -> None:
+        self.session = session
+        self.spec = spec
+        self.run_id = run_id
+        self.progress = progress
+        self._client: Any = None
+        self._breach_checked = -math.inf  # when the live data were last checked for a proven breach
+        self._shown_phase = ""  # the phase of the last progress line
+
+    def client(self) -> Any:
+        """A Prometheus client that fails fast, or None when there is none."""
+        try:
+            client, _ = self.session.prometheus()
+        except RolloutError:
+            return None
+        if self._client is None or self._client.url != client.url:
+            from pytest_rollout.judge.prometheus import PromClient
+
+            self._client = PromClient(client.url, timeout_s=2.0, retries=0)
+        return self._client
+
+    def check_now(self) -> None:
+        """Make the next :meth:`breach_so_far` ask Prometheus whenever it is called (at a phase's end)."""
+        self._breach_checked = -math.inf
+
+    def breach_so_far(self, phase: str, start: float) -> VerdictEntry | None:
+        """The SLO that the phase under way has already proven broken, if any (asked at most once a second)."""
+        now = time.monotonic()
+        if not self.spec.abort_on_breach or now - self._breach_checked < 1.0:
+            return None
+        self._breach_checked = now
+        client = self.client()
+        if client is None:
+            return None
+        with held():
+            measured = measure_so_far(client, self.run_id, phase, start)
+        return None if measured is None else live_breach(self.spec, measured)
+
+    def tick(
+        self, phase: str, start: float, load: LoadRun, upgrade: tuple[int, int] | None, force: bool = False
+    ) -> None:
+        """Write the progress line, when one is due (and at the start of each phase)."""
+        if time.time() < load.start_at:
+            return
+        if phase != self._shown_phase:
+            force, self._shown_phase = True, phase
+        if not self.progress.due(force):
+            return
+        quick = self.client()
+        if quick is None:
+            return
+        with held():
+            live = self.progress.live(quick, self.run_id, max(3 * load.scrape_interval, 3.0))
+        length = {"ramp": self.spec.ramp_s, "baseline": self.spec.hold_s, "after": self.spec.after_s}.get(phase)
+        asked = rate_at(load.segments, time.time() - load.start_at)
+        self.progress.write(format_progress(phase, max(0.0, time.time() - start), length, asked, live, upgrade))

@@ -1,0 +1,176 @@
+"""The load of one run: the fleet started, discovered by Prometheus, given its plan, and stopped.
+
+:func:`start_load` makes the fleet through the platform's protocol, waits
+until Prometheus scrapes every worker, and sends each its share of the plan
+(the phase boundaries of ramp and baseline included). :class:`LoadRun` is
+what a run holds while the load lasts: it checks the fleet, stops it, lets
+requests in flight end, and keeps the workers' own totals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_rollout.errors import FleetError, PrometheusError, RolloutError
+from pytest_rollout.judge.prometheus import remove_targets, write_targets
+from pytest_rollout.judge.promql import last_scrape
+from pytest_rollout.load.fleet import Fleet, FleetTotals
+from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
+from pytest_rollout.load.schedule import Segment
+from pytest_rollout.platforms.base import Platform
+from pytest_rollout.slo import SLOSpec
+
+__all__ = ["LoadRun", "start_load"]
+
+
+@dataclass
+class LoadRun:
+    """The fleet of one run while its load lasts."""
+
+    fleet: Fleet
+    segments: tuple[Segment, ...]
+    start_at: float
+    engines: list[str]
+    scrape_interval: float
+    sd_dir: Path
+    run_id: str
+    totals: FleetTotals | None = None
+    stopped: bool = False
+    eval_at: float = field(default=0.0)  # when the final counts were all scraped
+
+    def check(self, phase: str, requested_rps: float) -> None:
+        """Raise FleetError naming the workers that died."""
+        dead = self.fleet.dead()
+        if dead:
+            raise FleetError(
+                f"load not reached: {len(dead)} of {self.fleet.size} load workers died during phase "
+                f"{phase} ({', '.join(dead)}); the fleet cannot hold {requested_rps:,.0f} rps"
+            )
+
+    def finish(self, prometheus: Any, settle_s: float) -> None:
+        """Stop the load, let requests in flight end, and wait until Prometheus has scraped the final counts."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.fleet.stop_load()
+            self.fleet.drain(settle_s=settle_s)
+            self._await_scrape_after(prometheus, time.time())
+            self.eval_at = time.time()
+            if not self.fleet.dead():
+                self.totals = self.fleet.totals()
+        finally:
+            self.fleet.shutdown()
+            remove_targets(self.sd_dir, self.run_id)
+
+    def cut_off(self) -> None:
+        """Stop at once (Ctrl-C, SIGTERM, an error), keeping what the workers counted for the report."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.fleet.stop_load()
+            self.totals = self.fleet.totals(settle_s=1.0)
+        except FleetError:
+            pass
+        self.fleet.shutdown()
+        remove_targets(self.sd_dir, self.run_id)
+
+    def _await_scrape_after(self, prometheus: Any, after: float) -> None:
+        """Wait (bounded) until Prometheus holds a sample of every worker newer than *after*."""
+        if prometheus is None:
+            return
+        deadline = time.monotonic() + 5.0 * self.scrape_interval + 5.0
+        while time.monotonic() < deadline:
+            try:
+                rows = prometheus.query(last_scrape(self.run_id), time.time())
+            except PrometheusError:
+                return
+            if len(rows) >= self.fleet.size and min(v for _, v in rows) > after:
+                return
+            time.sleep(0.1)
+
+
+def start_load(
+    platform: Platform,
+    client: Any,
+    spec: SLOSpec,
+    *,
+    run_id: str,
+    size: int,
+    sd_dir: Path,
+    upgrade_timeout_s: float,
+) -> LoadRun:
+    """Start *size* workers for *spec*, wait until *client*'s Prometheus scrapes them all, and send the plan."""
+    public_headers, secret_headers = split_headers(spec.headers, spec.secret_headers)
+    fleet = platform.make_fleet(run_id, size, Aim.at(platform.url, secret_headers))
+    try:
+        fleet.start()
+        targets = fleet.scrape_targets()  # local workers are named in files; pods are found by the cluster
+        if targets:
+            write_targets(sd_dir, "fleet", run_id, targets)
+        lb = platform.scrape_targets(run_id)
+        if lb:
+            write_targets(sd_dir, "lb", run_id, lb)
+        seen = client.wait_for_targets(run_id, size, timeout_s=fleet.discovery_s)
+    except BaseException:
+        fleet.shutdown()
+        raise
+    scrape_interval = client.scrape_interval(run_id)
+    if seen < size:
+        fleet.shutdown()
+        raise PrometheusError(
+            f"Prometheus at {client.url} scrapes {seen} of the {size} load workers of this run "
+            f"after {fleet.discovery_s:g}s. {fleet.discovery_hint(sd_dir)}"
+        )
+    rps = spec.requested_rps
+    segments: list[Segment] = []
+    if spec.ramp_s > 0:
+        segments.append(Segment(spec.ramp_s, 0.0, rps))
+    segments.append(Segment(None, rps, rps))
+    start_at = time.time() + fleet.start_lead_s
+    baseline_at = start_at + spec.ramp_s
+    phases = [("baseline", baseline_at), ("between", baseline_at + spec.hold_s)]
+    if spec.ramp_s > 0:
+        phases.insert(0, ("ramp", start_at))
+    total = spec.ramp_s + spec.hold_s + upgrade_timeout_s + spec.after_s + 30.0
+    template = Plan(
+        url=platform.url + spec.path,
+        segments=(),
+        start_at=start_at,
+        deadline=start_at + total,
+        method=spec.method,
+        headers=public_headers,
+        body=spec.body,
+        timeout_s=spec.timeout_s,
+        max_requests=math.ceil(rps / size * total * 1.1) + 1000,
+        max_inflight=inflight_cap(rps / size),
+        phases=tuple(phases),
+    )
+    try:
+        engines = fleet.begin(template, segments)
+    except BaseException:
+        fleet.shutdown()
+        raise
+    return LoadRun(
+        fleet=fleet,
+        segments=tuple(segments),
+        start_at=start_at,
+        engines=engines,
+        scrape_interval=scrape_interval,
+        sd_dir=sd_dir,
+        run_id=run_id,
+    )
+
+
+def prometheus_or_none(session: Any) -> Any:
+    """The session's Prometheus client, or None when there is none (the verdict then says why)."""
+    try:
+        client, _ = session.prometheus()
+    except RolloutError:
+        return None
+    return client

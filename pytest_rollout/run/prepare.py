@@ -1,0 +1,70 @@
+"""Before any load: the checks Prometheus must parse, what each phase can prove, and how big the fleet is.
+
+Each is said before the first request, so a run that can never prove its
+SLOs, or a machine that cannot hold its fleet, says so up front.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pytest_rollout.errors import PrometheusError, RolloutUsageError
+from pytest_rollout.judge.rules import provable
+from pytest_rollout.load.fleet import workers_for
+from pytest_rollout.load.protocol import Plan
+from pytest_rollout.platforms.base import Platform
+from pytest_rollout.slo import SLOSpec
+
+__all__ = ["AIOHTTP_WORKER_RPS", "fleet_size", "headroom_warning", "provable_lines", "validate_checks"]
+
+#: Rate one worker is given when the aiohttp engine runs (https, HEAD) and --rollout-worker-rps is not set: it holds
+#: 3,000 to 7,000 rps on one core where the fast engine holds 20,000 to 30,000 (README, "Measured").
+AIOHTTP_WORKER_RPS = 1000.0
+
+
+def validate_checks(client: Any, spec: SLOSpec, run_id: str) -> None:
+    """Let Prometheus parse every user check before any load starts."""
+    for check in spec.checks:
+        expr = check.render(run_id, "baseline", "1s")
+        try:
+            client.query(expr, time.time())
+        except PrometheusError as exc:
+            raise RolloutUsageError(
+                f"slo check {check.name!r}: {exc}. Fix the expression in @pytest.mark.slo(checks=...)"
+            ) from None
+
+
+def provable_lines(spec: SLOSpec) -> list[tuple[str, bool]]:
+    """``(line, ok)`` for each phase: the best it can prove; ``ok`` False when an SLO can never be proven held."""
+    lengths = {"ramp": spec.ramp_s, "baseline": spec.hold_s, "upgrade": 0.0, "after": spec.after_s}
+    if spec.ramp_s <= 0:
+        del lengths["ramp"]
+    return [(f"[rollout] {phase}: {text}", ok) for phase, text, ok in provable(spec, lengths)]
+
+
+def fleet_size(
+    platform: Platform, spec: SLOSpec, workers: int | None, worker_rps: float, worker_rps_given: bool
+) -> int:
+    """*workers* when set, else enough workers for the requested rate, sized for the engine that will run."""
+    if workers:
+        return workers
+    from pytest_rollout.load.engine import fast_engine_refusal
+
+    probe = Plan(url=platform.url + spec.path, segments=(), start_at=0.0, deadline=0.0, method=spec.method)
+    if not worker_rps_given and fast_engine_refusal(probe) is not None:
+        worker_rps = min(worker_rps, AIOHTTP_WORKER_RPS)  # the calibration and default are the fast engine's
+    return workers_for(spec.requested_rps, worker_rps)
+
+
+def headroom_warning(platform: Platform, spec: SLOSpec, workers: int) -> str | None:
+    """A warning when this machine cannot give the fleet a core per worker (None when it can, or on a cluster)."""
+    cores = platform.fleet_cpus
+    if not cores or workers <= len(cores):
+        return None  # a cluster schedules its pods; an unpinned machine is the user's to size
+    return (
+        f"[rollout] warning: {workers} load workers for {spec.requested_rps:,.0f} rps, but this machine "
+        f"sets {len(cores)} CPU(s) aside for the fleet: the workers share the machine with the target and "
+        "may fall behind, which leaves phases not proven. Lower --rollout-rps-scale, or run on a machine "
+        "with more cores."
+    )

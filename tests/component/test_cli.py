@@ -1,0 +1,84 @@
+"""``pytest-rollout attack`` and ``calibrate``, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import start_app
+
+from pytest_rollout.procs import ProcessSet
+
+CLI = [sys.executable, "-m", "pytest_rollout.cli"]
+
+
+def test_attack_json(procs: ProcessSet) -> None:
+    port = start_app(procs, "app", "--delay-ms", "0")
+    out = subprocess.run(
+        [*CLI, "attack", "--url", f"http://127.0.0.1:{port}/", "--rps", "300", "--duration", "2s", "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    summary = json.loads(out)
+    assert summary["engine"] == "fast"
+    assert summary["requested_rps"] == 300
+    assert summary["requests"] == pytest.approx(600, abs=1)
+    assert summary["held_rps"] == pytest.approx(300, rel=0.01)
+    assert summary["errors"] == {"http_4xx": 0, "http_5xx": 0, "timeout": 0, "connection": 0, "dropped": 0}
+    assert set(summary["latency_ms"]) == {"p50", "p90", "p99", "p999"}
+    assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p999"]
+
+
+def test_attack_bad_url() -> None:
+    result = subprocess.run([*CLI, "attack", "--url", "localhost:80", "--rps", "10"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "--url 'localhost:80': expected an http(s) URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_calibrate_records_what_sizes_fleets(
+    procs: ProcessSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = start_app(procs, "app", "--delay-ms", "0")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    out = subprocess.run(
+        [*CLI, "calibrate", "--url", f"http://127.0.0.1:{port}/", "--seconds", "0.5", "--start-rps", "400", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    result = json.loads(out)
+    assert result["held_rps"] >= 400  # the example app serves far more than that
+    confirm = result["runs"][-1]
+    assert confirm["duration_s"] == 1.0 and confirm["held_rps"] >= confirm["requested_rps"] * 0.99
+    recorded = json.loads((tmp_path / "pytest-rollout" / "calibration.json").read_text())
+    assert recorded["engines"]["fast"]["held_rps"] == result["held_rps"]
+
+    from pytest_rollout.load.calibration import measured_worker_rps
+
+    assert measured_worker_rps() == pytest.approx(0.7 * result["held_rps"])
+
+
+def test_rbac_prints_the_role_the_platform_needs_bound_to_a_service_account() -> None:
+    import yaml
+
+    from pytest_rollout.platforms.kubernetes.rbac import rbac_documents
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "team", "--service-account", "ci-bot"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = list(yaml.safe_load_all(out))
+    assert docs == rbac_documents("team", "ci-bot", "team")  # what the kubernetes tier proves sufficient
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac"], capture_output=True, text=True, check=True
+    ).stdout
+    assert [d["kind"] for d in yaml.safe_load_all(out)] == ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    assert "#   secrets: the fleet's Secret" in out  # each permission says why
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "Team"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--namespace='Team' is not a valid Kubernetes name" in bad.stderr

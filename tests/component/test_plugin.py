@@ -1,0 +1,347 @@
+"""The plugin as users meet it, through pytester: options, marker errors, clear failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from helpers import APP, closed_port
+
+pytestmark = pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+
+HEADER = f"""
+import sys, pytest
+APP = {str(APP)!r}
+def app(*flags):
+    return [sys.executable, APP, "--startup-s", "0", *flags]
+"""
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.slo(rps, error_rate=0.001*"])
+
+
+def test_strict_markers_accepts_slo(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.slo(rps=10)\ndef test_x():\n    pass\n")
+    pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_bad_marker_is_a_usage_error_naming_test_and_argument(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.slo(rps=100, error_rate=1.5)
+        def test_one(): pass
+        @pytest.mark.slo(rps=100, hold="soon")
+        def test_two(): pass
+        @pytest.mark.slo(rps=100, latency=5)
+        def test_three(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: invalid slo marker:",
+            "*test_one: @pytest.mark.slo: error_rate=1.5 must be in [0, 1)*",
+            "*test_two: @pytest.mark.slo: hold='soon' is not a duration*",
+            "*test_three: @pytest.mark.slo: unknown argument 'latency'*",
+        ]
+    )
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rollout-rps-scale", "fast"], "--rollout-rps-scale='fast': expected a number*"),
+        (["--rollout-rps-scale", "-1"], "--rollout-rps-scale='-1': must be a number greater than 0"),
+        (["--rollout-workers", "0"], "--rollout-workers='0': expected a whole number >= 1"),
+        (["--prometheus-url", "localhost:9090"], "--prometheus-url='localhost:9090': expected an http(s) URL*"),
+        (["--rollout-platform", "Local!"], "--rollout-platform='Local!': expected a platform name*"),
+        (["--rollout-upgrade-timeout", "ages"], "*--rollout-upgrade-timeout='ages' is not a duration*"),
+        (["--rollout-platform", "kubernetes"], "--rollout-platform kubernetes needs the cluster's Prometheus: *"),
+        (
+            ["--rollout-platform", "kubernetes", "--rollout-prometheus-service", "prometheus"],
+            "--rollout-prometheus-service='prometheus': expected NAMESPACE/NAME:PORT, e.g. monitoring/prometheus:9090",
+        ),
+        (
+            ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-namespace", "Team_A"],
+            "--rollout-namespace='Team_A': not a valid namespace name",
+        ),
+        (["--rollout-endpoint-delay", "soon"], "*--rollout-endpoint-delay*soon*"),
+        (
+            ["--rollout-platform", "kubernetes", "--prometheus-url", "http://p:9090", "--rollout-kube-timeout", "x"],
+            "*--rollout-kube-timeout='x' is not a duration*",
+        ),
+        (
+            [
+                "--rollout-platform",
+                "kubernetes",
+                "--prometheus-url",
+                "http://p:9090",
+                "--rollout-prometheus-service",
+                "m/p:9090",
+            ],
+            "give --prometheus-url or --rollout-prometheus-service, not both",
+        ),
+    ],
+)
+def test_bad_options(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_a_session_without_slo_tests_is_left_alone(pytester: pytest.Pytester) -> None:
+    """Options parsed and nothing else: no settings checked, no file read, no signal handler."""
+    pytester.makeconftest(
+        """
+import pytest_rollout.load.calibration as calibration
+
+READS = []
+real = calibration.measured_worker_rps
+calibration.measured_worker_rps = lambda *a, **k: READS.append(1) or real(*a, **k)
+"""
+    )
+    pytester.makepyfile(
+        """
+import signal
+
+def test_plain(request):
+    from conftest import READS
+    from pytest_rollout.plugin.session import SESSION_KEY
+
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert SESSION_KEY not in request.config.stash
+    assert READS == []
+"""
+    )
+    # a bad value is not even looked at: nothing here would use it
+    result = pytester.runpytest_subprocess("--rollout-rps-scale", "fast", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    # the same session with an SLO test reads and checks its settings
+    pytester.makepyfile(test_slo="import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(): pass")
+    result = pytester.runpytest_subprocess("--rollout-rps-scale", "fast", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_bad_ini_value(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nrollout_rps_scale = lots\n")
+    pytester.makepyfile("import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --rollout-rps-scale='lots': expected a number*"])
+
+
+def test_fixture_without_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(rollout): pass")
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*the rollout fixture needs an @pytest.mark.slo(rps=...) marker*"])
+    result.assert_outcomes(errors=1)
+
+
+def test_scale_below_one_rps(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.slo(rps=50)\ndef test_x(rollout): pass")
+    result = pytester.runpytest("--rollout-rps-scale", "0.01")
+    result.stdout.fnmatch_lines(["*rps=50 scaled by --rollout-rps-scale=0.01 is 0.5, less than 1 request per second*"])
+
+
+def test_a_missing_kubeconfig_is_a_clear_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(image='a/b:1')\n"
+    )
+    result = pytester.runpytest(
+        "--rollout-platform=kubernetes",
+        "--prometheus-url=http://127.0.0.1:9",
+        f"--rollout-kubeconfig={pytester.path / 'nowhere.yaml'}",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cannot load the kubeconfig *nowhere.yaml*Point --rollout-kubeconfig*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_unknown_platform(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n")
+    result = pytester.runpytest("--rollout-platform", "mesos")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no platform called 'mesos'*"])
+
+
+def test_command_that_does_not_exist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=['./no-such-app'])\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cannot start replica-v1-0: command not found: './no-such-app'*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("rollout.ramp()", "*call rollout.deploy(...) before rollout.ramp()*"),
+        ("rollout.deploy(command=app()); rollout.upgrade(command=app())", "*before rollout.upgrade()*"),
+        ("rollout.deploy(command='python app.py')", "*must be a list of strings (an argv)*"),
+        ("rollout.deploy(command=app(), replicas=0)", "*replicas=0) must be an int >= 1*"),
+        ("rollout.deploy(command=app(), env={'PORT': '1'})", "*must not set PORT*"),
+        ("rollout.deploy(image='shop/app:v1')", "*rollout.deploy(image=...) needs --rollout-platform kubernetes*"),
+        ("rollout.deploy(manifests=['d.yaml'])", "*rollout.deploy(manifests=...) needs --rollout-platform kubernetes*"),
+        (
+            "rollout.deploy(command=app(), image='a:1')",
+            "*takes one of command=, image=, manifests=; got command and image*",
+        ),
+        ("rollout.deploy()", "*rollout.deploy() needs command=*or image=* (kubernetes platform)*"),
+        ("rollout.deploy(image='shop app')", "*image='shop app') must be an image reference*"),
+        ("rollout.deploy(command=app(), port=0)", "*port=0) must be a TCP port*"),
+        ("rollout.deploy(command=app(), pre_stop='soon')", "*pre_stop='soon') must be a duration such as '5s'*"),
+        ("rollout.deploy(command=app(), pre_stop=10)", "*pre_stop=10) must be shorter than grace_period=10.0*"),
+    ],
+)
+def test_fixture_misuse(pytester: pytest.Pytester, body: str, message: str) -> None:
+    pytester.makepyfile(HEADER + f"@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    {body}\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_replica_that_crashes_at_start(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n"
+        "    rollout.deploy(command=[sys.executable, '-c', 'import sys; print(\"boom\"); sys.exit(3)'])\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*replica v1-0 (pid *) exited with code 3 before it was ready*", "*boom*"])
+
+
+@pytest.fixture
+def not_prometheus() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_unreachable_prometheus(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+    )
+    result = pytester.runpytest_subprocess("--prometheus-url", f"http://127.0.0.1:{closed_port()}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Prometheus at http://127.0.0.1:* is unreachable*Check --prometheus-url*"])
+
+
+def test_url_that_is_not_prometheus(pytester: pytest.Pytester, not_prometheus: str) -> None:
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+    )
+    result = pytester.runpytest_subprocess("--prometheus-url", not_prometheus)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*answered HTTP 200 but is not a Prometheus API*"])
+
+
+def test_report_is_written_for_failures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.ramp()\n")
+    report = pytester.path / "out" / "report.json"
+    result = pytester.runpytest("--rollout-report", str(report))
+    result.assert_outcomes(failed=1)
+    data = json.loads(report.read_text())
+    (test,) = data["tests"]
+    assert test["nodeid"].endswith("::test_x") and test["outcome"] == "failed"
+    assert test["requested_rps"] == 10 and test["phases"] == {}
+
+
+def test_promql_syntax_error_in_a_check_is_a_clear_error_before_any_load(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10, checks={'lb_5xx': ('sum(rate(haproxy_backend_http_responses_total[$window]', '<=', 0)})\n"
+        "def test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+    )
+    report = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess("--rollout-report", str(report))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            # (in these patterns [[] is a literal "[")
+            "*slo check 'lb_5xx': Prometheus at http://127.0.0.1:* rejected the query "
+            "'sum(rate(haproxy_backend_http_responses_total[[]1s]': bad_data: *parse error: unclosed left parenthesis. "
+            "Fix the expression in @pytest.mark.slo(checks=...)"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert json.loads(report.read_text())["tests"][0]["phases"] == {}  # no load was started
+
+
+def test_a_failing_report_renderer_never_hides_the_verdict_or_the_exit_status(pytester: pytest.Pytester) -> None:
+    """A bug in a renderer is reported as the renderer's; the result and exit status stand (issue: a crash in
+    the terminal summary once buried the verdict under a traceback)."""
+    pytester.makeconftest(
+        """
+import pytest_rollout.report.html_report, pytest_rollout.report.json_report
+
+def broken(*args, **kwargs):
+    raise ValueError("a renderer's bug")
+
+pytest_rollout.report.json_report.format_summary = broken
+pytest_rollout.report.html_report.write_html = broken
+"""
+    )
+    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.ramp()\n")
+    result = pytester.runpytest_subprocess("--rollout-html", "report.html", "--rollout-report", "report.json")
+    assert result.ret == 6  # not proven: nothing was run, nothing shown broken
+    result.stdout.fnmatch_lines(
+        [
+            "*call rollout.deploy(...) before rollout.ramp()*",
+            "*test_x NOT PROVEN: the terminal summary could not be rendered: ValueError: a renderer's bug*",
+            "*rollout: the HTML report could not be written: ValueError: a renderer's bug*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert json.loads((pytester.path / "report.json").read_text())["tests"][0]["result"] == "not_proven"
+
+
+@pytest.mark.parametrize(
+    ("ini", "body", "message"),
+    [
+        (
+            "rollout_haproxy",
+            "rollout.deploy(command=app())",
+            "*HAProxy not found: '/opt/none/haproxy'*set the ini option rollout_haproxy*",
+        ),
+        (
+            "rollout_prometheus",
+            "rollout.deploy(command=app())\n    rollout.ramp()",
+            "*Prometheus not found: '/opt/none/prometheus'*set the ini option rollout_prometheus*",
+        ),
+    ],
+)
+def test_binary_paths_from_ini_are_used_and_a_wrong_one_is_named(
+    pytester: pytest.Pytester, ini: str, body: str, message: str
+) -> None:
+    name = ini.removeprefix("rollout_")
+    pytester.makeini(f"[pytest]\n{ini} = /opt/none/{name}\n")
+    pytester.makepyfile(HEADER + f"@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    {body}\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str()

@@ -1,0 +1,269 @@
+"""A fleet only its own run can command: real worker processes, real HTTP, on loopback.
+
+Each worker obeys only calls that carry its run's token, loads only the origin
+it was started with, never follows a redirect, and keeps secret header values
+out of its control API, its metrics, its log and its command line.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from helpers import run_fleet
+
+from pytest_rollout.errors import FleetError
+from pytest_rollout.load import protocol
+from pytest_rollout.load.fleet import LocalFleet
+from pytest_rollout.procs import ProcessSet
+
+MakeFleet = Callable[..., LocalFleet]
+
+
+class Target:
+    """An HTTP server on loopback that counts what reaches it (and may redirect elsewhere)."""
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        seen: list[dict[str, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                if redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def targets() -> Iterator[Callable[..., Target]]:
+    made: list[Target] = []
+
+    def make(redirect_to: str | None = None) -> Target:
+        made.append(Target(redirect_to))
+        return made[-1]
+
+    yield make
+    for target in made:
+        target.close()
+
+
+def call(port: int, method: str, path: str, body: object = None, token: str | None = None) -> tuple[int, dict, str]:
+    """One control call straight to a worker: ``(status, headers, body)``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers[protocol.TOKEN_HEADER] = token
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def plan_for(url: str, rps: float = 100, seconds: float = 1.0, **extra: object) -> dict:
+    start = time.time() + 0.2
+    plan = {"url": url, "segments": [[None, rps, rps]], "start_at": start, "deadline": start + seconds}
+    plan.update(extra)
+    return plan
+
+
+CONTROL_CALLS = [
+    ("POST", "/start"),
+    ("POST", "/phase"),
+    ("POST", "/stop"),
+    ("POST", "/quit"),
+    ("GET", "/totals"),
+    ("GET", "/status"),
+]
+
+
+def test_a_worker_obeys_only_calls_that_carry_its_runs_token(make_fleet: MakeFleet, targets) -> None:  # type: ignore[no-untyped-def]
+    target = targets()
+    fleet = make_fleet(1, target.url)
+    ((proc, port),) = fleet.workers
+    bodies = {"/start": plan_for(target.url), "/phase": {"name": "x", "at": time.time()}, "/stop": {}, "/quit": {}}
+    for method, path in CONTROL_CALLS:
+        status, headers, text = call(port, method, path, bodies.get(path))
+        assert status == 401, (path, text)
+        assert headers.get("WWW-Authenticate") == protocol.TOKEN_HEADER and "obeys only the run" in text
+        status, _, text = call(port, method, path, bodies.get(path), token=fleet.token + "0")
+        assert status == 403, (path, text)
+    time.sleep(1.5)  # the refused plan would have sent ~100 requests by now
+    assert target.seen == []
+    assert proc.alive()  # the refused /quit changed nothing
+    status = fleet._call(fleet.workers[0], "GET", "/status")
+    assert status["state"] == "idle" and status["scheduled"] == 0
+    for path in sorted(protocol.OPEN_PATHS):  # Prometheus and probes need no token
+        assert call(port, "GET", path)[0] == 200
+    # the same plan with the token is obeyed: the check above could have failed
+    totals, _ = run_fleet(fleet, target.url, rps=100, seconds=1)
+    requests, errors = totals.phase("p")  # type: ignore[misc]
+    assert requests == pytest.approx(100, abs=1) and errors == 0 and len(target.seen) == requests
+
+
+def test_a_worker_refuses_a_plan_aimed_anywhere_but_its_target(make_fleet: MakeFleet, targets) -> None:  # type: ignore[no-untyped-def]
+    target, elsewhere = targets(), targets()
+    fleet = make_fleet(1, target.url)
+    ((_, port),) = fleet.workers
+    for url in (elsewhere.url, f"http://localhost:{target.port}/", f"https://127.0.0.1:{target.port}/"):
+        status, _, text = call(port, "POST", "/start", plan_for(url), token=fleet.token)
+        assert status == 400, text
+        assert f"this worker may load only http://127.0.0.1:{target.port}" in text
+    # the controller refuses before sending, naming both
+    with pytest.raises(FleetError, match=f"aims at http://127.0.0.1:{elsewhere.port}, but .* to load"):
+        run_fleet(fleet, elsewhere.url, rps=100, seconds=1)
+    time.sleep(1.0)
+    assert elsewhere.seen == [] and target.seen == []
+    # any path of the target is fine
+    totals, _ = run_fleet(fleet, target.url + "any/path?x=1", rps=50, seconds=1)
+    requests, errors = totals.phase("p")  # type: ignore[misc]
+    assert requests == pytest.approx(50, abs=1) and errors == 0 and len(target.seen) == requests
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_redirects_are_never_followed(make_fleet: MakeFleet, targets, engine: str) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = targets()
+    target = targets(redirect_to=elsewhere.url)
+    totals, (ran,) = run_fleet(make_fleet(1, target.url), target.url, rps=50, seconds=1, engine=engine)
+    assert ran == engine
+    phase = totals.workers[0]["phases"]["p"]
+    assert phase["by_class"]["ok"] == phase["requests"] == pytest.approx(50, abs=1)  # a 3xx is the target's answer
+    assert len(target.seen) == phase["requests"] and elsewhere.seen == []
+
+
+SECRET = "Bearer s3cret-7f1c"
+API_KEY = "key-9d2e"
+
+
+def test_secret_headers_reach_the_target_and_nothing_else(
+    procs: ProcessSet,
+    make_fleet: MakeFleet,
+    targets,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    target = targets()
+    fleet = make_fleet(1, target.url, {"Authorization": SECRET, "X-Api-Key": API_KEY})
+    ((proc, port),) = fleet.workers
+    run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Accept": "text/plain"})
+    assert len(target.seen) == pytest.approx(50, abs=1)
+    assert all(
+        h["authorization"] == SECRET and h["x-api-key"] == API_KEY and h["accept"] == "text/plain" for h in target.seen
+    )
+    exposed = {
+        "/status": call(port, "GET", "/status", token=fleet.token)[2],
+        "/totals": call(port, "GET", "/totals", token=fleet.token)[2],
+        "/metrics": call(port, "GET", "/metrics")[2],
+        "command line": Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace"),
+        "log": "".join(p.read_text(errors="replace") for p in procs.run_dir.glob("*.log")),
+    }
+    for where, text in exposed.items():
+        for secret in (SECRET, API_KEY, fleet.token):
+            assert secret not in text, where
+    # a plan may not carry a secret header itself, even with the token: they travel only at start
+    for name in ("Authorization", "cookie", "X-Api-Key"):
+        status, _, text = call(port, "POST", "/start", plan_for(target.url, headers={name: "v"}), token=fleet.token)
+        assert status == 400 and "secret header" in text and "never in a plan" in text
+    with pytest.raises(FleetError, match="carries secret header"):
+        run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Cookie": "a=b"})
+
+
+def test_split_headers_and_origin() -> None:
+    public, secret = protocol.split_headers(
+        {"Accept": "a", "authorization": "b", "Cookie": "c", "X-Api-Key": "d"}, ["x-api-key"]
+    )
+    assert public == {"Accept": "a"} and secret == {"authorization": "b", "Cookie": "c", "X-Api-Key": "d"}
+    assert protocol.origin("HTTP://Svc.NS.svc/path") == "http://svc.ns.svc:80"
+    assert protocol.origin("https://h:8443/") == "https://h:8443"
+    for bad in ("ftp://h/", "/relative", "http:///nohost"):
+        with pytest.raises(ValueError, match="not an absolute"):
+            protocol.origin(bad)
+    assert protocol.token_matches("abc", "abc") and not protocol.token_matches("abd", "abc")
+    assert not protocol.token_matches(None, "abc")
+    assert SECRET not in repr(protocol.Aim.at("http://h/", {"Authorization": SECRET}))
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--target", "http://127.0.0.1:1"], {}, "no control token"),
+        ([], {protocol.TOKEN_ENV: "t"}, "--target URL is required"),
+        (["--target", "gopher://x"], {protocol.TOKEN_ENV: "t"}, "not an absolute http"),
+        (["--target", "http://h:1", "--secrets", "/nonexistent"], {}, "cannot read the token"),
+        (["--target", "http://h:1"], {protocol.TOKEN_ENV: "t", protocol.HEADERS_ENV: "[1]"}, "JSON object of strings"),
+    ],
+)
+def test_a_worker_will_not_start_without_a_token_and_a_target(argv: list[str], env: dict, message: str) -> None:
+    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PYTEST_ROLLOUT_WORKER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_rollout.load.worker", "--port", "0", *argv],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_reads_its_token_and_headers_from_a_secrets_folder(procs: ProcessSet, tmp_path: Path, targets) -> None:  # type: ignore[no-untyped-def]
+    """As on Kubernetes, where the fleet's Secret is mounted as a folder."""
+    target = targets()
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o700)
+    (folder / protocol.TOKEN_FILE).write_text("tok-from-file\n")
+    (folder / protocol.HEADERS_FILE).write_text(json.dumps({"Authorization": SECRET}))
+    proc = procs.start(
+        "worker-secrets",
+        [
+            sys.executable,
+            "-m",
+            "pytest_rollout.load.worker",
+            "--port",
+            "0",
+            "--target",
+            target.url,
+            "--secrets",
+            str(folder),
+        ],
+        stdout_pipe=True,
+        stdin_pipe=True,
+    )
+    port = LocalFleet._read_ready(proc, time.monotonic() + 20)
+    assert call(port, "GET", "/status", token="tok-from-file")[0] == 200
+    assert call(port, "POST", "/start", plan_for(target.url, rps=20), token="tok-from-file")[0] == 200
+    deadline = time.monotonic() + 5
+    while len(target.seen) < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(target.seen) == pytest.approx(20, abs=1) and all(h["authorization"] == SECRET for h in target.seen)
+    proc.stop(grace=5.0)

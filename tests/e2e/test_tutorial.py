@@ -1,0 +1,146 @@
+"""The README's tutorial, step by step, exactly as written, against the real local platform.
+
+The gate file is read from the README's own code block, and each later step
+edits it the way its text says, so the tutorial cannot drift from what runs.
+Each step checks what the README says the user will see: the outcome, the
+exit status, the message's key words, and the report.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shutil
+import textwrap
+
+import pytest
+from helpers import APP, ROOT
+
+README = (ROOT / "README.md").read_text()
+TUTORIAL = README[README.index("## Tutorial:") : README.index("## How a verdict is reached")]
+SLOW = '"--delay-ms", "150"'
+
+
+def gate_file() -> str:
+    """The ``test_release.py`` of step 3, as the README shows it."""
+    block = re.search(r"3\. Write the gate.*?```python\n(.*?)```", TUTORIAL, re.S)
+    assert block is not None, "the tutorial's step 3 lost its code block"
+    return textwrap.dedent(block.group(1))
+
+
+def step(number: int) -> str:
+    found = re.search(rf"^{number}\. (.*?)(?=^\d+\. |\Z)", TUTORIAL, re.S | re.M)
+    assert found is not None, f"the tutorial has no step {number}"
+    return " ".join(found.group(1).split())
+
+
+@pytest.fixture
+def tutorial(pytester: pytest.Pytester) -> pytest.Pytester:
+    shutil.copy(APP, pytester.path / "app.py")  # step 2: "copy it next to your tests"
+    (pytester.path / "test_release.py").write_text(gate_file())
+    return pytester
+
+
+def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
+    (pytester.path / "test_release.py").write_text(source)
+    return pytester.runpytest_subprocess("test_release.py", *args, timeout=300)
+
+
+def test_step_1_install_gives_the_fast_engine_and_the_plugin() -> None:
+    assert "`pip install pytest-rollout`" in step(1)
+    requires = " ".join(importlib.metadata.requires("pytest-rollout") or [])
+    for package in ("aiohttp", "uvloop", "httptools", "prometheus-api-client"):
+        assert package in requires, f"{package} is not a declared dependency"
+    (entry,) = [e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "rollout"]
+    assert entry.value == "pytest_rollout.plugin"
+    from pytest_rollout.load.engine import fast_engine_refusal
+    from pytest_rollout.load.protocol import Plan
+
+    assert fast_engine_refusal(Plan(url="http://127.0.0.1:1/", segments=(), start_at=0, deadline=0)) is None
+
+
+def test_step_3_the_gate_is_the_file_the_readme_shows() -> None:
+    source = gate_file()
+    assert SLOW in source and 'pre_stop="2s"' in source
+    compile(source, "test_release.py", "exec")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+def test_step_4_the_slow_release_fails_and_the_html_report_shows_it(tutorial: pytest.Pytester) -> None:
+    assert "`pytest test_release.py --rollout-html report.html`" in step(4)
+    result = run(tutorial, gate_file(), "--rollout-html", "report.html")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*stopped early: *s into phase upgrade, the live data proved p99_ms broken*",
+            "*p99_ms in phase upgrade: measured *.?? ms [[]*.?? ms, *.?? ms[]], bound <= 100.00 ms*",
+        ]
+    )
+    html = (tutorial.path / "report.html").read_text()
+    assert "<svg" in html and "upgrade" in html and "slo_broken" in html
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ('"--error-rate", "0.01"', "*error_rate in phase * measured 0.0*, bound <= 0.00100: * failed (http_5xx=*"),
+        (
+            '"--never-ready"',
+            "*upgrade to v2 failed: replica v2-0 * did not become ready*3 replica(s) still in rotation*",
+        ),
+    ],
+)
+def test_step_5_the_other_bad_releases_fail(tutorial: pytest.Pytester, flags: str, expected: str) -> None:
+    assert flags in step(5)
+    result = run(tutorial, gate_file().replace(SLOW, flags), "--rollout-report", "report.json")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([expected])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+def test_step_6_the_fixed_release_passes(tutorial: pytest.Pytester) -> None:
+    assert f"drop `{SLOW}`" in step(6)
+    result = run(tutorial, gate_file().replace(", " + SLOW, ""))
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*test_v2_upgrades_cleanly PASSED: asked 2,000 rps*"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+def test_step_7_without_pre_stop_the_endpoint_race_is_broken_and_with_it_passes(tutorial: pytest.Pytester) -> None:
+    text = step(7)
+    assert "`pytest test_endpoint_delay.py`" in text and '`"examples/app.py"` to `"app.py"`' in text
+    source = (ROOT / "examples" / "test_endpoint_delay.py").read_text().replace('"examples/app.py"', '"app.py"')
+    (tutorial.path / "test_endpoint_delay.py").write_text(source)
+    result = tutorial.runpytest_subprocess("test_endpoint_delay.py", "--rollout-report", "report.json", timeout=300)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_without_pre_stop_the_endpoint_race_is_caught SLO BROKEN*",
+            "*<=0.005 BROKEN*",
+            "*error_rate in upgrade: * failed (connection=*",
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+def test_step_8_a_slower_change_fails_against_the_saved_baseline(tutorial: pytest.Pytester) -> None:
+    text = step(8)
+    assert "`pytest test_release.py --rollout-save main`" in text
+    assert "`pytest test_release.py --rollout-compare main`" in text
+    fixed = gate_file().replace(", " + SLOW, "")
+    result = run(tutorial, fixed, "--rollout-save", "main")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert (tutorial.path / ".pytest-rollout" / "baselines" / "main.json").exists()
+    slower = fixed.replace('"--version", "2"', '"--version", "2", "--delay-ms", "32"')
+    assert '"--version", "2", "--delay-ms", "32"' in text
+    result = run(tutorial, slower, "--rollout-compare", "main")
+    assert result.ret == 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least 95% sure): p99 *"])
+    assert "Traceback" not in result.stdout.str()  # the summary shows the regression (it once crashed on it)

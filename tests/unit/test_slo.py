@@ -1,0 +1,162 @@
+"""The slo marker's arguments: parsing and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_rollout.errors import SLOSpecError
+from pytest_rollout.slo import DEFAULT_ERROR_RATE, DEFAULT_MIN_LOAD, parse_duration, parse_slo
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (30, 30.0),
+        (1.5, 1.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1m30s", 90.0),
+        ("250ms", 0.25),
+        ("2h", 7200.0),
+        ("12", 12.0),
+        (" 10s ", 10.0),
+        (0, 0.0),
+    ],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "s", "10x", "5 minutes", "-3s", -1, True, None, [1], "1s2", "nan"])
+def test_bad_durations_name_the_argument(value: object) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_duration(value, "hold")
+    assert info.value.argument == "hold"
+    assert "hold=" in str(info.value)
+
+
+def test_defaults() -> None:
+    spec = parse_slo((2000,), {})
+    assert spec.rps == 2000
+    assert spec.error_rate == DEFAULT_ERROR_RATE
+    assert spec.min_load == DEFAULT_MIN_LOAD
+    assert spec.after_s == spec.hold_s
+    assert spec.method == "GET" and spec.path == "/"
+    assert spec.latency_bounds() == []
+
+
+def test_full_marker() -> None:
+    spec = parse_slo(
+        (),
+        dict(
+            rps=1_000_000,
+            error_rate=0.001,
+            p99_ms=250,
+            p50_ms=20,
+            hold="5m",
+            ramp="30s",
+            after="1m",
+            path="/api",
+            method="post",
+            headers={"Accept": "text/plain"},
+            body="{}",
+            min_load=0.9,
+            timeout="2s",
+        ),
+    )
+    assert spec.hold_s == 300 and spec.ramp_s == 30 and spec.after_s == 60
+    assert spec.method == "POST" and spec.body == b"{}"
+    assert parse_slo((), {"rps": 1, "headers": {"X-Key": "v"}, "secret_headers": ["x-key"]}).secret_headers == (
+        "x-key",
+    )
+    assert spec.latency_bounds() == [("p50_ms", 0.5, 20.0), ("p99_ms", 0.99, 250.0)]
+    assert spec.scaled(0.01).requested_rps == pytest.approx(10_000)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "argument", "text"),
+    [
+        ((), {}, "rps", "rps is required"),
+        ((), {"rps": -5}, "rps", "greater than 0"),
+        ((), {"rps": 0}, "rps", "greater than 0"),
+        ((), {"rps": "fast"}, "rps", "must be a number"),
+        ((), {"rps": 10, "error_rate": 1.0}, "error_rate", "[0, 1)"),
+        ((), {"rps": 10, "error_rate": -0.1}, "error_rate", "[0, 1)"),
+        ((), {"rps": 10, "p99_ms": 0}, "p99_ms", "greater than 0"),
+        ((), {"rps": 10, "hold": "forever"}, "hold", "not a duration"),
+        ((), {"rps": 10, "hold": 0}, "hold", "longer than 0"),
+        ((), {"rps": 10, "p98_ms": 5}, "p98_ms", "unknown argument"),
+        ((), {"rps": 10, "path": "api"}, "path", "starting with '/'"),
+        ((), {"rps": 10, "method": "FETCH"}, "method", "must be one of"),
+        ((), {"rps": 10, "headers": {"a": 1}}, "headers", "str to str"),
+        ((), {"rps": 10, "body": 5}, "body", "str or bytes"),
+        (
+            (),
+            {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": "X-Key"},
+            "secret_headers",
+            "list of header names",
+        ),
+        ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": 5}, "secret_headers", "list of header names"),
+        ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": ["X-Other"]}, "secret_headers", "X-Other"),
+        ((), {"rps": 10, "min_load": 1.5}, "min_load", "(0, 1]"),
+        ((10,), {"rps": 10}, "rps", "both by position and by keyword"),
+        ((10, 20), {}, None, "one positional argument"),
+    ],
+)
+def test_bad_arguments(args: tuple, kwargs: dict, argument: str | None, text: str) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_slo(args, kwargs)
+    assert info.value.argument == argument
+    assert text in str(info.value)
+
+
+def test_checks_parse_and_render() -> None:
+    spec = parse_slo((), {"rps": 10, "checks": {"lb_5xx": ('sum(x{run="$run",phase="$phase"}[$window])', "<=", 0)}})
+    (check,) = spec.checks
+    assert (check.name, check.op, check.bound) == ("lb_5xx", "<=", 0.0)
+    assert check.render("r1", "upgrade", "5000ms") == 'sum(x{run="r1",phase="upgrade"}[5000ms])'
+    assert check.holds(0.0) and not check.holds(1.0)
+
+
+@pytest.mark.parametrize(
+    ("checks", "text"),
+    [
+        ("sum(x)", "checks must map a name to (promql, operator, bound)"),
+        ({"a": "sum(x)"}, "must be (promql, operator, bound)"),
+        ({"a": ("sum(x)", "~", 1)}, "operator '~' must be one of"),
+        ({"a": ("", "<=", 1)}, "non-empty string"),
+        ({"a": ("sum(x{run='$runid'})", "<=", 1)}, "unknown placeholder $runid"),
+        ({"a": ("sum(x) $", "<=", 1)}, "unknown placeholder syntax"),
+        ({"a": ("sum(x)", "<=", "zero")}, "bound='zero' must be a finite number"),
+        ({"p99_ms": ("sum(x)", "<=", 1)}, "not a usable check name"),
+        ({"bad name": ("sum(x)", "<=", 1)}, "not a usable check name"),
+    ],
+)
+def test_bad_checks(checks: object, text: str) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_slo((), {"rps": 10, "checks": checks})
+    assert info.value.argument == "checks"
+    assert text in str(info.value)
+
+
+def test_availability_and_regression_margins() -> None:
+    spec = parse_slo((), {"rps": 10, "availability": 0.999, "regression": {"p99_ms": "15%", "error_rate": 0.002}})
+    assert spec.availability == 0.999 and spec.regression == {"p99_ms": 0.15, "error_rate": 0.002}
+    assert parse_slo((), {"rps": 10}).regression == {"p99_ms": 0.10, "error_rate": 0.001}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"availability": 1.0}, "availability=1.0 must be in (0, 1)"),
+        ({"availability": "high"}, "availability='high' must be a number"),
+        ({"regression": {"p42_ms": 0.1}}, "regression['p42_ms']: compare one of p50_ms"),
+        ({"regression": {"p99_ms": "lots%"}}, "regression['p99_ms']='lots%' is not a percentage"),
+        ({"regression": {"error_rate": -0.1}}, "regression['error_rate']=-0.1 must be a margin >= 0"),
+        ({"regression": []}, "regression=[] must map an SLO to its margin"),
+    ],
+)
+def test_bad_availability_and_regression(kwargs: dict, message: str) -> None:
+    with pytest.raises(SLOSpecError) as info:
+        parse_slo((), {"rps": 10, **kwargs})
+    assert message in str(info.value)
