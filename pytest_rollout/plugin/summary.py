@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rollout.judge.verdict import TestResult
 from pytest_rollout.plugin.keys import EXIT_NOT_JUDGED, FAILED_KEY
 from pytest_rollout.plugin.session import SESSION_KEY, RolloutSession
 
@@ -21,7 +22,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # the exit status is decided first, from the verdicts alone: no report renderer can change it
     failed = session.config.stash.get(FAILED_KEY, set())
     results = {r["nodeid"]: r.get("result") for r in rollout_session.results}
-    if exitstatus == pytest.ExitCode.TESTS_FAILED and failed and all(results.get(n) == "not_proven" for n in failed):
+    if (
+        exitstatus == pytest.ExitCode.TESTS_FAILED
+        and failed
+        and all(results.get(n) == TestResult.NOT_PROVEN for n in failed)
+    ):
         session.exitstatus = EXIT_NOT_JUDGED
     settings = rollout_session.settings
     try:
@@ -83,9 +88,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for problem in rollout_session.problems:
         terminalreporter.write_line(f"rollout clean-up: {problem}", yellow=True)
     results = [r.get("result") for r in rollout_session.results]
-    if "not_proven" in results and "slo_broken" not in results:
+    if TestResult.NOT_PROVEN in results and TestResult.SLO_BROKEN not in results:
         terminalreporter.write_line(
-            f"rollout: {results.count('not_proven')} SLO test(s) not proven (nothing was shown broken, nor held): "
+            f"rollout: {results.count(TestResult.NOT_PROVEN)} SLO test(s) not proven (nothing was shown broken, nor held): "
             f"exit status {EXIT_NOT_JUDGED} unless another test failed; each message says what would prove it",
             yellow=True,
         )

@@ -1,0 +1,269 @@
+"""Fakes of the platform, the fleet, Prometheus and pytest's config, so a Rollout runs without any process.
+
+Named fakes on purpose: they hold the protocols (``Platform``, ``Fleet``, the
+Prometheus client's calls) and keep exact books, but nothing listens and no
+request is sent. The fake fleet "sends" exactly what its plan schedules; the
+fake Prometheus answers each phase's queries from those books (every request
+ok, 2 ms each), so a run judged on them is held unless a test makes it fail.
+The real parts are exercised by the component, end-to-end and kubernetes tiers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pluggy
+import pytest
+
+from pytest_rollout.errors import UpgradeFailed
+from pytest_rollout.load.fleet import FleetTotals
+from pytest_rollout.load.protocol import Aim, Plan
+from pytest_rollout.load.schedule import Segment, expected_count
+from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent, UpgradeResult
+from pytest_rollout.plugin import hookspecs
+from pytest_rollout.plugin.session import Settings
+
+__all__ = ["FakeFleet", "FakePlatform", "FakePrometheus", "fake_config", "FakeSession"]
+
+SCRAPE_S = 0.25
+
+
+class FakeFleet:
+    """The Fleet protocol with books instead of workers."""
+
+    start_lead_s = 0.05
+    discovery_s = 1.0
+
+    def __init__(self, size: int, aim: Aim) -> None:
+        self.size = size
+        self.aim = aim
+        self.plan: Plan | None = None
+        self.segments: tuple[Segment, ...] = ()
+        self.boundaries: list[tuple[str, float]] = []
+        self.stopped_at: float | None = None
+        self.calls: list[str] = []
+        self.die_at: float | None = None  # a worker "dies" from then on
+        self.shut = False
+
+    def discovery_hint(self, sd_dir: Path) -> str:
+        return "(fake)"
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        return []
+
+    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
+        self.calls.append("begin")
+        self.plan = template
+        self.segments = tuple(total_segments)
+        self.boundaries = list(template.phases)
+        return ["fake"] * self.size
+
+    def announce(self, phase: str, at: float) -> None:
+        self.calls.append(f"announce {phase}")
+        self.boundaries.append((phase, at))
+
+    def dead(self) -> list[str]:
+        if self.die_at is not None and time.time() >= self.die_at:
+            return ["fake-worker-0 exit code -9"]
+        return []
+
+    def stop_load(self) -> None:
+        self.calls.append("stop")
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
+
+    def drain(self, settle_s: float) -> None:
+        self.calls.append("drain")
+
+    def count(self, phase: str) -> int:
+        """Requests due in *phase*: from its boundary to the next one, or to the stop."""
+        assert self.plan is not None
+        bounds = sorted(self.boundaries, key=lambda b: b[1])
+        names = [n for n, _ in bounds]
+        if phase not in names:
+            return 0
+        i = names.index(phase)
+        start = bounds[i][1]
+        end = bounds[i + 1][1] if i + 1 < len(bounds) else (self.stopped_at or time.time())
+        end = min(end, self.stopped_at or end)
+        t0 = self.plan.start_at
+        return round(expected_count(self.segments, start - t0, max(start, end) - t0))
+
+    def totals(self, settle_s: float = 10.0) -> FleetTotals:
+        phases = {name: {"requests": self.count(name), "errors": 0} for name, _ in self.boundaries}
+        return FleetTotals([{"phases": phases, "requests": sum(p["requests"] for p in phases.values())}])
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self.shut = True
+
+
+class FakePlatform:
+    """The Platform protocol with no replicas: deploy and upgrade only tell their events."""
+
+    name = "fake"
+    ready_timeout_s = 5.0
+    desired_replicas: int | None = None
+    fleet_cpus: Sequence[int] = ()
+
+    def __init__(self, upgrade_s: float = 0.2, fail_upgrade: str | None = None) -> None:
+        self.upgrade_s = upgrade_s
+        self.fail_upgrade = fail_upgrade
+        self.fleets: list[FakeFleet] = []
+        self.calls: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return "http://fake.invalid:8080"
+
+    def deploy(self, target: TargetSpec, on_event: Callable[[UpgradeEvent], None]) -> None:
+        self.calls.append(f"deploy {target.version}")
+        on_event(UpgradeEvent(time.time(), "ready", f"{target.version}-0"))
+
+    def upgrade(
+        self,
+        target: TargetSpec,
+        max_surge: int | str | None,
+        max_unavailable: int | str | None,
+        on_event: Callable[[UpgradeEvent], None],
+    ) -> UpgradeResult:
+        self.calls.append(f"upgrade {target.version}")
+        start = time.time()
+        time.sleep(self.upgrade_s)
+        if self.fail_upgrade is not None:
+            raise UpgradeFailed(self.fail_upgrade)
+        on_event(UpgradeEvent(time.time(), "ready", f"{target.version}-0"))
+        return UpgradeResult(start=start, end=time.time(), replaced=1, events=())
+
+    def scrape_targets(self, run_id: str) -> list[dict[str, Any]]:
+        return []
+
+    def make_fleet(self, run_id: str, size: int, aim: Aim) -> FakeFleet:
+        fleet = FakeFleet(size, aim)
+        self.fleets.append(fleet)
+        return fleet
+
+    def rollback(self, on_event: Callable[[UpgradeEvent], None]) -> str:
+        self.calls.append("rollback")
+        return "rolled back (fake)"
+
+    def describe(self) -> str:
+        return "fake"
+
+    def keep(self) -> None:
+        self.calls.append("keep")
+
+    def teardown(self) -> list[str]:
+        self.calls.append("teardown")
+        return []
+
+
+class FakePrometheus:
+    """Answers the run's PromQL from the fake fleet's books (phase read off the ``phase="..."`` selector)."""
+
+    url = "http://127.0.0.1:9"  # live lines ask a real client here: refused at once, and a live line is skipped
+
+    def __init__(self, platform: FakePlatform) -> None:
+        self.platform = platform
+
+    def _fleet(self) -> FakeFleet:
+        return self.platform.fleets[-1]
+
+    def _count(self, expr: str) -> int:
+        match = re.search(r'phase="([^"]+)"', expr)
+        return self._fleet().count(match.group(1)) if match else 0
+
+    def wait_for_targets(self, run_id: str, count: int, timeout_s: float) -> int:
+        return count
+
+    def scrape_interval(self, run_id: str, default: float = SCRAPE_S) -> float:
+        return SCRAPE_S
+
+    def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+        if expr.startswith("timestamp("):
+            return [({"worker": str(i)}, time.time() + 1.0) for i in range(self._fleet().size)]
+        if expr.startswith("sum by (class)"):
+            return [({"class": "ok"}, float(self._count(expr)))]
+        if expr.startswith("sum by (le)"):
+            n = float(self._count(expr))
+            return [({"le": "0.0025"}, n), ({"le": "+Inf"}, n)]
+        return []
+
+    def scalar(self, expr: str, at: float) -> float | None:
+        if expr.startswith("histogram_quantile("):
+            return 0.002
+        if expr.startswith("sum(rollout_requests"):
+            return float(self._count(expr))
+        return 0.0
+
+    def samples(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        fleet = self._fleet()
+        assert fleet.plan is not None
+        t, times = fleet.plan.start_at - 1.0, []
+        while t <= at:
+            times.append((t, 1.0))
+            t += SCRAPE_S
+        return [({"worker": str(i)}, times) for i in range(fleet.size)]
+
+    def series(self, expr: str, start: float, end: float, step_s: float) -> list[tuple[float, float]]:
+        return []
+
+
+class FakeSession:
+    """What a Rollout needs from the plugin's session."""
+
+    def __init__(self, root: Path, platform: FakePlatform, **settings: Any) -> None:
+        self.settings = Settings(platform="fake", **settings)
+        self.root = root
+        self.sd_dir = root / "sd"
+        self.sd_dir.mkdir(parents=True, exist_ok=True)
+        self.baseline = None
+        self.client = FakePrometheus(platform)
+
+    def prometheus(self) -> tuple[Any, Any]:
+        return self.client, None
+
+
+class _Hooks:
+    def __init__(self, platform: FakePlatform, log: list[str]) -> None:
+        self.platform = platform
+        self.log = log
+
+    @pytest.hookimpl
+    def pytest_rollout_make_platform(self, config: Any, name: str, run_dir: Any, procs: Any, rollout: Any) -> Any:
+        return self.platform if name == "fake" else None
+
+    @pytest.hookimpl
+    def pytest_rollout_upgrade(
+        self, rollout: Any, platform: Any, target: Any, max_surge: Any, max_unavailable: Any
+    ) -> Any:
+        return platform.upgrade(target, max_surge, max_unavailable, rollout.note_event)
+
+    @pytest.hookimpl
+    def pytest_rollout_phase_start(self, rollout: Any, phase: str, at: float) -> None:
+        self.log.append(f"start {phase}")
+
+    @pytest.hookimpl
+    def pytest_rollout_phase_end(self, rollout: Any, phase: str, start: float, end: float) -> None:
+        self.log.append(f"end {phase}")
+
+
+def fake_config(root: Path, platform: FakePlatform, log: list[str]) -> Any:
+    """A stand-in for pytest.Config: the plugin's hookspecs with the fake platform's hooks, no terminal."""
+    pm = pluggy.PluginManager("pytest")
+    pm.add_hookspecs(hookspecs)
+    pm.register(_Hooks(platform, log))
+    return SimpleNamespace(
+        hook=pm.hook,
+        pluginmanager=SimpleNamespace(get_plugin=lambda name: None),
+        get_verbosity=lambda: 0,
+        rootpath=root,
+    )

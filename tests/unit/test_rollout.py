@@ -1,0 +1,129 @@
+"""The Rollout's phase loop, driven through fakes of the platform, the fleet and Prometheus (tests/support/fakes.py).
+
+No process starts: these check the order of things, who is blamed, and the
+public API's guards, in well under a second each. The same paths with real
+parts are in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakePlatform, FakeSession, fake_config
+
+from pytest_rollout.errors import RolloutUsageError
+from pytest_rollout.judge.verdict import Outcome, TestResult
+from pytest_rollout.run.rollout import Rollout
+from pytest_rollout.slo import parse_slo
+
+FAST = {"rps": 20_000, "ramp": "0.2s", "hold": "0.4s", "after": "0.4s", "p99_ms": 250, "abort_on_breach": False}
+COMMAND = [sys.executable, "-c", "pass"]
+
+
+def make(tmp_path: Path, platform: FakePlatform | None = None, **slo: Any) -> tuple[Rollout, FakePlatform, list[str]]:
+    platform = platform or FakePlatform()
+    log: list[str] = []
+    session = FakeSession(tmp_path, platform, workers=2)
+    run = Rollout(session, parse_slo((), {**FAST, **slo}), "t::fake", fake_config(tmp_path, platform, log))  # type: ignore[arg-type]
+    return run, platform, log
+
+
+def test_a_run_goes_through_its_phases_in_order_and_is_held(tmp_path: Path) -> None:
+    run, platform, log = make(tmp_path)
+    run.deploy(command=COMMAND, replicas=1)
+    run.ramp()
+    run.upgrade(command=COMMAND)
+    verdict = run.verify()
+    assert log == [f"{what} {p}" for p in ("ramp", "baseline", "upgrade", "after") for what in ("start", "end")]
+    assert [p.name for p in run.phases] == ["ramp", "baseline", "upgrade", "after"]
+    assert platform.calls[:2] == ["deploy v1", "upgrade v2"]
+    (fleet,) = platform.fleets
+    assert fleet.size == 2 and fleet.aim.target == "http://fake.invalid:8080"
+    assert fleet.calls == [
+        "start",
+        "begin",
+        "announce upgrade",
+        "announce after",
+        "announce tail",
+        "stop",
+        "drain",
+        "shutdown",
+    ]
+    assert verdict.result is TestResult.PASSED
+    steady = [e for e in verdict.entries if e.phase in ("baseline", "upgrade", "after")]
+    assert steady and all(e.outcome is Outcome.HELD for e in steady)
+    baseline = next(m for m in verdict.phases if m.phase == "baseline")
+    assert baseline.requests == baseline.fleet_requests == pytest.approx(8000, abs=1)  # 0.4 s at 20,000 rps
+    record = run.to_json("passed")
+    assert record["result"] == "passed" and record["workers"] == 2 and record["engine"] == "fake"
+    assert run.close() == [] and "teardown" in platform.calls
+
+
+def test_a_worker_that_dies_is_the_runs_failure_never_the_releases(tmp_path: Path) -> None:
+    run, platform, _ = make(tmp_path)
+    run.deploy(command=COMMAND)
+    platform_fleets = platform.fleets
+    original = platform.make_fleet
+
+    def dying(run_id: str, size: int, aim: Any) -> Any:
+        fleet = original(run_id, size, aim)
+        fleet.die_at = time.time() + 0.3  # during the baseline
+        return fleet
+
+    platform.make_fleet = dying  # type: ignore[method-assign]
+    with pytest.raises(pytest.fail.Exception, match="load not reached: 1 of 2 load workers died during phase"):
+        run.ramp()
+    verdict = run.verdict
+    assert verdict is not None and verdict.failure_kind == "run"
+    assert verdict.result is TestResult.NOT_PROVEN  # not proven (exit 6), never broken
+    assert platform_fleets[0].shut
+    run.close()
+
+
+def test_an_upgrade_that_fails_is_the_releases_failure_and_rolls_back_when_asked(tmp_path: Path) -> None:
+    run, platform, _ = make(tmp_path, FakePlatform(fail_upgrade="deployment target: 1 new pod never ready"))
+    run.deploy(command=COMMAND)
+    run.ramp()
+    with pytest.raises(pytest.fail.Exception, match="1 new pod never ready") as info:
+        run.upgrade(command=COMMAND, rollback_on_breach=True)
+    assert "rollback_on_breach: rolled back (fake)" in str(info.value)
+    verdict = run.verdict
+    assert verdict is not None and verdict.failure_kind == "release" and not verdict.passed
+    assert platform.calls[-1] == "rollback"
+    run.close()
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        (["ramp"], "call rollout.deploy(...) before rollout.ramp()"),
+        (["upgrade"], "call rollout.deploy(...) and rollout.ramp() before rollout.upgrade()"),
+        (["deploy", "deploy"], "rollout.deploy() was already called in this test"),
+        (["deploy", "ramp", "ramp"], "rollout.ramp() was already called in this test"),
+    ],
+)
+def test_the_public_api_is_used_in_order(tmp_path: Path, steps: list[str], message: str) -> None:
+    run, _, _ = make(tmp_path)
+    calls = {
+        "deploy": lambda: run.deploy(command=COMMAND),
+        "ramp": run.ramp,
+        "upgrade": lambda: run.upgrade(command=COMMAND),
+    }
+    with pytest.raises(RolloutUsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        for step in steps:
+            calls[step]()
+    run.close()
+
+
+def test_a_bad_surge_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    run, platform, log = make(tmp_path)
+    run.deploy(command=COMMAND, replicas=3)
+    run.ramp()
+    with pytest.raises(RolloutUsageError, match="max_surge"):
+        run.upgrade(command=COMMAND, max_surge="lots")
+    assert "upgrade v2" not in platform.calls and "start upgrade" not in log
+    run.close()
