@@ -101,7 +101,9 @@ class Worker:
         assert engine is not None
         stats = self.stats
         fire = engine.fire
-        loop_deadline = plan.deadline - (plan.start_at - loop_start)
+        # the schedule is the half-open [start_at, deadline): as offsets, so that a request due exactly at the
+        # deadline is never sent (a 1 s plan at 100 rps sends 100, not 101), whatever the float error of Unix times
+        last_offset = round(plan.deadline - plan.start_at, 6)
         due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
         max_inflight = plan.max_inflight
         sleep = asyncio.sleep
@@ -109,7 +111,7 @@ class Worker:
             count = 0
             for offset in due_times:
                 due = loop_start + offset
-                if due > loop_deadline or count >= plan.max_requests or self._stopped:
+                if offset >= last_offset or count >= plan.max_requests or self._stopped:
                     break
                 now = loop.time()
                 if due > now:
