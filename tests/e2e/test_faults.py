@@ -108,7 +108,7 @@ def test_a_dead_worker_fails_the_run_within_seconds(inner: pytest.Pytester) -> N
 import os, signal, time
 def pytest_rollout_phase_start(rollout, phase, at):
     if phase == "baseline":
-        proc, _ = rollout._load.fleet.workers[1]
+        proc, _ = rollout.load.fleet.workers[1]
         os.kill(proc.pid, signal.SIGKILL)
         open("killed-at", "w").write(repr(time.time()))
 """,

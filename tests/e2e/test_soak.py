@@ -49,11 +49,11 @@ def pytest_rollout_phase_start(rollout, phase, at):
     if phase != "ramp":
         return
     pids = {"pytest": os.getpid()}
-    pids.update({f"worker-{i}": proc.pid for i, (proc, _) in enumerate(rollout._load.fleet.workers)})
+    pids.update({f"worker-{i}": proc.pid for i, (proc, _) in enumerate(rollout.load.fleet.workers)})
     samples = []
 
     def sample():
-        while rollout._load and not rollout._load.stopped:
+        while rollout.load and not rollout.load.stopped:
             samples.append({"t": time.time(), **{name: rss_kib(pid) for name, pid in pids.items()}})
             with open("memory.json", "w") as fh:
                 json.dump(samples, fh)
