@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+# In-process pytester runs unload the modules they first imported; if requests were first imported inside one,
+# half of it (http.cookiejar) would be unloaded, and a later PromClient call fails ("You can only merge into
+# CookieJar"). Loaded here, it is part of the snapshot pytester restores to, and stays whole.
+import requests  # noqa: F401, E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from controlplane import ControlPlane, missing  # noqa: E402 - support/ is on the path only from here

@@ -166,8 +166,8 @@ def test_on_a_terminal_the_progress_line_is_rewritten_in_place(pytester: pytest.
             break
         chunks.append(data)
     os.close(controller)
-    assert proc.wait(timeout=120) == 0
     out = b"".join(chunks).decode(errors="replace")
+    assert proc.wait(timeout=120) == 0, out[-3000:]
     rewritten = [part for part in out.split("\r") if part.lstrip().startswith("[rollout] ")]
     assert len(rewritten) >= 5  # one line, rewritten about once a second
     # pytest's own result still starts on a line of its own after the progress line
