@@ -12,13 +12,12 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from pytest_rollout.errors import RolloutError
 from pytest_rollout.judge.rules import live_breach
 from pytest_rollout.judge.verdict import VerdictEntry
 from pytest_rollout.load.schedule import rate_at
 from pytest_rollout.report.progress import Progress, format_progress
 from pytest_rollout.run.interrupts import held
-from pytest_rollout.run.load import LoadRun
+from pytest_rollout.run.load import LoadRun, prometheus_or_none
 from pytest_rollout.run.measure import measure_so_far
 from pytest_rollout.slo import SLOSpec
 
@@ -42,9 +41,8 @@ class LiveWatch:
 
     def client(self) -> Any:
         """A Prometheus client that fails fast, or None when there is none."""
-        try:
-            client, _ = self.session.prometheus()
-        except RolloutError:
+        client = prometheus_or_none(self.session)
+        if client is None:
             return None
         if self._client is None or self._client.url != client.url:
             from pytest_rollout.judge.prometheus import PromClient
