@@ -6,8 +6,10 @@ Requests go only where the URL says; every run is bounded by its duration."""
 from __future__ import annotations
 
 import math
+import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from pytest_rollout.load.protocol import CLASSES, Aim, Plan, inflight_cap, split
 from pytest_rollout.load.schedule import Segment
 from pytest_rollout.procs import ProcessSet, proc_cpu_seconds
 
-__all__ = ["PHASE", "attack", "capacity", "held_within"]
+__all__ = ["PHASE", "attack", "capacity", "held_within", "highest_rate"]
 
 PHASE = "attack"
 
@@ -46,9 +48,13 @@ def attack(
         except ValueError as exc:
             raise RolloutUsageError(f"--url: {exc}") from None
         fleet = LocalFleet(procs, "attack", workers, aim)
+        self_before = _self_cpu()
         try:
+            spawned = time.monotonic()
             fleet.start()
-            start = time.time() + 0.3
+            start_s = time.monotonic() - spawned
+            # the plans go out all at once; the lead leaves a big fleet time to get them before the first request
+            start = time.time() + 0.3 + 0.01 * workers
             segments = [Segment(ramp_s, 0.0, rps)] if ramp_s > 0 else []
             segments.append(Segment(None, rps, rps))
             template = Plan(
@@ -64,7 +70,9 @@ def attack(
                 phases=(("ramp", start), (PHASE, start + ramp_s)) if ramp_s > 0 else ((PHASE, start),),
                 engine=engine,
             )
+            began = time.monotonic()
             engines = fleet.begin(template, segments)
+            plan_s = time.monotonic() - began
             cpu_before = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
             end = start + ramp_s + duration_s
             while time.time() < end:
@@ -76,6 +84,7 @@ def attack(
             fleet.stop_load()
             fleet.drain(settle_s=timeout_s + 2.0)
             totals = fleet.totals()
+            controller_cpu = _self_cpu() - self_before
         finally:
             fleet.shutdown()
             procs.stop_all()
@@ -113,7 +122,16 @@ def attack(
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999)},
         "worker_cpu_s": round(cpu, 3),
         "cpu_us_per_request": round(cpu / requests * 1e6, 2) if requests else None,
+        # the controller: spawn to every worker ready, plans handed out (all at once), its own CPU for the run
+        "fleet_start_s": round(start_s, 3),
+        "plan_s": round(plan_s, 4),
+        "controller_cpu_s": round(controller_cpu, 3),
     }
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def held_within(summary: dict[str, Any], tolerance: float = 0.01) -> bool:
@@ -133,33 +151,52 @@ def capacity(
     start_rps: float = 1000.0,
     tolerance: float = 0.01,
 ) -> dict[str, Any]:
-    """The highest rate *workers* workers hold within *tolerance* on this machine.
+    """The highest rate *workers* workers hold within *tolerance* on this machine (see :func:`highest_rate`)."""
 
-    Doubling, then four bisection steps with *trial_s* runs; then the rate found
-    must hold for a *confirm_s* run too, stepping down 10% at a time until it
-    does (on a noisy machine a single lucky short trial overstates capacity).
+    def trial(rps: float, seconds: float) -> dict[str, Any]:
+        return attack(url, rps, seconds, engine=engine, workers=workers)
+
+    found = highest_rate(trial, start_rps * workers, trial_s, confirm_s, tolerance=tolerance)
+    return {"engine": found["runs"][-1]["engine"], **found}
+
+
+def highest_rate(
+    trial: Callable[[float, float], dict[str, Any]],
+    start_rps: float,
+    trial_s: float,
+    confirm_s: float,
+    *,
+    tolerance: float = 0.01,
+    ceiling_rps: float = 10_000_000.0,
+) -> dict[str, Any]:
+    """The highest rate at which ``trial(rps, seconds)`` holds within *tolerance* (:func:`held_within`).
+
+    Any generator can be searched this way (the benchmark searches its peers with it): doubling from
+    *start_rps*, then four bisection steps with *trial_s* runs; then the rate found must hold for a
+    *confirm_s* run too, stepping down 10% at a time until it does (on a noisy machine a single lucky short
+    trial overstates capacity).
     """
-    low, high = 0.0, start_rps * workers
+    low, high = 0.0, start_rps
     runs = []
-    while high <= 1_000_000 * workers:
-        summary = attack(url, high, trial_s, engine=engine, workers=workers)
+    while high <= ceiling_rps:
+        summary = trial(high, trial_s)
         runs.append(summary)
         if not held_within(summary, tolerance):
             break
         low, high = high, high * 2
     for _ in range(4):
         mid = (low + high) / 2
-        summary = attack(url, mid, trial_s, engine=engine, workers=workers)
+        summary = trial(mid, trial_s)
         runs.append(summary)
         low, high = (mid, high) if held_within(summary, tolerance) else (low, mid)
     for _ in range(8):
         if low <= 0:
             break
-        summary = attack(url, low, confirm_s, engine=engine, workers=workers)
+        summary = trial(low, confirm_s)
         runs.append(summary)
         if held_within(summary, tolerance):
             break
         low *= 0.9
     else:
         low = 0.0
-    return {"engine": runs[-1]["engine"], "held_rps": round(low), "runs": runs}
+    return {"held_rps": round(low), "runs": runs}

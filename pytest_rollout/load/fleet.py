@@ -15,7 +15,8 @@ import math
 import select
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +28,10 @@ from pytest_rollout.load.schedule import Segment
 from pytest_rollout.procs import ManagedProcess, ProcessSet
 
 __all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for"]
+
+#: At most this many calls to workers at once: a fleet-wide call takes about as long as its slowest worker,
+#: not the sum, while a fleet of hundreds does not open hundreds of connections to one API server at once.
+PARALLEL_CALLS = 32
 
 
 def workers_for(rps: float, per_worker_rps: float) -> int:
@@ -65,6 +70,8 @@ class Fleet(Protocol):
     size: int
     start_lead_s: float  # how far ahead of the first request the plan is sent
     discovery_s: float  # how long Prometheus may take to find every worker
+    edge_lead_s: float  # how far ahead a phase edge is announced, so that every worker hears of it in time
+    edges: dict[str, float]  # phase -> how late (s) the last worker heard of its start; see announce
 
     def discovery_hint(self, sd_dir: Path) -> str:
         """How a Prometheus must find these workers (said when it does not)."""
@@ -76,6 +83,8 @@ class Fleet(Protocol):
     def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]: ...
 
     def announce(self, phase: str, at: float) -> None: ...
+
+    def clocks(self) -> list[float]: ...
 
     def dead(self) -> list[str]: ...
 
@@ -100,7 +109,9 @@ class ControlledFleet:
     size: int
     aim: Aim
     token: str
+    edges: dict[str, float]
     start_lead_s = 0.5
+    edge_lead_s = 0.25
     discovery_s = 20.0
 
     def discovery_hint(self, sd_dir: Path) -> str:
@@ -138,61 +149,108 @@ class ControlledFleet:
                 "made (Aim.secret_headers), never in a plan"
             )
         share = 1.0 / self.size
-        engines = []
-        for i, handle in enumerate(self._handles()):
-            segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
+        segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
+        handles = self._handles()
+
+        def start(i: int) -> str:
             plan = template.to_json()
             plan["segments"] = segments
             plan["phase"] = i / self.size
-            answer = self._call(handle, "POST", protocol.START, plan)
-            engines.append(str(answer.get("engine")))
-        return engines
+            return str(self._call(handles[i], "POST", protocol.START, plan).get("engine"))
+
+        return self._each(start, range(len(handles)))
 
     def announce(self, phase: str, at: float) -> None:
-        """Tell every worker that requests due from Unix time *at* on belong to *phase*."""
-        for handle in self._handles():
-            if self._alive(handle):
-                self._call(handle, "POST", protocol.PHASE, {"name": phase, "at": at}, timeout=5.0)
+        """Tell every worker, all at once, that requests due from Unix time *at* on belong to *phase*.
+
+        Each answer says how long after *at*, by the worker's own clock, the word arrived (``late_s``, 0 when
+        it came ahead): requests due in that gap that had already completed counted for the phase before.
+        The largest gap of each phase is kept in :attr:`edges` for the report.
+        """
+
+        def tell(handle: Any) -> float:
+            if not self._alive(handle):
+                return 0.0
+            answer = self._call(handle, "POST", protocol.PHASE, {"name": phase, "at": at}, timeout=5.0)
+            return float(answer.get("late_s") or 0.0) if isinstance(answer, dict) else 0.0
+
+        self.edges[phase] = max(self._each(tell, self._handles()), default=0.0)
 
     def stop_load(self) -> None:
-        for handle in self._handles():
+        def stop(handle: Any) -> None:
             if self._alive(handle):
                 try:
                     self._call(handle, "POST", protocol.STOP, {}, timeout=5.0)
                 except FleetError:
                     pass
 
+        self._each(stop, self._handles())
+
     def drain(self, settle_s: float) -> None:
         """Wait (bounded) until every live worker has stopped and its requests in flight ended."""
         deadline = time.monotonic() + settle_s
-        for handle in self._handles():
+
+        def settle(handle: Any) -> None:
             while self._alive(handle) and time.monotonic() < deadline:
                 if self._call(handle, "GET", protocol.STATUS).get("state") in ("stopped", "idle"):
                     break
                 time.sleep(0.05)
 
+        self._each(settle, self._handles())
+
     def totals(self, settle_s: float = 10.0) -> FleetTotals:
         """Each live worker's own totals, once its requests in flight have ended."""
         deadline = time.monotonic() + settle_s
-        out = []
-        for handle in self._handles():
+
+        def read(handle: Any) -> Any:
             if not self._alive(handle):
                 raise self._death(handle)
             while True:
                 data = self._call(handle, "GET", protocol.TOTALS)
                 if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
-                    break
+                    return data
                 time.sleep(0.1)
-            out.append(data)
-        return FleetTotals(out)
+
+        return FleetTotals(self._each(read, self._handles()))
+
+    def clocks(self) -> list[float]:
+        """Each worker's clock minus this machine's, in seconds, from one round trip each (at its midpoint).
+
+        Phase edges are Unix times read by each worker's own clock, so a worker whose node clock is off by
+        this much moves its edges by as much; the run reports the largest (``fleet.clock_skew_s``).
+        """
+
+        def offset(handle: Any) -> float:
+            before = time.time()
+            answer = self._call(handle, "GET", protocol.STATUS, timeout=5.0)
+            after = time.time()
+            theirs = answer.get("time") if isinstance(answer, dict) else None
+            return float(theirs) - (before + after) / 2 if isinstance(theirs, (int, float)) else 0.0
+
+        return self._each(offset, self._handles())
 
     def _quit_all(self) -> None:
-        for handle in self._handles():
+        def quit_one(handle: Any) -> None:
             if self._alive(handle):
                 try:
                     self._call(handle, "POST", protocol.QUIT, {}, timeout=2.0)
                 except FleetError:
                     pass
+
+        self._each(quit_one, self._handles())
+
+    @staticmethod
+    def _each(call: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """*call* on every item at once (threads, at most :data:`PARALLEL_CALLS`), results in order.
+
+        The first exception raised is raised here, after every call has ended.
+        """
+        items = list(items)
+        if len(items) <= 1:
+            return [call(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_CALLS, len(items)), thread_name_prefix="fleet") as pool:
+            futures = [pool.submit(call, item) for item in items]
+        return [f.result() for f in futures]
 
 
 class LocalFleet(ControlledFleet):
@@ -207,6 +265,7 @@ class LocalFleet(ControlledFleet):
         self.cpus = sorted(cpus)  # the fleet's own CPUs (none: anywhere)
         self.run_id = run_id
         self.size = size
+        self.edges: dict[str, float] = {}
         self.workers: list[tuple[ManagedProcess, int]] = []
 
     def start(self, timeout: float | None = None) -> None:

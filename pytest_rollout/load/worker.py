@@ -216,10 +216,13 @@ async def _serve(
     async def phase(request: web.Request) -> web.Response:
         try:
             data = await request.json()
-            worker.start_phase(str(data["name"]), float(data["at"]))
+            at = float(data["at"])
+            worker.start_phase(str(data["name"]), at)
         except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return web.json_response({"phases": worker.stats.phase_names})
+        # how long after the edge (by this worker's clock) the word came: requests due in that gap and already
+        # answered counted for the phase before
+        return web.json_response({"phases": worker.stats.phase_names, "late_s": max(0.0, time.time() - at)})
 
     async def stop(request: web.Request) -> web.Response:
         await worker.stop()
@@ -242,6 +245,7 @@ async def _serve(
                 "requests": stats.total,
                 "max_lag_s": stats.max_lag,
                 "pid": os.getpid(),
+                "time": time.time(),  # this worker's clock, for the controller's skew estimate
             }
         )
 

@@ -62,6 +62,7 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
         "scrape_interval_s": run.scrape_interval,
         "workers": run.load.fleet.size if run.load else 0,
         "engine": ",".join(sorted(set(run.load.engines))) if run.load else None,
+        "fleet": run.load.fleet_facts() if run.load else None,
         "passed": verdict.passed if verdict else False,
         "failure": verdict.failure if verdict else run.failure,
         "result": str(verdict.result) if verdict else str(TestResult.NOT_PROVEN),

@@ -54,8 +54,13 @@ class LiveWatch:
         """Make the next :meth:`breach_so_far` ask Prometheus whenever it is called (at a phase's end)."""
         self._breach_checked = -math.inf
 
-    def breach_so_far(self, phase: str, start: float) -> VerdictEntry | None:
-        """The SLO that the phase under way has already proven broken, if any (asked at most once a second)."""
+    def breach_so_far(self, phase: str, start: float, settling: tuple[str, float] | None = None) -> VerdictEntry | None:
+        """The SLO that the phase under way has already proven broken, if any (asked at most once a second).
+
+        *settling* names a phase that has ended but whose last requests may still be in flight or not yet
+        scraped (``(name, start)``): the upgrade, whose slowest answers come in during the next phase. Its
+        data are checked too, so a breach that only its last requests prove still stops the run.
+        """
         now = time.monotonic()
         if not self.spec.abort_on_breach or now - self._breach_checked < 1.0:
             return None
@@ -63,9 +68,13 @@ class LiveWatch:
         client = self.client()
         if client is None:
             return None
-        with held():
-            measured = measure_so_far(client, self.run_id, phase, start)
-        return None if measured is None else live_breach(self.spec, measured)
+        for name, since in [(phase, start), *([settling] if settling else [])]:
+            with held():
+                measured = measure_so_far(client, self.run_id, name, since)
+            entry = None if measured is None else live_breach(self.spec, measured)
+            if entry is not None:
+                return entry
+        return None
 
     def tick(
         self, phase: str, start: float, load: LoadRun, upgrade: tuple[int, int] | None, force: bool = False

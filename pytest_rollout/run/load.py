@@ -41,6 +41,18 @@ class LoadRun:
     totals: FleetTotals | None = None
     stopped: bool = False
     eval_at: float = field(default=0.0)  # when the final counts were all scraped
+    plan_s: float = 0.0  # how long handing every worker its plan took (all at once: the slowest worker)
+    clock_skew_s: float = 0.0  # the largest |worker clock - this machine's clock| measured at the start
+
+    def fleet_facts(self) -> dict[str, Any]:
+        """What the report says about the fleet itself: its size, its start, its clocks and its phase edges."""
+        return {
+            "workers": self.fleet.size,
+            "plan_s": round(self.plan_s, 4),
+            "clock_skew_s": round(self.clock_skew_s, 4),
+            # per phase: how long after the edge the last worker heard of it (0: every worker knew ahead)
+            "phase_edge_late_s": {name: round(late, 4) for name, late in self.fleet.edges.items()},
+        }
 
     def check(self, phase: str, requested_rps: float) -> None:
         """Raise FleetError naming the workers that died."""
@@ -152,11 +164,16 @@ def start_load(
         phases=tuple(phases),
     )
     try:
+        began = time.monotonic()
         engines = fleet.begin(template, segments)
+        plan_s = time.monotonic() - began
+        skew = max((abs(o) for o in fleet.clocks()), default=0.0)
     except BaseException:
         fleet.shutdown()
         raise
     return LoadRun(
+        plan_s=plan_s,
+        clock_skew_s=skew,
         fleet=fleet,
         segments=tuple(segments),
         start_at=start_at,

@@ -91,6 +91,9 @@ class Rollout:
         self.progress = Progress(config)
         self.live = LiveWatch(session, spec, self.run_id, self.progress)
         self._upgrade_target: tuple[float, int] | None = None  # (start, replicas) while upgrading
+        # an ended phase whose last requests may still be answered, and until when to keep checking it live
+        self._settling: tuple[str, float] | None = None
+        self._settled_at = 0.0
         self.rollback_note: str | None = None  # what rollback_on_breach did
         self.abort_note: str | None = None  # why the run stopped early (abort_on_breach)
         self.provable: list[str] = []  # what each phase can prove, said before the load starts
@@ -242,13 +245,17 @@ class Rollout:
         )
         self._upgraded = True
         self._rollback_on_breach = rollback_on_breach
-        start = time.time()
+        # a phase edge is announced ahead (edge_lead_s), so that every worker counts the requests due from the
+        # edge on for the new phase however long the word took to reach it; nothing moves before the edge
+        lead = self.load.fleet.edge_lead_s
+        start = time.time() + lead
         self._current = ("upgrade", start)
         self._upgrade_target = (start, target.replicas)
         self.config.hook.pytest_rollout_phase_start(rollout=self, phase="upgrade", at=start)
         failure: str | None = None
         try:
             self.load.fleet.announce("upgrade", start)
+            time.sleep(max(0.0, start - time.time()))
             result = self.config.hook.pytest_rollout_upgrade(
                 rollout=self,
                 platform=self.platform,
@@ -264,16 +271,23 @@ class Rollout:
         if failure is not None:
             self._end_phase("upgrade", start, time.time())
             self._fail(failure, kind)
-        end = time.time() if result is None else max(start, min(result.end, time.time()))
-        self._end_phase("upgrade", start, end)
-        self._target = target
-        # the phase change first: requests due after `end` count for "after" only once each worker knows of it
+        done = time.time() if result is None else max(start, min(result.end, time.time()))
+        # the upgrade ended at `done` (its last old replica gone), which is already past: the after phase starts
+        # once every worker can know of it, so the upgrade phase runs on to that edge (never shorter)
+        end = max(done, time.time() + lead)
         self.load.fleet.announce("after", end)
         self.load.fleet.announce("tail", end + self.spec.after_s)
+        self._end_phase("upgrade", start, end)
+        self._target = target
+        time.sleep(max(0.0, end - time.time()))
         self.live.check_now()
         breach = self.live.breach_so_far("upgrade", start)
         if breach is not None:
             self._abort(breach, start)
+        # the upgrade's last requests (the slowest, when the new version is slow) are answered and scraped
+        # during the next phase: keep checking the upgrade's data until they are all in
+        self._settling = ("upgrade", start)
+        self._settled_at = time.time() + self.spec.timeout_s + 3 * self.scrape_interval + 1.0
         self._run_phase("after", end, end + self.spec.after_s)
 
     def verify(self) -> Verdict:
@@ -361,9 +375,13 @@ class Rollout:
     def _abort(self, entry: VerdictEntry, phase_start: float) -> None:
         """Stop at once on a breach the live data prove (``abort_on_breach``): judge, roll back, fail."""
         at = time.time()
+        current = self.phases[-1].name if self.phases else entry.phase
+        # the breach may be proven in a phase that has ended (the upgrade, by its last and slowest answers)
+        where = "" if entry.phase == current else f" in phase {entry.phase}"
         self.abort_note = (
-            f"stopped early: {at - phase_start:.1f}s into phase {entry.phase}, the live data proved "
-            f"{entry.slo} broken ({entry.reason}); the load was stopped (abort_on_breach=False runs every phase)"
+            f"stopped early: {at - phase_start:.1f}s into phase {current}, the live data proved "
+            f"{entry.slo} broken{where} ({entry.reason}); the load was stopped (abort_on_breach=False runs every "
+            "phase)"
         )
         verdict = self.judge()
         self._roll_back()
@@ -401,7 +419,8 @@ class Rollout:
         while True:
             self._tick()
             self._check_fleet(phase)
-            breach = self.live.breach_so_far(phase, start)
+            settling = self._settling if time.time() < self._settled_at else None
+            breach = self.live.breach_so_far(phase, start, settling)
             if breach is not None:
                 raise _ProvenBreach(breach)
             left = until - time.time()

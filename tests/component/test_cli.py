@@ -82,3 +82,28 @@ def test_rbac_prints_the_role_the_platform_needs_bound_to_a_service_account() ->
         [sys.executable, "-m", "pytest_rollout.cli", "rbac", "--namespace", "Team"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--namespace='Team' is not a valid Kubernetes name" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_fleet_of_64_workers_sends_exactly_its_schedule(procs: ProcessSet) -> None:
+    """The size a million needs (64 pods at ~16k rps each), started at once on this machine.
+
+    No timing is asserted (two cores cannot hold 64 workers on time): the merged totals must equal the
+    schedule exactly, every request must be accounted for in one class, and nothing the target answered
+    may be an error.
+    """
+    port = start_app(procs, "app", "--delay-ms", "0")
+    out = subprocess.run(
+        [*CLI, "attack", "--url", f"http://127.0.0.1:{port}/", "--workers", "64", "--rps", "640",
+         "--duration", "2s", "--json"],
+        capture_output=True, text=True, timeout=240, check=True,
+    ).stdout  # fmt: skip
+    summary = json.loads(out)
+    assert summary["workers"] == 64
+    assert summary["requests"] == 1280  # 64 workers x 10 rps x 2 s, each with its own arrival phase
+    assert summary["ok"] + sum(summary["errors"].values()) == 1280
+    assert {k: summary["errors"][k] for k in ("http_4xx", "http_5xx", "connection")} == dict.fromkeys(
+        ("http_4xx", "http_5xx", "connection"), 0
+    )
+    assert 0 <= summary["held_rps"] <= 640 and summary["late"] <= summary["errors"]["dropped"]
+    assert summary["fleet_start_s"] > 0 and summary["plan_s"] > 0 and summary["controller_cpu_s"] >= 0

@@ -37,6 +37,7 @@ class FakeFleet:
     """The Fleet protocol with books instead of workers."""
 
     start_lead_s = 0.05
+    edge_lead_s = 0.0
     discovery_s = 1.0
 
     def __init__(self, size: int, aim: Aim) -> None:
@@ -49,6 +50,7 @@ class FakeFleet:
         self.calls: list[str] = []
         self.die_at: float | None = None  # a worker "dies" from then on
         self.shut = False
+        self.edges: dict[str, float] = {}
 
     def discovery_hint(self, sd_dir: Path) -> str:
         return "(fake)"
@@ -69,6 +71,10 @@ class FakeFleet:
     def announce(self, phase: str, at: float) -> None:
         self.calls.append(f"announce {phase}")
         self.boundaries.append((phase, at))
+        self.edges[phase] = 0.0
+
+    def clocks(self) -> list[float]:
+        return [0.0] * self.size
 
     def dead(self) -> list[str]:
         if self.die_at is not None and time.time() >= self.die_at:

@@ -48,10 +48,12 @@ class KubeFleet(ControlledFleet):
         self.policy_note = ""
         self.platform = platform
         self.size = size
+        self.edges: dict[str, float] = {}
         self.name = "pytest-rollout-workers"
         self.selector = label_selector({LABEL_RUN: platform.run_id, LABEL_COMPONENT: "load"})
         self.pods: list[str] = []
         self.start_lead_s = 2.0 + 0.05 * size  # the plan travels through the API server to each pod
+        self.edge_lead_s = 1.0 + 0.01 * size  # and so does each phase edge (to every pod at once)
         self._restarts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._removed = False
