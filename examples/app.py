@@ -19,7 +19,7 @@ examples do. Flags make the bad releases the examples and tests catch:
   ``--linger-s`` (default 3), resetting whatever is in flight on them
 - ``--no-keep-alive``      close every connection after its response (like gunicorn's sync workers):
   every request is a new connection, balanced anew
-- ``--delay-ms 150``       a slower release
+- ``--delay-ms 600``       a slower release
 - ``--error-rate 0.05``    answer 5% of requests with 500
 - ``--never-ready``        never pass the readiness check
 """

@@ -20,8 +20,8 @@ APP = {app!r}
 def app(*flags):
     return [sys.executable, APP, *flags]
 
-# 1,500 rps: every phase, the short upgrade included, carries the 1,000 requests a p99 needs
-@pytest.mark.slo(rps=1500, error_rate=0.01, p99_ms=100, ramp="3s", hold="5s", availability=0.99,
+# 1,000 rps: every phase, the short upgrade included, carries the 1,000 requests a p99 needs
+@pytest.mark.slo(rps=1000, error_rate=0.01, p99_ms=400, ramp="3s", hold="5s", availability=0.99,
                  regression={{"p99_ms": "10%", "error_rate": 0.01}})
 def test_release(rollout):
     rollout.deploy(command=app("--delay-ms", "2"), replicas=3, pre_stop="2s")
@@ -118,11 +118,11 @@ def test_a_good_run_shows_progress_writes_html_that_a_browser_renders_and_saves_
 def test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1(pytester: pytest.Pytester) -> None:
     result, _ = run(pytester, "--delay-ms 2", "--rollout-save", "main")
     assert result.ret == 0, result.stdout.str()
-    result, record = run(pytester, "--delay-ms 30", "--rollout-compare", "main")
+    result, record = run(pytester, "--delay-ms 300", "--rollout-compare", "main")
     assert result.ret == 1  # an SLO broken (here: a regression), not "could not run"
     assert record["result"] == "slo_broken"
     regressions = {v["phase"]: v for v in record["verdicts"] if v["slo"] == "regression:p99_ms"}
-    assert not regressions["after"]["passed"] and regressions["after"]["measured"] > 30
+    assert not regressions["after"]["passed"] and regressions["after"]["measured"] > 300
     # (the baseline phase runs the same v1 in both runs; whether it passes depends on how quiet the machine
     # was: the intervals account for sampling noise within a run, not for a machine slower the second time)
     result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least 95% sure): p99 *"])

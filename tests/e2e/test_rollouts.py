@@ -80,7 +80,7 @@ LB_CHECKS = (
 
 
 def test_good_release_passes(pytester: pytest.Pytester) -> None:
-    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=100" + LB_CHECKS)
+    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=400" + LB_CHECKS)
     result.assert_outcomes(passed=1)
     # user checks on HAProxy's own exporter, scraped under the run's label, judged per phase
     for phase in ("baseline", "upgrade", "after"):
@@ -136,8 +136,8 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     result, test, _ = run_release(
         pytester,
         "--version 1",
-        "--version 2 --delay-ms 150",
-        slo=SLO + ", p99_ms=100",
+        "--version 2 --delay-ms 600",
+        slo=SLO + ", p99_ms=400",
         upgrade_kw=", rollback_on_breach=True",
     )
     result.assert_outcomes(failed=1)
@@ -146,12 +146,14 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["*rollback_on_breach: rolled back to v1 *"])
     started = [e["replica"] for e in test["events"] if e["action"] == "start"]
     assert started[-3:] == ["v1-3", "v1-4", "v1-5"] and started.count("v2-0") == 1
-    assert test["phases"]["baseline"]["p99_ms"] < 100
-    # proven broken as soon as the upgrade ended: the run stopped there (abort_on_breach) and rolled back
-    assert "after" not in test["phases"] and test["stopped_early"].startswith("stopped early: ")
-    assert test["phases"]["upgrade"]["p99_ms"] > 100
-    result.stdout.fnmatch_lines(["*stopped early: *into phase upgrade, the live data proved p99_ms broken*"])
-    result.stdout.fnmatch_lines(["*p99_ms in phase upgrade: measured *.?? ms [[]*[]], bound <= 100.00 ms*"])
+    assert test["phases"]["baseline"]["p99_ms"] < 400
+    # proven broken once the upgrade's answers were in (at its end, or by its last and slowest answers early
+    # in the next phase): the run stopped there (abort_on_breach) and rolled back
+    note = test["stopped_early"]
+    assert re.match(r"stopped early: [\d.]+s into phase (upgrade|after), the live data proved p99_ms broken", note)
+    assert "into phase upgrade," in note or "broken in phase upgrade (" in note
+    assert test["phases"]["upgrade"]["p99_ms"] > 400
+    result.stdout.fnmatch_lines(["*p99_ms in phase upgrade: measured *.?? ms [[]*[]], bound <= 400.00 ms*"])
     assert test["junit"]["rollout_passed"] == "false" and test["junit"]["rollout_result"] == "slo_broken"
     assert test["junit"]["rollout:upgrade:p99_ms"].startswith("broken ")
     failed = {(v["slo"], v["phase"]) for v in test["verdicts"] if v["outcome"] == "broken"}
@@ -245,7 +247,7 @@ def pytest_rollout_phase_start(rollout, phase, at):
 def test_a_starved_fleet_is_not_proven_never_broken(pytester: pytest.Pytester) -> None:
     """The fleet frozen (SIGSTOP) for 1.5 s of a 4 s baseline sends late: the fleet's failure, never the release's."""
     pytester.makeconftest(FREEZE_THE_FLEET)
-    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=100")
+    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=SLO + ", p99_ms=400")
     assert result.ret == 6, result.stdout.str()[-3000:]
     assert test["result"] == "not_proven"
     assert not [v for v in test["verdicts"] if v["outcome"] == "broken"]
@@ -258,7 +260,7 @@ def test_a_starved_fleet_is_not_proven_never_broken(pytester: pytest.Pytester) -
 
 
 EVERY_ARGUMENT = (
-    'rps=600, error_rate=0.01, p50_ms=50, p90_ms=80, p95_ms=90, p99_ms=100, p999_ms=200, hold="4s", ramp="2s", '
+    'rps=600, error_rate=0.01, p50_ms=200, p90_ms=300, p95_ms=350, p99_ms=400, p999_ms=800, hold="4s", ramp="2s", '
     'after="3s", path="/", method="POST", headers={"Content-Type": "text/plain"}, body="order=42", '
     'min_load=0.9, timeout="2s", judge_ramp=True, abort_on_breach=False'
 )
@@ -266,7 +268,7 @@ EVERY_ARGUMENT = (
 
 def test_every_marker_argument_as_the_readme_shows_it(pytester: pytest.Pytester) -> None:
     """POSTs with a body, every latency quantile, a judged ramp, and a breach that does not stop the run."""
-    result, test, _ = run_release(pytester, "--version 1", "--version 2 --delay-ms 150", slo=EVERY_ARGUMENT)
+    result, test, _ = run_release(pytester, "--version 1", "--version 2 --delay-ms 600", slo=EVERY_ARGUMENT)
     assert result.ret == 1 and test["result"] == "slo_broken"
     assert test["stopped_early"] is None and "after" in test["phases"]  # abort_on_breach=False: every phase ran
     # the app answers POST / (a GET-only route would have answered 405: errors)

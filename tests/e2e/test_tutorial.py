@@ -18,7 +18,7 @@ from helpers import APP, ROOT
 
 README = (ROOT / "README.md").read_text()
 TUTORIAL = README[README.index("## Tutorial:") : README.index("## How a verdict is reached")]
-SLOW = '"--delay-ms", "150"'
+SLOW = '"--delay-ms", "600"'
 
 
 def gate_file() -> str:
@@ -73,8 +73,8 @@ def test_step_4_the_slow_release_fails_and_the_html_report_shows_it(tutorial: py
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "*stopped early: *s into phase upgrade, the live data proved p99_ms broken*",
-            "*p99_ms in phase upgrade: measured *.?? ms [[]*.?? ms, *.?? ms[]], bound <= 100.00 ms*",
+            "*stopped early: *s into phase *, the live data proved p99_ms broken*",
+            "*p99_ms in phase upgrade: measured *.?? ms [[]*.?? ms, *.?? ms[]], bound <= 400.00 ms*",
         ]
     )
     html = (tutorial.path / "report.html").read_text()
@@ -106,7 +106,7 @@ def test_step_6_the_fixed_release_passes(tutorial: pytest.Pytester) -> None:
     assert f"drop `{SLOW}`" in step(6)
     result = run(tutorial, gate_file().replace(", " + SLOW, ""))
     assert result.ret == 0, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*test_v2_upgrades_cleanly PASSED: asked 2,000 rps*"])
+    result.stdout.fnmatch_lines(["*test_v2_upgrades_cleanly PASSED: asked 1,000 rps*"])
 
 
 @pytest.mark.slow
@@ -138,8 +138,8 @@ def test_step_8_a_slower_change_fails_against_the_saved_baseline(tutorial: pytes
     result = run(tutorial, fixed, "--rollout-save", "main")
     assert result.ret == 0, result.stdout.str()[-3000:]
     assert (tutorial.path / ".pytest-rollout" / "baselines" / "main.json").exists()
-    slower = fixed.replace('"--version", "2"', '"--version", "2", "--delay-ms", "32"')
-    assert '"--version", "2", "--delay-ms", "32"' in text
+    slower = fixed.replace('"--version", "2"', '"--version", "2", "--delay-ms", "300"')
+    assert '"--version", "2", "--delay-ms", "300"' in text
     result = run(tutorial, slower, "--rollout-compare", "main")
     assert result.ret == 1, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least 95% sure): p99 *"])
