@@ -1,17 +1,25 @@
-"""Benchmark: one fleet worker against wrk, on the same nginx, in the same run.
+"""Benchmark: the fleet's engines against their peers, on the same nginx, in the same run.
 
-    ROLLOUT_SETUP_BENCH=1 scripts/setup && python3 benchmarks/bench_fleet.py [--seconds 10] [--json out.json]
+    ROLLOUT_SETUP_BENCH=1 scripts/setup && python3 benchmarks/bench_fleet.py [--seconds 10] [--repeat 3] [--json out.json]
 
-nginx (one worker process, a 3-byte body) runs pinned to core 0; wrk and the
-fleet run pinned to the other cores, one at a time. For each engine the
-benchmark finds the highest rate one worker holds within 1% (no errors, at
-most 1% of requests late or dropped), then measures CPU microseconds per
-request for each engine at a common rate and for wrk at full speed, and prints
-the ratio to wrk. The rate found in short trials must then hold for a full-length run. It also
-measures how held rate scales from 1 to N workers
-(N = cores - 1) and what the controller costs per worker. Everything it
-starts listens on 127.0.0.1 and is stopped at the end. Timings on a shared
-machine are noisy: compare the ratios, and rerun.
+nginx (one worker process, a 3-byte body) runs pinned to core 0; every
+generator runs pinned to the other cores, one at a time:
+
+- our worker, ``fast`` and ``aiohttp`` engines (open loop, Python);
+- vegeta (open loop, Go), built from the Go module proxy by scripts/setup where Go exists;
+- wrk (closed loop, C): no rate to hold, so only its full speed and CPU per request, the floor to compare with.
+
+k6 is not run: it is under the AGPL, which this project does not build or ship; the line says so.
+
+For each open-loop generator the benchmark finds the highest rate it holds within 1%
+(:func:`~pytest_rollout.load.attack.highest_rate`: doubling, bisection, then a full-length run must
+confirm it), then measures CPU microseconds per request at a common rate (the lowest of those highest
+rates) and at its own highest rate. "Held" means every request answered 200 and at least 99% of the
+schedule sent; our workers must also send each request within 50 ms of its due time (vegeta has no such
+rule: it sends late rather than not at all). Each figure is the median of ``--repeat`` runs (3).
+It also measures the fleet from 1 to N workers (N = cores - 1) and what the controller costs.
+Everything it starts listens on 127.0.0.1 and is stopped at the end. Timings on a shared machine are
+noisy: compare the ratios, and rerun.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_rollout.load.attack import attack, capacity
+from pytest_rollout.load.attack import attack, highest_rate
 from pytest_rollout.procs import free_port, http_get
 
 NGINX_CONF = """
@@ -88,10 +98,60 @@ def run_wrk(url: str, seconds: float, connections: int = 64) -> dict[str, Any]:
     return {"rps": rps, "requests": requests, "cpu_s": cpu, "cpu_us_per_request": cpu / requests * 1e6}
 
 
+VEGETA_VERSION = "v12.13.0"
+
+
+def find_vegeta() -> str | None:
+    """vegeta on PATH, or where scripts/setup builds it (``~/.cache/pytest-rollout/bin``)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-rollout" / "bin" / "vegeta"
+    return shutil.which("vegeta") or (str(cache) if cache.exists() else None)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_vegeta(vegeta: str, url: str, rps: float, seconds: float) -> dict[str, Any]:
+    """One open-loop vegeta attack; a summary shaped like ``attack``'s, so the same search applies."""
+    with tempfile.TemporaryDirectory(prefix="pytest-rollout-vegeta-") as tmp:
+        results = Path(tmp) / "results.bin"
+        before = _children_cpu()
+        subprocess.run(
+            [vegeta, "attack", f"-rate={rps:.0f}/1s", f"-duration={seconds:g}s", "-timeout=5s", f"-output={results}"],
+            input=f"GET {url}\n".encode(), check=True, capture_output=True, timeout=seconds + 60,
+        )  # fmt: skip
+        cpu = _children_cpu() - before
+        report = json.loads(
+            subprocess.run(
+                [vegeta, "report", "-type=json", str(results)], check=True, capture_output=True, timeout=60
+            ).stdout
+        )
+    requests = int(report["requests"])
+    ok = int(report.get("status_codes", {}).get("200", 0))
+    scheduled = round(rps * seconds)
+    return {
+        "engine": "vegeta",
+        "requested_rps": rps,
+        "held_rps": ok / seconds,
+        "requests": requests,
+        # requests never sent count as dropped, as our workers count theirs
+        "errors": {"failed": requests - ok, "dropped": max(0, scheduled - requests)},
+        "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
+        "latency_ms": {"p50": report["latencies"]["50th"] / 1e6, "p99": report["latencies"]["99th"] / 1e6},
+    }
+
+
+def median_of(repeat: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
+    values = [measure() for _ in range(repeat)]
+    return statistics.median(values), values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run (default 10)")
     parser.add_argument("--search-seconds", type=float, default=5.0, help="length of each capacity trial (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
@@ -99,40 +159,58 @@ def main() -> int:
     server_core = cores[0] if len(cores) > 1 else None
     client_cores = set(cores[1:]) if len(cores) > 1 else set(cores)
     results: dict[str, Any] = {"machine": {"cores": len(cores), "python": sys.version.split()[0]}}
+    vegeta = find_vegeta()
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-bench-") as tmpdir:
         nginx, url = start_nginx(Path(tmpdir), server_core)
         try:
-            os.sched_setaffinity(0, client_cores)  # workers and wrk inherit it
-            results["wrk"] = run_wrk(url, args.seconds)
-            engines: dict[str, Any] = {}
-            for engine in ("fast", "aiohttp"):
-                found = capacity(url, engine, args.search_seconds, args.seconds, start_rps=2000.0)
-                held, runs = found["held_rps"], found["runs"]
-                engines[engine] = {
-                    "held_rps_within_1pct": held,
-                    "trials": [(r["requested_rps"], r["held_rps"]) for r in runs],
+            os.sched_setaffinity(0, client_cores)  # workers and peers inherit it
+            wrk_runs = [run_wrk(url, args.seconds) for _ in range(args.repeat)]
+            results["wrk"] = {
+                "rps": statistics.median(r["rps"] for r in wrk_runs),
+                "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in wrk_runs),
+                "runs": wrk_runs,
+            }
+            trials: dict[str, Callable[[float, float], dict[str, Any]]] = {
+                "fast": lambda rps, s: attack(url, rps, s, engine="fast"),
+                "aiohttp": lambda rps, s: attack(url, rps, s, engine="aiohttp"),
+            }
+            if vegeta is not None:
+                trials["vegeta"] = lambda rps, s: run_vegeta(vegeta, url, rps, s)  # type: ignore[arg-type]
+            generators: dict[str, Any] = {}
+            for name, trial in trials.items():
+                searches = [highest_rate(trial, 2000.0, args.search_seconds, args.seconds) for _ in range(args.repeat)]
+                generators[name] = {
+                    "held_rps_within_1pct": statistics.median(f["held_rps"] for f in searches),
+                    "searches": [[(r["requested_rps"], r["held_rps"]) for r in f["runs"]] for f in searches],
                 }
-            common = min(e["held_rps_within_1pct"] for e in engines.values())
-            for engine, data in engines.items():
-                s = attack(url, common, args.seconds, engine=engine)
-                data["at_common_rate"] = {
-                    k: s[k] for k in ("requested_rps", "held_rps", "cpu_us_per_request", "latency_ms")
-                }
-                data["ratio_cpu_per_request_to_wrk"] = s["cpu_us_per_request"] / results["wrk"]["cpu_us_per_request"]
-            results["engines"] = engines
+            common = min(g["held_rps_within_1pct"] for g in generators.values())
+            results["common_rps"] = common
+            for name, data in generators.items():
+                trial = trials[name]
+                at_common = [trial(common, args.seconds) for _ in range(args.repeat)]
+                at_own = [trial(data["held_rps_within_1pct"], args.seconds) for _ in range(args.repeat)]
+                data["cpu_us_at_common"] = statistics.median(r["cpu_us_per_request"] for r in at_common)
+                data["cpu_us_at_own_highest"] = statistics.median(r["cpu_us_per_request"] for r in at_own)
+                data["held_at_own_highest"] = [round(r["held_rps"]) for r in at_own]
+            ours = generators["fast"]
+            for data in generators.values():
+                data["cpu_ratio_to_fast"] = data["cpu_us_at_common"] / ours["cpu_us_at_common"]
+                data["rate_ratio_to_fast"] = data["held_rps_within_1pct"] / ours["held_rps_within_1pct"]
+            results["generators"] = generators
+            results["skipped"] = {
+                "k6": "not built or run: it is under the AGPL, which this project does not build or ship",
+                **({} if vegeta else {"vegeta": "not found: ROLLOUT_SETUP_BENCH=1 scripts/setup builds it (needs Go)"}),
+            }
             scaling = []
             for workers in range(1, len(client_cores) + 1):
-                rate = engines["fast"]["held_rps_within_1pct"] * 0.8 * workers
-                self_before = resource.getrusage(resource.RUSAGE_SELF)
+                rate = ours["held_rps_within_1pct"] * 0.8 * workers
                 s = attack(url, rate, args.seconds, engine="fast", workers=workers)
-                self_after = resource.getrusage(resource.RUSAGE_SELF)
-                controller = (self_after.ru_utime - self_before.ru_utime) + (self_after.ru_stime - self_before.ru_stime)
                 scaling.append(
                     {
                         "workers": workers,
                         "requested_rps": rate,
                         "held_rps": s["held_rps"],
-                        "controller_cpu_ms_per_worker_second": controller / workers / args.seconds * 1000,
+                        "controller_cpu_ms_per_worker_second": s["controller_cpu_s"] / workers / args.seconds * 1000,
                     }
                 )
             results["scaling"] = scaling
@@ -140,15 +218,22 @@ def main() -> int:
             nginx.terminate()
             nginx.wait(timeout=10)
 
-    wrk = results["wrk"]
     print(f"machine: {len(cores)} cores; nginx on core {server_core}, generators on {sorted(client_cores)}")
-    print(f"{'generator':<22}{'held rps (1 core)':>20}{'CPU us/request':>16}{'ratio to wrk':>14}")
-    print(f"{'wrk (C, closed loop)':<22}{wrk['rps']:>20,.0f}{wrk['cpu_us_per_request']:>16.2f}{1.0:>14.2f}")
-    for engine, data in results["engines"].items():
+    print(f"medians of {args.repeat} runs; common rate {common:,.0f} rps")
+    print(
+        f"{'generator':<24}{'held rps (1 core)':>18}{'us/req common':>15}{'us/req own max':>16}"
+        f"{'CPU vs fast':>13}{'rate vs fast':>14}"
+    )
+    wrk = results["wrk"]
+    print(f"{'wrk (C, closed loop)':<24}{wrk['rps']:>18,.0f}{'':>15}{wrk['cpu_us_per_request']:>16.2f}")
+    labels = {"fast": "worker, fast", "aiohttp": "worker, aiohttp", "vegeta": "vegeta (Go, open loop)"}
+    for name, data in generators.items():
         print(
-            f"{'worker, ' + engine:<22}{data['held_rps_within_1pct']:>20,.0f}"
-            f"{data['at_common_rate']['cpu_us_per_request']:>16.2f}{data['ratio_cpu_per_request_to_wrk']:>14.2f}"
+            f"{labels[name]:<24}{data['held_rps_within_1pct']:>18,.0f}{data['cpu_us_at_common']:>15.2f}"
+            f"{data['cpu_us_at_own_highest']:>16.2f}{data['cpu_ratio_to_fast']:>13.2f}{data['rate_ratio_to_fast']:>14.2f}"
         )
+    for name, why in results["skipped"].items():
+        print(f"{name}: {why}")
     for row in results["scaling"]:
         print(
             f"{row['workers']} worker(s): asked {row['requested_rps']:,.0f} rps, held {row['held_rps']:,.0f}; "
