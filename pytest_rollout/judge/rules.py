@@ -222,6 +222,7 @@ def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None)
     rate = k / n
     outcome, interval = _rate_outcome(k, n, bound)
     classes = ", ".join(f"{c}={v:.0f}" for c, v in sorted(m.errors_by_class.items()) if v >= 0.5)
+    failed = f" ({classes})" if classes else ""
     ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
     if outcome is Outcome.BROKEN:
         reason = f"{k:.0f} of {n:.0f} requests sent on time failed ({classes}): {ci}, beyond {bound:g}"
@@ -231,10 +232,11 @@ def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None)
     if outcome is Outcome.HELD and shortfall is None:
         return make_entry(Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, outcome, "", interval=interval)
     if shortfall:
-        reason = f"not proven: {shortfall}; {k:.0f} of {n:.0f} requests sent on time failed, {ci}"
+        reason = f"not proven: {shortfall}; {k:.0f} of {n:.0f} requests sent on time failed{failed}, {ci}"
     else:
-        reason = f"not proven: {k:.0f} of {n:.0f} requests failed, {ci} straddles {bound:g}; " + _what_would_prove_rate(
-            rate, bound, m.held_rps, m.duration
+        reason = (
+            f"not proven: {k:.0f} of {n:.0f} requests failed{failed}, {ci} straddles {bound:g}; "
+            + _what_would_prove_rate(rate, bound, m.held_rps, m.duration)
         )
     return make_entry(
         Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, Outcome.NOT_PROVEN, reason, interval=interval

@@ -7,6 +7,20 @@ is a dict-free ``transport.write`` on an idle connection, or a new connection
 when none is idle. No task, future or timer is created per request: timeouts
 are found by a sweep every 50 ms (so a timeout fires up to 50 ms late).
 
+A request is never written onto a connection the server has already closed.
+Closing an idle keep-alive connection is how a graceful server ends (and how
+a keep-alive timeout works); a client that writes onto it at that moment loses
+the request, and real clients absorb that with a retry (RFC 9112, 9.3.1),
+which the engines do not do, since a retry would also hide a release that
+drops requests. So the fast engine closes its own connections once they have
+been idle for ``IDLE_CLOSE_S`` (below any common server's keep-alive timeout:
+gunicorn's 2 s is the shortest default), and a connection idle for more than
+``STALE_CHECK_S`` is checked (one ``poll``) before it is reused, as urllib3
+checks its pooled connections: a busy machine can hold a server's FIN unread
+while the requests due meanwhile go out. Only the server's own half of the
+race is left: a request that reaches a server after it chose to close the
+connection, with no FIN yet sent, still fails, as it would for any client.
+
 ``aiohttp``: aiohttp's client, for what the fast engine does not do (TLS,
 ``HEAD``, anything but ``http://``). Its silent retry of idempotent requests
 on reused connections is switched off.
@@ -19,6 +33,7 @@ retries, follows redirects or pipelines.
 from __future__ import annotations
 
 import asyncio
+import select
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -32,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["AiohttpEngine", "Engine", "FastEngine", "choose_engine"]
 
 SWEEP_S = 0.05
+IDLE_CLOSE_S = 0.5  # the fast engine closes a connection idle this long (aiohttp's pool too)
+STALE_CHECK_S = 0.001  # a connection idle longer than this is checked before it is reused
 
 
 def _classify(status: int) -> int:
@@ -102,22 +119,26 @@ def build_request(plan: Plan) -> bytes:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request on it at a time."""
 
-    __slots__ = ("engine", "transport", "parser", "due", "status", "done", "keep")
+    __slots__ = ("engine", "transport", "fd", "parser", "due", "status", "done", "keep", "idle_at")
 
     def __init__(self, engine: FastEngine) -> None:
         import httptools
 
         self.engine = engine
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
         self.parser = httptools.HttpResponseParser(self)
         self.due = 0.0  # due time of the request in flight; 0.0 when idle
         self.status = 0
         self.done = False
         self.keep = True
+        self.idle_at = 0.0  # loop time it last went idle
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         self.engine.connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -147,6 +168,17 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(request)
 
+    def closed_by_peer(self, poller: select.poll) -> bool:
+        """Whether the server has closed this idle connection (or sent on it unasked) without us having read it
+        yet: either way it must not carry another request."""
+        if self.fd < 0:
+            return False
+        poller.register(self.fd, select.POLLIN)
+        try:
+            return bool(poller.poll(0))
+        finally:
+            poller.unregister(self.fd)
+
     def fail(self, klass: int) -> None:
         """End the request in flight with *klass* and drop the connection."""
         due, self.due = self.due, 0.0
@@ -169,7 +201,7 @@ class FastEngine:
         self.stats = stats
         self.request = build_request(plan)
         self.limit = plan.connections or plan.max_inflight
-        self.idle: list[_Conn] = []
+        self.idle: list[_Conn] = []  # in the order they went idle: the most recent is reused first
         self.busy: set[_Conn] = set()
         self.connecting = 0
         self.waiting: deque[float] = deque()  # due times waiting for a connection being opened
@@ -177,14 +209,19 @@ class FastEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._poller = select.poll()
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
     def fire(self, due: float) -> None:
-        if self.idle:
-            conn = self.idle.pop()
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.idle_at < due - STALE_CHECK_S and conn.closed_by_peer(self._poller):
+                conn.transport.abort()  # type: ignore[union-attr]
+                continue
             self.busy.add(conn)
             conn.send(due, self.request)
             return
@@ -227,6 +264,7 @@ class FastEngine:
             conn.send(self.waiting.popleft(), self.request)
         else:
             self.busy.discard(conn)
+            conn.idle_at = self._loop.time()  # type: ignore[union-attr]
             self.idle.append(conn)
 
     def completed(self, conn: _Conn, due: float, klass: int, keep: bool) -> None:
@@ -264,6 +302,15 @@ class FastEngine:
             conn.fail(TIMEOUT)
         while self.waiting and self.waiting[0] < limit:
             self.ended(self.waiting.popleft(), TIMEOUT)
+        # the oldest idle connections come first: close those idle for IDLE_CLOSE_S before a server may
+        idle = self.idle
+        stale = 0
+        while stale < len(idle) and idle[stale].idle_at < now - IDLE_CLOSE_S:
+            stale += 1
+        if stale:
+            for conn in idle[:stale]:
+                conn.transport.abort()  # type: ignore[union-attr]
+            del idle[:stale]
         if not self._closed:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
@@ -294,7 +341,7 @@ class AiohttpEngine:
     async def open(self) -> None:
         aiohttp = self._aiohttp
         limit = self.plan.connections or self.plan.max_inflight
-        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=IDLE_CLOSE_S)
         session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),

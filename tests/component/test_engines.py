@@ -81,3 +81,144 @@ def test_request_bytes() -> None:
     assert "Host: 127.0.0.1:8080" in lines and "Authorization: Bearer x" in lines and "Content-Length: 2" in lines
     assert not any(line.startswith(("Connection", "Host: evil")) for line in lines)
     assert body == b"{}"
+
+
+class _KeepAliveServer:
+    """A real HTTP/1.1 keep-alive server on a thread (blocking sockets), which closes its idle connections
+    when told to, as a graceful server does at the end of its drain; it records who closed each connection."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.served = 0
+        self.closed_by_client = 0
+        self.idle: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.idle.append(conn)
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return  # closed by close_idle()
+            if not data:
+                with self.lock:
+                    self.closed_by_client += 1
+                return
+            with self.lock:
+                self.served += data.count(b"\r\n\r\n")
+            conn.sendall(self.RESPONSE * data.count(b"\r\n\r\n"))
+
+    def close_idle(self) -> None:
+        import socket
+
+        with self.lock:
+            for conn in self.idle:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self.idle.clear()
+
+    def stop(self) -> None:
+        self.listener.close()
+        self.close_idle()
+
+
+def _run_fast_engine(scenario) -> tuple[WorkerStats, _KeepAliveServer]:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import uvloop
+
+    server = _KeepAliveServer()
+    stats = WorkerStats()
+    plan = Plan(url=f"http://127.0.0.1:{server.port}/", segments=(), start_at=0, deadline=0)
+
+    async def main() -> None:
+        engine = FastEngine(plan, stats)
+        await engine.open()
+        loop = asyncio.get_running_loop()
+
+        async def request() -> None:
+            stats.inflight += 1
+            engine.fire(loop.time())
+            deadline = loop.time() + 5
+            while stats.inflight and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+
+        await scenario(engine, request, server)
+        await engine.close()
+
+    try:
+        uvloop.run(main())
+    finally:
+        server.stop()
+    return stats, server
+
+
+def test_a_request_never_goes_onto_a_connection_the_server_has_closed() -> None:
+    """A graceful server closes its idle keep-alive connections; a busy machine can hold that FIN unread while
+    the requests due meanwhile go out. The fast engine checks an idle connection before reusing it."""
+    import time
+
+    async def scenario(engine: FastEngine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
+        await request()  # one connection, now idle
+        time.sleep(0.01)
+        # no await from here to the next request: the loop cannot read the FIN before the request is due
+        server.close_idle()
+        time.sleep(0.05)
+        await request()
+
+    stats, server = _run_fast_engine(scenario)
+    by_class = stats.totals()["phases"]["-"]["by_class"]
+    assert by_class["ok"] == 2 and by_class["connection"] == 0, by_class
+    assert server.accepted == 2 and server.served == 2
+
+
+def test_the_fast_engine_closes_idle_connections_before_a_server_would() -> None:
+    from pytest_rollout.load.engine import IDLE_CLOSE_S
+
+    async def scenario(engine: FastEngine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        await request()
+        await request()  # reuses the connection: it was idle well under IDLE_CLOSE_S
+        assert server.accepted == 1
+        await asyncio.sleep(IDLE_CLOSE_S + 0.3)  # the sweep (every 50 ms) closes it
+        assert engine.idle == []
+        await request()  # on a new connection
+
+    stats, server = _run_fast_engine(scenario)
+    assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 3
+    import time
+
+    for _ in range(100):  # the server thread sees the client's close
+        if server.closed_by_client:
+            break
+        time.sleep(0.01)
+    assert server.accepted == 2 and server.closed_by_client >= 1
