@@ -163,9 +163,17 @@ class UpgradeEvent:
     action: str  # start, ready, out, exit, failed
     replica: str
     detail: str = ""
+    # where the platform knows them, on "out": how the replica is terminated (None: unknown; 0: no preStop)
+    pre_stop_s: float | None = None
+    grace_period_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "action": self.action, "replica": self.replica, "detail": self.detail}
+        out: dict[str, Any] = {"at": self.at, "action": self.action, "replica": self.replica, "detail": self.detail}
+        if self.pre_stop_s is not None:
+            out["pre_stop_s"] = self.pre_stop_s
+        if self.grace_period_s is not None:
+            out["grace_period_s"] = self.grace_period_s
+        return out
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pytest_rollout.judge.verdict import (
 )
 from pytest_rollout.platforms.base import Platform, TargetSpec, UpgradeEvent
 from pytest_rollout.procs import ProcessSet
+from pytest_rollout.run.hints import termination_hint
 from pytest_rollout.run.live import LiveWatch
 from pytest_rollout.run.load import LoadRun, prometheus_or_none, start_load
 from pytest_rollout.run.measure import collect_series, measure_phase
@@ -450,6 +451,13 @@ class Rollout:
             self.rollback_note = f"rollback failed: {exc}"
 
     def _with_rollback(self, message: str) -> str:
+        """The failure message, with what the run's facts say about a broken upgrade and what was rolled back."""
+        if self._verdict is not None:
+            upgrade = next(((p.start, p.end) for p in self.phases if p.name == "upgrade"), None)
+            points = (self.series.get("error_rate") or {}).get("points") or []
+            hint = termination_hint(self._verdict.entries, self.events, points, upgrade)
+            if hint:
+                message = f"{message}\n{hint}"
         if self.rollback_note is None:
             return message
         return f"{message}\nrollback_on_breach: {self.rollback_note}"

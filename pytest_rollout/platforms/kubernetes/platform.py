@@ -263,16 +263,21 @@ class KubePlatform:
     ) -> tuple[bool, str, float]:
         """Poll Deployment *name* until its rollout completes, stalls or *deadline* passes.
 
+        Complete means what the Deployment's status says (as ``kubectl rollout status``) and, beyond it, that
+        no pod of the Deployment is still terminating: an old pod serves the connections it holds through its
+        preStop and its drain, after the Deployment counts it gone, and the upgrade lasts until it has exited.
         Returns ``(done, last message, when done was seen)``; replica events go to *on_event*.
         """
         message = ""
         while True:
             dep = self._read_deployment(name)
             now = time.time()
-            self._pod_events(dep, on_event)
+            terminating = self._pod_events(dep, on_event)
             status = rollout_status(dep)
             message = status.message
-            if status.done:
+            if status.done and terminating:
+                message = f"deployment {name}: {terminating} old pod{'s' if terminating > 1 else ''} still terminating"
+            elif status.done:
                 return True, message, now
             if status.stalled and stop_on_stall:
                 return False, message, now
@@ -280,12 +285,14 @@ class KubePlatform:
                 return False, message, now
             time.sleep(POLL_S)
 
-    def _pod_events(self, dep: dict[str, Any], on_event: Callable[[UpgradeEvent], None]) -> None:
+    def _pod_events(self, dep: dict[str, Any], on_event: Callable[[UpgradeEvent], None]) -> int:
+        """Report pods that appeared, turned ready, began terminating or are gone; return how many are
+        terminating (0 when the pods cannot be listed: the Deployment's own status decides then)."""
         sel = label_selector(dep["spec"]["selector"].get("matchLabels") or {})
         try:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=sel).items
         except Exception:  # events are a courtesy: never fail the rollout over them
-            return
+            return 0
         now = time.time()
         seen = set()
         known = self._pods.setdefault(dep["metadata"]["name"], {})
@@ -302,12 +309,19 @@ class KubePlatform:
             if ready and not before[0]:
                 on_event(UpgradeEvent(now, "ready", name, image))
             if terminating and not before[1]:
-                on_event(UpgradeEvent(now, "out", name, "terminating"))
+                pre_stop_s, grace_s = _termination(pod)
+                how = f"preStop sleep {pre_stop_s:g}s" if pre_stop_s else "no preStop sleep"
+                on_event(
+                    UpgradeEvent(
+                        now, "out", name, f"terminating ({how}, grace period {grace_s:g}s)", pre_stop_s, grace_s
+                    )
+                )
             known[name] = (ready, terminating)
         for name in list(known):
             if name not in seen:
                 on_event(UpgradeEvent(now, "exit", name, "deleted"))
                 del known[name]
+        return sum(1 for ready, terminating in known.values() if terminating)
 
     # -- the Platform protocol ------------------------------------------------------------
 
@@ -563,6 +577,19 @@ class KubePlatform:
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.5)
+
+
+def _termination(pod: Any) -> tuple[float, float]:
+    """How the kubelet terminates *pod*: its longest preStop sleep (0 when it has none; an exec or HTTP preStop
+    counts as 0, since how long it takes is unknown) and its grace period."""
+    pre_stop = 0.0
+    for container in pod.spec.containers or []:
+        hook = container.lifecycle.pre_stop if container.lifecycle is not None else None
+        sleep = getattr(hook, "sleep", None) if hook is not None else None
+        if sleep is not None and sleep.seconds:
+            pre_stop = max(pre_stop, float(sleep.seconds))
+    grace = pod.spec.termination_grace_period_seconds
+    return pre_stop, float(grace if grace is not None else 30)
 
 
 def _strategy(surge: int | str | None, unavailable: int | str | None) -> dict[str, Any]:
