@@ -11,7 +11,8 @@ cd "$(dirname "$0")/../.."
 worker_image=pytest-rollout-worker:0.1.0
 app_image=pytest-rollout-example-app:1
 
-eval "$(scripts/cluster up | tail -n 1)"  # export KUBECONFIG=...; Prometheus is installed by `up`
+export_line=$(scripts/cluster up | tail -n 1)  # export KUBECONFIG=...; Prometheus is installed by `up`
+eval "$export_line"
 context=rollout
 
 docker build -f docker/worker.Dockerfile -t "$worker_image" .

@@ -9,7 +9,7 @@ message says so, with the pods' own preStop and grace period and how long the er
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pytest_rollout.judge.verdict import Outcome, VerdictEntry
 from pytest_rollout.platforms.base import UpgradeEvent
@@ -26,15 +26,22 @@ def termination_hint(
     events: Sequence[UpgradeEvent],
     error_rate: Sequence[Sequence[float]],
     upgrade: tuple[float, float] | None,
+    errors_by_class: Mapping[str, float] | None = None,
 ) -> str | None:
     """A hint when the upgrade is broken and every error in it came after an old pod began terminating.
 
     *error_rate* is ``[[unix time, rate], ...]`` (the report's series: each point a trailing window);
-    *upgrade* the phase's ``(start, end)``. Only events that carry the pods' preStop and grace period (the
-    kubernetes platform's ``out`` events) count.
+    *upgrade* the phase's ``(start, end)``; *errors_by_class* the upgrade's errors by class. Only events that
+    carry the pods' preStop and grace period (the kubernetes platform's ``out`` events) count, and only
+    errors that are mostly failed connections and timeouts: with ``maxUnavailable: 0`` a new version starts
+    serving as old pods start terminating, so its own 5xx answers would follow the terminations too.
     """
     if upgrade is None or not any(e.outcome is Outcome.BROKEN and e.phase == "upgrade" for e in entries):
         return None
+    if errors_by_class is not None:
+        lost = errors_by_class.get("connection", 0) + errors_by_class.get("timeout", 0)
+        if lost <= sum(errors_by_class.values()) / 2:
+            return None  # mostly answers the release gave (HTTP errors): the release's own doing
     start, end = upgrade
     outs = [e for e in events if e.action == "out" and e.pre_stop_s is not None and start <= e.at <= end]
     errors = [t for t, rate in error_rate if start <= t <= end + FOLLOW_S and rate > 0]

@@ -455,7 +455,8 @@ class Rollout:
         if self._verdict is not None:
             upgrade = next(((p.start, p.end) for p in self.phases if p.name == "upgrade"), None)
             points = (self.series.get("error_rate") or {}).get("points") or []
-            hint = termination_hint(self._verdict.entries, self.events, points, upgrade)
+            by_class = next((m.errors_by_class for m in self._verdict.phases if m.phase == "upgrade"), None)
+            hint = termination_hint(self._verdict.entries, self.events, points, upgrade, by_class)
             if hint:
                 message = f"{message}\n{hint}"
         if self.rollback_note is None:

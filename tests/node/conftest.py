@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realnode import APP_IMAGE
+from realnode import APP_IMAGE, WORKER_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "scripts" / "cluster"
@@ -54,11 +54,13 @@ def real_node() -> Iterator[Path]:
         last = out.strip().splitlines()[-1]
         assert last.startswith("export KUBECONFIG="), out
         kubeconfig = Path(last.split("=", 1)[1])
-        subprocess.run(
-            ["docker", "build", "-q", "-f", "docker/app.Dockerfile", "-t", APP_IMAGE, "."],
-            cwd=ROOT, check=True, capture_output=True, timeout=900,
-        )  # fmt: skip
-        _run("load", APP_IMAGE, timeout=300)
+        # the worker image from this tree too, even on a cluster that was already up (`up` builds it)
+        for dockerfile, image in (("docker/app.Dockerfile", APP_IMAGE), ("docker/worker.Dockerfile", WORKER_IMAGE)):
+            subprocess.run(
+                ["docker", "build", "-q", "-f", dockerfile, "-t", image, "."],
+                cwd=ROOT, check=True, capture_output=True, timeout=900,
+            )  # fmt: skip
+        _run("load", APP_IMAGE, WORKER_IMAGE, timeout=300)
         yield kubeconfig
     finally:
         if started:

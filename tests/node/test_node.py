@@ -159,7 +159,9 @@ def test_without_pre_stop_a_release_that_exits_on_sigterm_is_broken_in_upgrade(
     # timeout, on latency too)
     assert ("error_rate", "upgrade") in broken and {phase for _, phase in broken} == {"upgrade"}, broken
     assert test["phases"]["baseline"]["errors"] == 0
-    assert test["phases"]["upgrade"]["errors_by_class"]["connection"] > 0
+    # more failed connections than requests could have been in flight (300 rps, a few ms each): new
+    # connections sent to pods already gone, not only the requests the exits cut off
+    assert test["phases"]["upgrade"]["errors_by_class"]["connection"] >= 10
     # the failure message reads the cause off the run: errors after termination began, the pods' own facts
     result.stdout.fnmatch_lines(
         [

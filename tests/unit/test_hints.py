@@ -48,3 +48,6 @@ def test_no_hint_when_the_facts_point_elsewhere() -> None:
     unknown = [out(105.0, "v1-0", pre_stop=None, grace=None)]  # a platform that does not say how it terminates
     assert termination_hint(BROKEN, unknown, series(106), UPGRADE) is None
     assert termination_hint(BROKEN, events, series(106), None) is None  # no upgrade phase
+    # the new version's own 5xx answers follow the terminations too (maxUnavailable 0): not this cause
+    assert termination_hint(BROKEN, events, series(106), UPGRADE, {"http_5xx": 40, "connection": 2}) is None
+    assert termination_hint(BROKEN, events, series(106), UPGRADE, {"connection": 30, "timeout": 20}) is not None

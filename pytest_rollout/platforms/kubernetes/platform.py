@@ -277,6 +277,8 @@ class KubePlatform:
             message = status.message
             if status.done and terminating:
                 message = f"deployment {name}: {terminating} old pod{'s' if terminating > 1 else ''} still terminating"
+                if time.monotonic() >= deadline:  # complete, though a pod outlives the deadline: not a failed release
+                    return True, f"{message} at the deadline", now
             elif status.done:
                 return True, message, now
             if status.stalled and stop_on_stall:
@@ -310,7 +312,10 @@ class KubePlatform:
                 on_event(UpgradeEvent(now, "ready", name, image))
             if terminating and not before[1]:
                 pre_stop_s, grace_s = _termination(pod)
-                how = f"preStop sleep {pre_stop_s:g}s" if pre_stop_s else "no preStop sleep"
+                if pre_stop_s is None:
+                    how = "a preStop hook of unknown length"
+                else:
+                    how = f"preStop sleep {pre_stop_s:g}s" if pre_stop_s else "no preStop sleep"
                 on_event(
                     UpgradeEvent(
                         now, "out", name, f"terminating ({how}, grace period {grace_s:g}s)", pre_stop_s, grace_s
@@ -579,14 +584,18 @@ class KubePlatform:
             time.sleep(0.5)
 
 
-def _termination(pod: Any) -> tuple[float, float]:
-    """How the kubelet terminates *pod*: its longest preStop sleep (0 when it has none; an exec or HTTP preStop
-    counts as 0, since how long it takes is unknown) and its grace period."""
-    pre_stop = 0.0
+def _termination(pod: Any) -> tuple[float | None, float]:
+    """How the kubelet terminates *pod*: its longest preStop sleep (0 when it has no preStop; None when one is
+    an exec or HTTP hook, whose length is unknown) and its grace period."""
+    pre_stop: float | None = 0.0
     for container in pod.spec.containers or []:
         hook = container.lifecycle.pre_stop if container.lifecycle is not None else None
-        sleep = getattr(hook, "sleep", None) if hook is not None else None
-        if sleep is not None and sleep.seconds:
+        if hook is None:
+            continue
+        sleep = getattr(hook, "sleep", None)
+        if sleep is None:
+            return None, float(pod.spec.termination_grace_period_seconds or 30)
+        if pre_stop is not None and sleep.seconds:
             pre_stop = max(pre_stop, float(sleep.seconds))
     grace = pod.spec.termination_grace_period_seconds
     return pre_stop, float(grace if grace is not None else 30)
