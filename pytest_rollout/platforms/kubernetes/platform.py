@@ -587,18 +587,18 @@ class KubePlatform:
 def _termination(pod: Any) -> tuple[float | None, float]:
     """How the kubelet terminates *pod*: its longest preStop sleep (0 when it has no preStop; None when one is
     an exec or HTTP hook, whose length is unknown) and its grace period."""
-    pre_stop: float | None = 0.0
+    given = pod.spec.termination_grace_period_seconds
+    grace = float(given if given is not None else 30)  # the API's default
+    pre_stop = 0.0
     for container in pod.spec.containers or []:
         hook = container.lifecycle.pre_stop if container.lifecycle is not None else None
         if hook is None:
             continue
         sleep = getattr(hook, "sleep", None)
         if sleep is None:
-            return None, float(pod.spec.termination_grace_period_seconds or 30)
-        if pre_stop is not None and sleep.seconds:
-            pre_stop = max(pre_stop, float(sleep.seconds))
-    grace = pod.spec.termination_grace_period_seconds
-    return pre_stop, float(grace if grace is not None else 30)
+            return None, grace
+        pre_stop = max(pre_stop, float(sleep.seconds or 0))
+    return pre_stop, grace
 
 
 def _strategy(surge: int | str | None, unavailable: int | str | None) -> dict[str, Any]:
