@@ -6,10 +6,10 @@ at the end by the controller (GET /totals), as the cross-check for Prometheus.""
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import Any
 
-from pytest_rollout.load.histogram import Histogram
+from pytest_rollout.load.histogram import BOUNDS, Histogram
 from pytest_rollout.load.protocol import CLASSES, DROPPED
 
 __all__ = ["PhaseStats", "WorkerStats"]
@@ -63,6 +63,9 @@ class WorkerStats:
         "inflight",
         "max_inflight_seen",
         "total",
+        "_lo",
+        "_hi",
+        "_cur",
     )
 
     def __init__(self) -> None:
@@ -75,6 +78,15 @@ class WorkerStats:
         self.inflight = 0
         self.max_inflight_seen = 0
         self.total = 0
+        self._cache(-math.inf)
+
+    def _cache(self, due: float) -> PhaseStats:
+        """The phase *due* falls in, remembered with its bounds: nearly every request falls in the last one."""
+        i = bisect_right(self.phase_times, due) - 1
+        self._lo = self.phase_times[i]
+        self._hi = self.phase_times[i + 1] if i + 1 < len(self.phase_times) else math.inf
+        self._cur = self.phase_stats[i]
+        return self._cur
 
     def add_phase(self, name: str, loop_start: float) -> None:
         """Requests due at or after *loop_start* (loop time) count for phase *name*."""
@@ -85,15 +97,22 @@ class WorkerStats:
         self.phase_times.append(loop_start)
         self.phase_stats.append(PhaseStats())
         self.phase_names.append(name)
+        self._cache(self._lo)
 
     def phase_of(self, due: float) -> PhaseStats:
-        return self.phase_stats[bisect_right(self.phase_times, due) - 1]
+        if self._lo <= due < self._hi:
+            return self._cur
+        return self._cache(due)
 
     def record(self, klass: int, due: float, latency: float | None) -> None:
-        stats = self.phase_of(due)
+        # the per-request path: the phase from the cache, the histogram updated in place
+        stats = self._cur if self._lo <= due < self._hi else self._cache(due)
         stats.by_class[klass] += 1
         if latency is not None:
-            stats.hist.observe(latency)
+            hist = stats.hist
+            hist.counts[bisect_left(BOUNDS, latency)] += 1
+            hist.total += 1
+            hist.sum += latency
         self.total += 1
 
     def fell_behind(self, due: float) -> None:

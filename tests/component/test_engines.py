@@ -222,3 +222,37 @@ def test_the_fast_engine_closes_idle_connections_before_a_server_would() -> None
             break
         time.sleep(0.01)
     assert server.accepted == 2 and server.closed_by_client >= 1
+
+
+def test_a_burst_opens_at_most_max_connecting_connections_at_once() -> None:
+    """After a stall hundreds of requests fall due at once. Opening a connection for each made a worker a few
+    milliseconds behind open thousands and fall further behind; the engine opens MAX_CONNECTING at a time, and
+    the waiting requests take whichever connection comes free first. Every request is still answered."""
+    from pytest_rollout.load.engine import MAX_CONNECTING
+
+    most = []
+
+    async def scenario(engine: FastEngine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        connect = engine._connect
+
+        def counted() -> None:
+            connect()
+            most.append(engine.connecting)
+
+        engine._connect = counted  # type: ignore[method-assign]
+        now = loop.time()
+        for _ in range(500):  # no await in between: all 500 are due before any connection is made
+            engine.stats.inflight += 1
+            engine.fire(now)
+        assert engine.connecting == MAX_CONNECTING and len(engine.waiting) == 500
+        deadline = loop.time() + 10
+        while engine.stats.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    stats, server = _run_fast_engine(scenario)
+    assert max(most) == MAX_CONNECTING
+    assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 500 and stats.total == 500
+    assert server.served == 500 and server.accepted == len(most)
