@@ -2,6 +2,7 @@
 
     ROLLOUT_SETUP_BENCH=1 scripts/setup && python3 benchmarks/bench_million.py [--workers 64] [--rps 6400]
         [--seconds 10] [--repeat 3] [--json out.json]
+    sudo scripts/cluster up && python3 benchmarks/bench_million.py --kubeconfig FILE --rps 1600 [--worker-cpu 30m]
 
 A million requests a second at about 16,000 per worker pod is 64 workers. This
 starts 64 local workers at once against nginx (pinned to core 0, as in
@@ -15,6 +16,14 @@ ahead of its time. Each run measures:
 - the controller's own CPU per worker-second, and the workers' CPU per request;
 - clock skew (each worker's clock against the controller's) and phase-edge lateness;
 - Prometheus: series per worker and resident memory per series.
+
+With ``--kubeconfig`` the fleet is worker pods on that cluster instead (the
+single-node cluster of ``scripts/cluster``, with its images loaded): the
+target is the example app (two replicas behind Service ``shop``), plans and
+phase edges travel through the API server's pod proxy, and the cluster's
+Prometheus finds the pods by their annotations. Each pod asks for
+``--worker-cpu`` (64 pods of the default one core do not fit a small node);
+the workers' CPU and Prometheus' memory are not measured there.
 
 Figures are medians of ``--repeat`` runs. The workers may run on every core
 (64 of them cannot each have one here), sharing them with Prometheus and the
@@ -33,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,36 +84,58 @@ def one_run(
         start_s = time.monotonic() - spawned
         write_targets(sd_dir, "fleet", run_id, fleet.scrape_targets())
         seen = client.wait_for_targets(run_id, workers, timeout_s=60.0)
-        start_at = time.time() + 0.5 + 0.01 * workers
-        plan = Plan(
-            url=url,
-            segments=(),
-            start_at=start_at,
-            deadline=start_at + seconds,
-            max_inflight=inflight_cap(rps / workers),
-            phases=(("first", start_at),),  # an edge known in advance travels in the plan
-            engine="fast",
-        )
-        began = time.monotonic()
-        fleet.begin(plan, [Segment(None, rps, rps)])
-        plan_s = time.monotonic() - began
-        skew = max(abs(offset) for offset in fleet.clocks())
         pids = [proc.pid for proc, _ in fleet.workers]
-        worker_cpu_before = sum(proc_cpu_seconds(pid) for pid in pids)
-        for name, fraction in (("second", 1 / 3), ("third", 2 / 3)):  # edges decided during the run
-            time.sleep(max(0.0, start_at + seconds * fraction - fleet.edge_lead_s - time.time()))
-            fleet.announce(name, time.time() + fleet.edge_lead_s)
-        time.sleep(max(0.0, start_at + seconds - time.time()))
-        worker_cpu = sum(proc_cpu_seconds(pid) for pid in pids) - worker_cpu_before
-        fleet.stop_load()
-        fleet.drain(settle_s=7.0)
-        totals = fleet.totals()
-        time.sleep(3.0)  # two scrapes more: every worker's final counts are in Prometheus
-        series = client.query(f'count by (worker) ({{run="{run_id}"}})', time.time())
-        controller_cpu = self_cpu() - cpu_before
+        return measure(
+            fleet, url, run_id, workers, rps, seconds, client, spawned_wall, cpu_before, start_s, seen,
+            lambda: sum(proc_cpu_seconds(pid) for pid in pids),
+        )  # fmt: skip
     finally:
         fleet.shutdown()
         procs.stop_all()
+
+
+def measure(
+    fleet: Any,
+    url: str,
+    run_id: str,
+    workers: int,
+    rps: float,
+    seconds: float,
+    client: PromClient,
+    spawned_wall: float,
+    cpu_before: float,
+    start_s: float,
+    seen: int,
+    workers_cpu: Callable[[], float] | None,
+) -> dict[str, Any]:
+    """Hold *rps* over the started *fleet* for *seconds*, with one phase edge in the plan and two announced."""
+    start_at = time.time() + max(fleet.start_lead_s, 0.5 + 0.01 * workers)
+    plan = Plan(
+        url=url,
+        segments=(),
+        start_at=start_at,
+        deadline=start_at + seconds,
+        max_inflight=inflight_cap(rps / workers),
+        phases=(("first", start_at),),  # an edge known in advance travels in the plan
+        engine="fast",
+    )
+    began = time.monotonic()
+    fleet.begin(plan, [Segment(None, rps, rps)])
+    plan_s = time.monotonic() - began
+    skew = max(abs(offset) for offset in fleet.clocks())
+    worker_cpu_before = workers_cpu() if workers_cpu else 0.0
+    for name, fraction in (("second", 1 / 3), ("third", 2 / 3)):  # edges decided during the run
+        time.sleep(max(0.0, start_at + seconds * fraction - fleet.edge_lead_s - time.time()))
+        fleet.announce(name, time.time() + fleet.edge_lead_s)
+    time.sleep(max(0.0, start_at + seconds - time.time()))
+    worker_cpu = workers_cpu() - worker_cpu_before if workers_cpu else None
+    fleet.stop_load()
+    fleet.drain(settle_s=7.0)
+    totals = fleet.totals()
+    # every worker's final counts are in Prometheus after two more scrapes
+    time.sleep(2 * client.scrape_interval(run_id) + 1.0)
+    series = client.query(f'count by (worker) ({{run="{run_id}"}})', time.time())
+    controller_cpu = self_cpu() - cpu_before
     by_class: dict[str, int] = {}
     for worker in totals.workers:
         for phase in worker["phases"].values():
@@ -125,22 +157,87 @@ def one_run(
         "edge_late_ms": max(fleet.edges.values()) * 1000,
         "controller_cpu_s": controller_cpu,
         "controller_cpu_ms_per_worker_second": controller_cpu / workers / seconds * 1000,
-        "worker_cpu_us_per_request": worker_cpu / requests * 1e6 if requests else None,
+        "worker_cpu_us_per_request": worker_cpu / requests * 1e6 if requests and worker_cpu is not None else None,
         "series_per_worker": statistics.median(v for _, v in series) if series else 0,
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=64, help="workers (default 64: a million at ~16k each)")
-    parser.add_argument("--rps", type=float, default=6400.0, help="the whole fleet's rate (default 6,400)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run (default 10)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is shown (default 3)")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
+def kube_run(index: int, kubeconfig: str, workers: int, rps: float, seconds: float, worker_cpu: str) -> dict[str, Any]:
+    """One run on a real cluster (scripts/cluster): the example app as the target, the fleet as worker pods,
+    the cluster's Prometheus (monitoring/prometheus:9090) finding them by their annotations."""
+    from pytest_rollout.platforms.kubernetes.api import KubeSettings
+    from pytest_rollout.platforms.kubernetes.platform import KubePlatform
+    from pytest_rollout.platforms.kubernetes.portforward import PortForward
 
-    cores = sorted(os.sched_getaffinity(0))
-    server_core = cores[0] if len(cores) > 1 else None
+    settings = KubeSettings(
+        kubeconfig=kubeconfig,
+        worker_image=WORKER_IMAGE,
+        prometheus_service="monitoring/prometheus:9090",
+        worker_cpu=worker_cpu,
+        timeout_s=900.0,
+    )
+    run_id = f"million-{os.getpid()}-{index}"
+    cpu_before = self_cpu()
+    platform = KubePlatform(settings, run_id, "bench_million", lifetime_s=3600.0)
+    forward = PortForward(platform.api, settings.prometheus_service or "")
+    try:
+        platform.apply(target_manifests(platform.run_id))
+        done, message, _ = platform.follow("shop", time.monotonic() + 300, lambda event: None)
+        if not done:
+            raise SystemExit(f"the target did not become available: {message}\n{platform.explain('shop')}")
+        url = f"http://shop.{platform.namespace}.svc:8080/"
+        forward.start()
+        client = PromClient(forward.url)
+        fleet = platform.make_fleet(run_id, workers, Aim.at(url, {}))
+        spawned_wall, spawned = time.time(), time.monotonic()
+        fleet.start()
+        start_s = time.monotonic() - spawned
+        seen = client.wait_for_targets(run_id, workers, timeout_s=180.0)
+        return measure(fleet, url, run_id, workers, rps, seconds, client, spawned_wall, cpu_before, start_s, seen, None)
+    finally:
+        forward.close()
+        problems = platform.teardown(wait_s=300.0)
+        if problems:
+            print("teardown:", *problems, sep="\n  ", file=sys.stderr)
+
+
+WORKER_IMAGE = "pytest-rollout-worker:0.1.0"
+APP_IMAGE = "pytest-rollout-example-app:1"
+
+
+def target_manifests(run_id: str) -> list[dict[str, Any]]:
+    """The example app (no simulated work) as Deployment and Service ``shop``, two replicas."""
+    labels = {"app.kubernetes.io/name": "shop"}
+    container = {
+        "name": "shop",
+        "image": APP_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": ["--host", "0.0.0.0", "--delay-ms", "0"],
+        "env": [{"name": "PORT", "value": "8080"}],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop", "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "shop", "labels": labels},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]},
+    }
+    return [deployment, service]
+
+
+def local_runs(args: argparse.Namespace, server_core: int | None) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
+    """``--repeat`` runs of local workers against nginx, and Prometheus' memory and series before and after."""
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-million-") as tmpdir:
         tmp = Path(tmpdir)
         nginx, url = start_nginx(tmp, server_core)
@@ -163,9 +260,40 @@ def main() -> int:
             procs.stop_all()
             nginx.terminate()
             nginx.wait(timeout=10)
+    return runs, (rss_idle, series_idle, rss_busy, series_busy)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=64, help="workers (default 64: a million at ~16k each)")
+    parser.add_argument("--rps", type=float, default=6400.0, help="the whole fleet's rate (default 6,400)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run (default 10)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is shown (default 3)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--kubeconfig",
+        help="run the fleet as worker pods on this cluster (scripts/cluster up prints it) instead of local processes",
+    )
+    parser.add_argument(
+        "--worker-cpu", default="30m", help="with --kubeconfig: each worker pod's CPU request and limit (default 30m)"
+    )
+    args = parser.parse_args()
+
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0] if len(cores) > 1 else None
+    series_idle = series_busy = rss_idle = rss_busy = 0
+    if args.kubeconfig:
+        server_core = None
+        runs = [
+            kube_run(i, args.kubeconfig, args.workers, args.rps, args.seconds, args.worker_cpu)
+            for i in range(args.repeat)
+        ]
+    else:
+        runs, (rss_idle, series_idle, rss_busy, series_busy) = local_runs(args, server_core)
 
     def med(key: str) -> float:
-        return statistics.median(float(r[key]) for r in runs)
+        values = [float(r[key]) for r in runs if r[key] is not None]
+        return statistics.median(values) if values else float("nan")
 
     added = max(1, series_busy - series_idle)
     results = {
@@ -197,7 +325,8 @@ def main() -> int:
         },
     }
     m = results["median"]
-    print(f"machine: {len(cores)} cores; nginx on core {server_core}; medians of {args.repeat} runs")
+    where = f"worker pods on {args.kubeconfig}" if args.kubeconfig else f"nginx on core {server_core}"
+    print(f"machine: {len(cores)} cores; {where}; medians of {args.repeat} runs")
     print(
         f"{args.workers} workers asked {args.rps:,.0f} rps for {args.seconds:g}s: held {m['held_rps']:,.0f}; "
         f"totals equal the schedule in every run: {results['all_exact']}"
@@ -207,15 +336,22 @@ def main() -> int:
         f"{m['spawn_to_sending_s']:.1f}s spawn to sending; worst lag {m['max_lag_ms']:.0f} ms"
     )
     print(
-        f"controller: {m['controller_cpu_ms_per_worker_second']:.2f} ms CPU per worker-second; workers "
-        f"{m['worker_cpu_us_per_request']:.1f} us CPU per request"
+        f"controller: {m['controller_cpu_ms_per_worker_second']:.2f} ms CPU per worker-second (start-up included); "
+        + (
+            "worker pods' CPU not measured"
+            if args.kubeconfig
+            else f"workers {m['worker_cpu_us_per_request']:.1f} us CPU per request"
+        )
     )
     print(f"clocks: skew {m['clock_skew_ms']:.2f} ms; phase edges heard late by {m['edge_late_ms']:.2f} ms at most")
     p = results["prometheus"]
-    print(
-        f"prometheus: {m['series_per_worker']:.0f} series per worker; {p['bytes_per_series'] / 1024:.1f} KiB "
-        f"resident per series ({p['head_series_added']:,} series, {p['rss_added_bytes'] / 2**20:.0f} MiB)"
+    memory = (
+        ""
+        if args.kubeconfig
+        else f"; {p['bytes_per_series'] / 1024:.1f} KiB resident per series "
+        f"({p['head_series_added']:,} series, {p['rss_added_bytes'] / 2**20:.0f} MiB)"
     )
+    print(f"prometheus: {m['series_per_worker']:.0f} series per worker{memory}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
