@@ -334,10 +334,12 @@ class FastEngine:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for conn in self.idle:
+            conn.pooled = False
+        self.idle.clear()
         for conn in list(self.conns):
             if conn.transport is not None:
                 conn.transport.close()
-        self.idle.clear()
 
 
 class AiohttpEngine:

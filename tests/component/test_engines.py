@@ -163,6 +163,7 @@ def _run_fast_engine(scenario) -> tuple[WorkerStats, _KeepAliveServer]:  # type:
         engine = FastEngine(plan, stats)
         await engine.open()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: problems.append(context))
 
         async def request() -> None:
             stats.inflight += 1
@@ -173,11 +174,16 @@ def _run_fast_engine(scenario) -> tuple[WorkerStats, _KeepAliveServer]:  # type:
 
         await scenario(engine, request, server)
         await engine.close()
+        await asyncio.sleep(0.05)  # the transports report their connections lost
+
+    problems: list[dict] = []
 
     try:
         uvloop.run(main())
     finally:
         server.stop()
+    # nothing the engine does raises inside the loop's callbacks (a connection lost after close() once did)
+    assert problems == [], problems
     return stats, server
 
 
@@ -255,4 +261,5 @@ def test_a_burst_opens_at_most_max_connecting_connections_at_once() -> None:
     stats, server = _run_fast_engine(scenario)
     assert max(most) == MAX_CONNECTING
     assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 500 and stats.total == 500
-    assert server.served == 500 and server.accepted == len(most)
+    # (the server's accept thread may not have taken every connection made in the kernel's backlog yet)
+    assert server.served == 500 and server.accepted <= len(most)
