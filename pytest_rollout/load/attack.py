@@ -173,10 +173,12 @@ def highest_rate(
 
     Any generator can be searched this way (the benchmark searches its peers with it): doubling from
     *start_rps*, then four bisection steps with *trial_s* runs; then the rate found must hold for a
-    *confirm_s* run too, stepping down 10% at a time until it does (on a noisy machine a single lucky short
-    trial overstates capacity). A short trial that fails is run once more before the rate counts as too
-    high: on a shared machine one stall of another process's making fails a trial (a single request sent
-    over 50 ms late does), and without the second try the search stopped at a tenth of the capacity.
+    *confirm_s* run too, stepping down until it does: 10% at a time, then 30% (on a noisy machine a single
+    lucky short trial overstates capacity, and a long run can hold much less than a short one). A short trial
+    that fails while the rate is still doubling is run once more before the rate counts as too high: on a
+    shared machine one stall of another process's making fails a trial (a single request sent over 50 ms
+    late does), and without the second try a search stopped at a tenth of the capacity. Bisection trials
+    are run once: retried, they let lucky short trials carry the search past what a long run holds.
     """
     low, high = 0.0, start_rps
     runs: list[dict[str, Any]] = []
@@ -193,13 +195,13 @@ def highest_rate(
         low, high = high, high * 2
     for _ in range(4):
         mid = (low + high) / 2
-        low, high = (mid, high) if holds(mid, trial_s, 2) else (low, mid)
-    for _ in range(8):
+        low, high = (mid, high) if holds(mid, trial_s, 1) else (low, mid)
+    for step in range(8):
         if low <= 0:
             break
         if holds(low, confirm_s, 1):
             break
-        low *= 0.9
+        low *= 0.9 if step < 4 else 0.7
     else:
         low = 0.0
     return {"held_rps": round(low), "runs": runs}
