@@ -19,7 +19,7 @@ ahead of its time. Each run measures:
 
 With ``--kubeconfig`` the fleet is worker pods on that cluster instead (the
 single-node cluster of ``scripts/cluster``, with its images loaded): the
-target is the example app (two replicas behind Service ``shop``), plans and
+target is examples/kind/app-v1.yaml (two replicas, no simulated work), plans and
 phase edges travel through the API server's pod proxy, and the cluster's
 Prometheus finds the pods by their annotations. Each pod asks for
 ``--worker-cpu`` (64 pods of the default one core do not fit a small node);
@@ -181,7 +181,7 @@ def kube_run(index: int, kubeconfig: str, workers: int, rps: float, seconds: flo
     platform = KubePlatform(settings, run_id, "bench_million", lifetime_s=3600.0)
     forward = PortForward(platform.api, settings.prometheus_service or "")
     try:
-        platform.apply(target_manifests(platform.run_id))
+        platform.apply(target_manifests())
         done, message, _ = platform.follow("shop", time.monotonic() + 300, lambda event: None)
         if not done:
             raise SystemExit(f"the target did not become available: {message}\n{platform.explain('shop')}")
@@ -202,38 +202,20 @@ def kube_run(index: int, kubeconfig: str, workers: int, rps: float, seconds: flo
 
 
 WORKER_IMAGE = "pytest-rollout-worker:0.1.0"
-APP_IMAGE = "pytest-rollout-example-app:1"
+APP_MANIFESTS = Path(__file__).resolve().parent.parent / "examples" / "kind" / "app-v1.yaml"
 
 
-def target_manifests(run_id: str) -> list[dict[str, Any]]:
-    """The example app (no simulated work) as Deployment and Service ``shop``, two replicas."""
-    labels = {"app.kubernetes.io/name": "shop"}
-    container = {
-        "name": "shop",
-        "image": APP_IMAGE,
-        "imagePullPolicy": "Never",
-        "args": ["--host", "0.0.0.0", "--delay-ms", "0"],
-        "env": [{"name": "PORT", "value": "8080"}],
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-    }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop", "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "shop", "labels": labels},
-        "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]},
-    }
-    return [deployment, service]
+def target_manifests() -> list[dict[str, Any]]:
+    """The kind walkthrough's v1 (Deployment and Service ``shop``), with two replicas and no simulated work."""
+    from pytest_rollout.platforms.kubernetes.manifests import load_manifests
+
+    docs = load_manifests([APP_MANIFESTS], "deploy")
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            doc["spec"]["replicas"] = 2
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                container["args"] = [*container.get("args", []), "--delay-ms", "0"]
+    return docs
 
 
 def local_runs(args: argparse.Namespace, server_core: int | None) -> tuple[list[dict[str, Any]], tuple[int, ...]]:

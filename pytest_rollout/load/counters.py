@@ -6,10 +6,10 @@ at the end by the controller (GET /totals), as the cross-check for Prometheus.""
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from typing import Any
 
-from pytest_rollout.load.histogram import BOUNDS, Histogram
+from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import CLASSES, DROPPED
 
 __all__ = ["PhaseStats", "WorkerStats"]
@@ -105,14 +105,10 @@ class WorkerStats:
         return self._cache(due)
 
     def record(self, klass: int, due: float, latency: float | None) -> None:
-        # the per-request path: the phase from the cache, the histogram updated in place
-        stats = self._cur if self._lo <= due < self._hi else self._cache(due)
+        stats = self.phase_of(due)
         stats.by_class[klass] += 1
         if latency is not None:
-            hist = stats.hist
-            hist.counts[bisect_left(BOUNDS, latency)] += 1
-            hist.total += 1
-            hist.sum += latency
+            stats.hist.observe(latency)
         self.total += 1
 
     def fell_behind(self, due: float) -> None:

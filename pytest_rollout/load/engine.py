@@ -281,9 +281,7 @@ class FastEngine:
             self.idle.append(conn)
 
     def completed(self, conn: _Conn, due: float, klass: int, keep: bool) -> None:
-        stats = self.stats
-        stats.inflight -= 1
-        stats.record(klass, due, self._time() - due)
+        self.ended(due, klass)
         if keep and not self._closed:
             self._next(conn)
         else:
