@@ -8,6 +8,11 @@ by class and latency quantiles (``--json``: one JSON object).
 holds within 1% on this machine (confirmed by a longer run) and records it; the plugin then sizes fleets
 from that measurement (see :func:`measured_worker_rps`).
 
+``pytest-rollout oc rps=1000 error_rate=0.001 p99_ms=50 hold=20s`` prints the
+gate's operating characteristic for a marker's arguments: how often a release
+at 0.5, 0.8, 1, 1.5 and 2 times its bounds fails a run, and how soon, by
+simulating the exact rules a run uses (:mod:`pytest_rollout.judge.oc`).
+
 Requests go only where ``--url`` says; every run is bounded by ``--duration``.
 """
 
@@ -62,6 +67,54 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"worker CPU {s['worker_cpu_s']:.2f}s, {s['cpu_us_per_request']} us per request")
 
 
+def _marker(pairs: list[str]) -> dict[str, Any]:
+    """``["rps=1000", "hold=20s"]`` as marker keyword arguments (Python literals, else strings)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SystemExit(f"pytest-rollout oc: {pair!r}: expected KEY=VALUE, e.g. p99_ms=50")
+        try:
+            out[key.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw
+    return out
+
+
+def _oc(args: argparse.Namespace) -> int:
+    from pytest_rollout.judge.oc import operating_characteristic
+    from pytest_rollout.judge.provable import risk_line
+    from pytest_rollout.judge.risk import budget_for
+    from pytest_rollout.slo import parse_slo
+
+    if args.trials < 1:
+        raise SystemExit("pytest-rollout oc: --trials must be >= 1")
+    try:
+        spec = parse_slo((), _marker(args.marker))
+    except RolloutError as exc:
+        raise SystemExit(f"pytest-rollout oc: {exc}") from None
+    upgrade_s = _duration(args.upgrade, "--upgrade")
+    rows = operating_characteristic(
+        spec, trials=args.trials, seed=args.seed, upgrade_s=upgrade_s, compared=args.compare
+    )
+    budget = budget_for(spec, args.compare)
+    if args.json:
+        print(json.dumps({"risk": budget.to_json(), "rows": [r.to_json() for r in rows]}))
+        return 0
+    print(f"risk: {risk_line(spec, budget)}")
+    print(
+        f"simulated: {args.trials:,} runs per row at {spec.requested_rps:,.0f} rps, phases "
+        f"{spec.hold_s:g}s / upgrade {upgrade_s:g}s / {spec.after_s:g}s, looked at once a second"
+    )
+    print("  bounds x  runs failed  stopped live  caught after (median)")
+    for r in rows:
+        caught = "-" if r.caught_after_s is None else f"{r.caught_after_s:g}s"
+        print(f"  {r.multiple:8g}  {r.failed_share:11.2%}  {r.stopped_live:12,}  {caught:>21}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-rollout", description="The pytest-rollout load fleet, standalone.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,7 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     rbac.add_argument(
         "--service-account-namespace", metavar="NS", help="its namespace (default: --namespace, else 'default')"
     )
+    oc = sub.add_parser(
+        "oc",
+        help="simulate how often the gate fails a release at 0.5x to 2x its bounds, for a marker's arguments",
+    )
+    oc.add_argument(
+        "marker", nargs="+", metavar="KEY=VALUE", help="the slo marker's arguments, e.g. rps=1000 p99_ms=50"
+    )
+    oc.add_argument("--upgrade", default="10s", help="how long the simulated upgrade phase lasts (default 10s)")
+    oc.add_argument("--trials", type=int, default=2000, help="simulated runs per row (default 2000)")
+    oc.add_argument("--seed", type=int, default=0)
+    oc.add_argument("--compare", action="store_true", help="count a baseline comparison's claims in the budget")
+    oc.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "oc":
+        return _oc(args)
     if args.command == "rbac":
         import yaml
 

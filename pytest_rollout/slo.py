@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
 
-__all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_slo", "quantile_name"]
+__all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
 
 #: The phases of a run, in order.
 PHASES: tuple[str, ...] = ("ramp", "baseline", "upgrade", "after")
@@ -41,6 +41,8 @@ DEFAULT_MIN_LOAD = 0.95
 DEFAULT_RAMP_S = 5.0
 DEFAULT_HOLD_S = 10.0
 DEFAULT_TIMEOUT_S = 5.0
+#: The run's false-fail risk unless the marker or ini ``rollout_risk`` says otherwise (see judge/risk.py).
+DEFAULT_RISK = 0.01
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -179,6 +181,12 @@ class SLOSpec:
     regression: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REGRESSION))
     judge_ramp: bool = False  # the ramp is warm-up: its load is checked, its errors and latency judged only if asked
     abort_on_breach: bool = True  # stop the run as soon as live data prove an SLO broken
+    risk: float | None = None  # the run's false-fail risk (None: the ini value rollout_risk, else DEFAULT_RISK)
+
+    @property
+    def false_fail_risk(self) -> float:
+        """The chance, at most, that a release meeting every bound is shown broken in a run."""
+        return DEFAULT_RISK if self.risk is None else self.risk
 
     @property
     def requested_rps(self) -> float:
@@ -200,7 +208,7 @@ class SLOSpec:
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
     | {"secret_headers"}
-    | {"availability", "regression", "judge_ramp", "abort_on_breach"}
+    | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk"}
     | set(LATENCY_KEYS)
 )
 
@@ -243,6 +251,18 @@ def _number(name: str, value: object) -> float:
     if not math.isfinite(number):
         raise SLOSpecError(f"{name}={value!r} must be finite", name)
     return number
+
+
+def parse_risk(value: object, name: str) -> float:
+    """A false-fail risk: a fraction in (0, 0.5], e.g. 0.01 (one run in a hundred)."""
+    risk = _number(name, value)
+    if not 0 < risk <= 0.5:
+        raise SLOSpecError(
+            f"{name}={value!r} must be in (0, 0.5]: the chance, at most, that a release meeting every bound "
+            "fails the run, e.g. 0.01",
+            name,
+        )
+    return risk
 
 
 def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
@@ -361,8 +381,13 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
             raise SLOSpecError(f"{name}={flag!r} must be True or False", name)
         flags[name] = flag
 
+    risk = None
+    if values.get("risk") is not None:
+        risk = parse_risk(values["risk"], "risk")
+
     return SLOSpec(
         rps=rps,
+        risk=risk,
         judge_ramp=flags["judge_ramp"],
         abort_on_breach=flags["abort_on_breach"],
         checks=checks,

@@ -49,12 +49,24 @@ def check_name(name: str, flag: str) -> str:
     return name
 
 
-def quantile_interval(histogram: Sequence[tuple[float, float]], q: float) -> tuple[float, float, float]:
-    """``(low, estimate, high)`` in ms: quantile *q* and its 95% confidence interval."""
+def z_quantile(confidence: float) -> float:
+    """The standard normal quantile: ``z`` with ``z_confidence(z) == confidence`` (by bisection)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if z_confidence(mid) < confidence:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def quantile_interval(histogram: Sequence[tuple[float, float]], q: float, z: float = Z95) -> tuple[float, float, float]:
+    """``(low, estimate, high)`` in ms: quantile *q* and its confidence interval (*z*: 95% two-sided)."""
     n = histogram[-1][1] if histogram else 0.0
     if n <= 0:
         return math.nan, math.nan, math.nan
-    spread = Z95 * math.sqrt(n * q * (1 - q))
+    spread = z * math.sqrt(n * q * (1 - q))
     low = value_at_rank(histogram, max(1.0, n * q - spread))
     mid = value_at_rank(histogram, n * q)
     high = value_at_rank(histogram, min(n, n * q + spread))
@@ -79,9 +91,12 @@ def _histogram(raw: Sequence[Sequence[Any]]) -> list[tuple[float, float]]:
 
 
 def compare(
-    spec: SLOSpec, phases: Sequence[PhaseMeasurement], base: Mapping[str, Any] | None, name: str
+    spec: SLOSpec, phases: Sequence[PhaseMeasurement], base: Mapping[str, Any] | None, name: str, alpha: float = 0.05
 ) -> list[VerdictEntry]:
-    """One entry per phase and regression margin: the new run against baseline *name*."""
+    """One entry per phase and regression margin: the new run against baseline *name*.
+
+    A regression is claimed at risk *alpha* (the entry's share of the run's risk, :mod:`pytest_rollout.judge.risk`).
+    """
     if base is None:
         return [
             VerdictEntry(
@@ -101,14 +116,14 @@ def compare(
             continue
         for key, margin in spec.regression.items():
             if key == "error_rate":
-                entries.append(_compare_errors(m, old, margin, name))
+                entries.append(_compare_errors(m, old, margin, name, alpha))
             else:
-                entries.append(_compare_quantile(key, LATENCY_KEYS[key], m, old, margin, name))
+                entries.append(_compare_quantile(key, LATENCY_KEYS[key], m, old, margin, name, alpha))
     return entries
 
 
 def _compare_quantile(
-    key: str, q: float, m: PhaseMeasurement, old: Mapping[str, Any], margin: float, name: str
+    key: str, q: float, m: PhaseMeasurement, old: Mapping[str, Any], margin: float, name: str, alpha: float
 ) -> VerdictEntry:
     slo = f"regression:{key}"
     needed = min_requests_for_quantile(q)
@@ -118,17 +133,18 @@ def _compare_quantile(
             slo, m.phase, None, None, reason=f"not proven: need {needed} requests in both runs to compare "
             f"p{quantile_name(q)}", outcome=Outcome.NOT_PROVEN, kind=Kind.REGRESSION,
         )  # fmt: skip
-    b_low, b_mid, b_high = quantile_interval(base_hist, q)
-    n_low, n_mid, n_high = quantile_interval(list(m.histogram), q)
+    z = z_quantile(1.0 - alpha / 2.0)  # each run's one-sided bound at alpha / 2: both together at alpha
+    b_low, b_mid, b_high = quantile_interval(base_hist, q, z)
+    n_low, n_mid, n_high = quantile_interval(list(m.histogram), q, z)
     bound = b_mid * (1 + margin)
     change = n_mid / b_mid - 1 if b_mid else math.inf
     text = (
         f"p{quantile_name(q)} {n_mid:.2f} ms [{n_low:.2f}, {n_high:.2f}] vs baseline {name!r} {b_mid:.2f} ms "
-        f"[{b_low:.2f}, {b_high:.2f}] (95% intervals): {change:+.1%}, margin +{margin:.0%}"
+        f"[{b_low:.2f}, {b_high:.2f}] ({1 - alpha:.2%} intervals): {change:+.1%}, margin +{margin:.0%}"
     )
     if n_low > b_high * (1 + margin):
         return VerdictEntry(
-            slo, m.phase, n_mid, bound, reason=f"regression (at least 95% sure): {text}",
+            slo, m.phase, n_mid, bound, reason=f"regression (at least {1 - alpha:.2%} sure): {text}",
             outcome=Outcome.BROKEN, low=n_low, high=n_high, kind=Kind.REGRESSION,
         )  # fmt: skip
     verdict = "within the margin" if n_mid <= bound else "beyond the margin but not significant"
@@ -138,7 +154,9 @@ def _compare_quantile(
     )  # fmt: skip
 
 
-def _compare_errors(m: PhaseMeasurement, old: Mapping[str, Any], margin: float, name: str) -> VerdictEntry:
+def _compare_errors(
+    m: PhaseMeasurement, old: Mapping[str, Any], margin: float, name: str, alpha: float
+) -> VerdictEntry:
     n_new, n_old = m.on_time, float(old.get("requests") or 0.0)
     if n_new <= 0 or n_old <= 0:
         return VerdictEntry(
@@ -156,7 +174,7 @@ def _compare_errors(m: PhaseMeasurement, old: Mapping[str, Any], margin: float, 
         f"error rate {p_new:.5f} ({m.errors:.0f}/{n_new:.0f}) vs baseline {name!r} {p_old:.5f}: "
         f"{diff:+.5f}, margin +{margin:g}; {sure:.1%} sure it got worse by more than the margin"
     )
-    passed = sure < 0.95
+    passed = sure < 1.0 - alpha
     return VerdictEntry(
         "regression:error_rate", m.phase, p_new, p_old + margin, reason=("" if passed else "regression: ") + text,
         outcome=Outcome.HELD if passed else Outcome.BROKEN, kind=Kind.REGRESSION,

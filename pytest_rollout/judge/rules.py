@@ -2,9 +2,11 @@
 
 Every entry has one of three outcomes (:class:`Outcome`):
 
-- **held**: the data show, at 95% confidence, that the SLO held: the whole
-  95% interval of the measured value lies within the bound;
-- **broken**: the data show that it was broken: the whole interval lies beyond;
+- **held**: the data show that the SLO held: the interval's upper end (97.5%
+  sure) lies within the bound;
+- **broken**: the data show that it was broken: the interval's lower end lies
+  beyond the bound, by a time-uniform test at the entry's share of the run's
+  risk (:mod:`pytest_rollout.judge.risk`), valid however often it is looked at;
 - **not proven**: anything else: the interval straddles the bound, the
   evidence is doubtful, or the fleet did not hold the load.
 
@@ -12,10 +14,16 @@ A test with any broken entry fails ("SLO broken", exit 1); otherwise one
 with any not proven entry is not proven (exit 6, never a pass); otherwise
 it passes (:class:`TestResult`).
 
-**The intervals** (see :mod:`pytest_rollout.judge.stats`): an error rate has the
-exact Clopper-Pearson interval; a latency quantile the order-statistic
-interval read off the merged histogram, bucket edges on the conservative
-side. ``error_rate=0`` means no failed request at all: any error breaks it.
+**The intervals.** Lower end (a "broken" claim): the time-uniform bound of
+:mod:`pytest_rollout.judge.anytime`, on the failures for an error rate and on
+the requests slower than the bound for a latency quantile (counted from the
+histogram's buckets wholly above the bound; requests still in flight count as
+fast). Upper end (a "held" claim): the exact Clopper-Pearson bound of an
+error rate, the order-statistic bound of a quantile read off the histogram
+(bucket edges on the conservative side), both one-sided 97.5%
+(:mod:`pytest_rollout.judge.stats`), made once, at the phase's end. The live
+check and the final verdict use the same functions. ``error_rate=0`` means no
+failed request at all: any error breaks it.
 
 **Blame.** The release is judged only on what it answered: the 4xx, 5xx,
 refused or reset connections, timeouts and latencies of the requests the
@@ -44,9 +52,17 @@ when it falls short every SLO of that phase is not proven:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from pytest_rollout.judge.anytime import (
+    anytime_lower,
+    proves_above,
+    quantile_lower_ms,
+    requests_to_prove_above,
+    slow_counts,
+)
+from pytest_rollout.judge.risk import RiskBudget, budget_for
 from pytest_rollout.judge.stats import (
     clopper_pearson,
     min_requests_for_quantile,
@@ -65,7 +81,7 @@ from pytest_rollout.judge.verdict import (
 )
 from pytest_rollout.slo import SLOSpec, quantile_name
 
-__all__ = ["error_budget", "evaluate", "largest_gap", "live_breach", "provable"]
+__all__ = ["error_budget", "evaluate", "largest_gap", "live_breach"]
 
 
 def largest_gap(start: float, end: float, times: list[float]) -> float:
@@ -98,8 +114,12 @@ def _evidence_problem(m: PhaseMeasurement) -> str | None:
     return None
 
 
-def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictEntry]:
-    """Judge every SLO of *spec* over every measured phase."""
+def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement], budget: RiskBudget | None = None) -> list[VerdictEntry]:
+    """Judge every SLO of *spec* over every measured phase, broken claims at *budget*'s share each.
+
+    *budget* defaults to :func:`~pytest_rollout.judge.risk.budget_for` the spec (no baseline compared).
+    """
+    budget = budget or budget_for(spec)
     entries: list[VerdictEntry] = []
     if not phases:
         return [
@@ -129,13 +149,13 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> list[VerdictE
         if not judged:
             continue
         shortfall = None if load.passed else _fleet_shortfall(spec, m)
-        entries.append(_judge_error_rate(spec, m, shortfall))
+        entries.append(_judge_error_rate(spec, m, shortfall, budget))
         for key, q, bound in spec.latency_bounds():
-            entries.append(_judge_latency(key, q, bound, m, shortfall))
+            entries.append(_judge_latency(key, q, bound, m, shortfall, budget))
         for check in spec.checks:
             entries.append(_judge_check(check, m))
     if spec.availability is not None:
-        entries.append(_judge_availability(spec, phases))
+        entries.append(_judge_availability(spec, phases, budget))
     return entries
 
 
@@ -190,19 +210,25 @@ def _judge_load(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry:
     return make_entry(Kind.LOAD, "rps", m.phase, held, bound, Outcome.NOT_PROVEN, reason)
 
 
-def _rate_outcome(k: float, n: float, bound: float) -> tuple[Outcome, tuple[float, float]]:
-    low, high = clopper_pearson(round(k), round(n))
+def _rate_outcome(k: float, n: float, bound: float, budget: RiskBudget) -> tuple[Outcome, tuple[float, float]]:
+    """Broken by the time-uniform test at the claim's share of the risk; held by the upper bound (97.5%)."""
+    ki, ni = round(k), round(n)
+    low = anytime_lower(ki, ni, budget.per_claim)
+    high = clopper_pearson(ki, ni)[1]
     if bound <= 0:
         return (Outcome.BROKEN if k >= 0.5 else Outcome.HELD), (low, high)
-    if low > bound:
-        return Outcome.BROKEN, (low, high)
+    if proves_above(ki, ni, bound, budget.per_claim):
+        return Outcome.BROKEN, (max(low, bound), high)
     if high <= bound:
-        return Outcome.HELD, (low, high)
+        return Outcome.HELD, (low, min(high, bound))
     return Outcome.NOT_PROVEN, (low, high)
 
 
-def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration: float) -> str:
-    needed = requests_to_prove_rate(rate, bound)
+def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration: float, budget: RiskBudget) -> str:
+    if rate > bound:
+        needed = requests_to_prove_above(rate, bound, budget.per_claim)
+    else:
+        needed = requests_to_prove_rate(rate, bound)
     if needed is None:
         return "the rate sits on the bound: no amount of data decides it"
     seconds = needed / max(held_rps, 1e-9)
@@ -213,17 +239,22 @@ def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration:
     )
 
 
-def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+def _interval(low: str, high: str, budget: RiskBudget) -> str:
+    """How an entry's interval is named in its reason: the two ends are the two claims' bounds."""
+    return f"interval [{low}, {high}] (lower end at {budget.per_claim:.3g} risk over every look, upper end 97.5%)"
+
+
+def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget) -> VerdictEntry:
     bound = spec.error_rate
     n, k = m.on_time, m.errors
     if n < 1:
         reason = "not proven: no request was sent on time in this phase" + (f"; {shortfall}" if shortfall else "")
         return make_entry(Kind.ERROR_RATE, "error_rate", m.phase, None, bound, Outcome.NOT_PROVEN, reason)
     rate = k / n
-    outcome, interval = _rate_outcome(k, n, bound)
+    outcome, interval = _rate_outcome(k, n, bound, budget)
     classes = ", ".join(f"{c}={v:.0f}" for c, v in sorted(m.errors_by_class.items()) if v >= 0.5)
     failed = f" ({classes})" if classes else ""
-    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    ci = _interval(f"{interval[0]:.5f}", f"{interval[1]:.5f}", budget)
     if outcome is Outcome.BROKEN:
         reason = f"{k:.0f} of {n:.0f} requests sent on time failed ({classes}): {ci}, beyond {bound:g}"
         if shortfall:
@@ -236,47 +267,54 @@ def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None)
     else:
         reason = (
             f"not proven: {k:.0f} of {n:.0f} requests failed{failed}, {ci} straddles {bound:g}; "
-            + _what_would_prove_rate(rate, bound, m.held_rps, m.duration)
+            + _what_would_prove_rate(rate, bound, m.held_rps, m.duration, budget)
         )
     return make_entry(
         Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, Outcome.NOT_PROVEN, reason, interval=interval
     )
 
 
-def _judge_latency(key: str, q: float, bound: float, m: PhaseMeasurement, shortfall: str | None) -> VerdictEntry:
+def _judge_latency(
+    key: str, q: float, bound: float, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget
+) -> VerdictEntry:
     name = f"p{quantile_name(q)}"
     value = m.quantiles_ms.get(q)
     value = None if value is None or math.isnan(value) else value
-    n = m.histogram[-1][1] if m.histogram else 0.0
-    if n < 1:
+    measured = m.histogram[-1][1] if m.histogram else 0.0
+    if measured < 1:
         reason = "not proven: no latency was measured for requests sent on time" + (
             f"; {shortfall}" if shortfall else ""
         )
         return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason)
-    low, high = quantile_interval_ms(m.histogram, q)
-    interval = (low, high)
-    ci = f"95% interval [{low:.1f}, {'inf' if math.isinf(high) else f'{high:.1f}'}] ms"
-    if low > bound:
-        reason = f"{name} latency {value or low:.1f} ms exceeds {bound:g} ms ({ci}, {n:,.0f} requests sent on time)"
+    surely, _maybe, n = slow_counts(m.histogram, m.on_time, bound)
+    low = quantile_lower_ms(m.histogram, m.on_time, q, budget.per_claim)
+    high = quantile_interval_ms(m.histogram, q)[1]
+    broken = proves_above(surely, n, 1.0 - q, budget.per_claim)
+    held = high <= bound
+    interval = (max(low, bound) if broken else low, high)
+    ci = _interval(f"{interval[0]:.1f}", "inf" if math.isinf(high) else f"{high:.1f}", budget) + " ms"
+    slow = f"{surely:,} of {n:,} requests sent on time took over {bound:g} ms, {1 - q:.3g} allowed"
+    if broken:
+        reason = f"{name} latency {value or interval[0]:.1f} ms exceeds {bound:g} ms ({slow}; {ci})"
         if shortfall:
             reason += f" (proven by the release's own answers, although {shortfall})"
         return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.BROKEN, reason, interval=interval)
-    if high <= bound and shortfall is None:
+    if held and shortfall is None:
         return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.HELD, "", interval=interval)
     if shortfall:
         reason = f"not proven: {shortfall}; {name} {ci}"
-    elif math.isinf(high) and n < min_requests_for_quantile(q):
+    elif math.isinf(high) and measured < min_requests_for_quantile(q):
         needed = min_requests_for_quantile(q)
         reason = (
-            f"not proven: {n:,.0f} requests are too few to bound {name} (at least {needed:,} are needed, "
+            f"not proven: {measured:,.0f} requests are too few to bound {name} (at least {needed:,} are needed, "
             f"about {needed / max(m.held_rps, 1e-9):,.0f}s at this rate)"
         )
     else:
-        reason = f"not proven: {name} {ci} straddles {bound:g} ms; more requests narrow it"
+        reason = f"not proven: {name} {ci} straddles {bound:g} ms ({slow}); more requests narrow it"
     return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason, interval=interval)
 
 
-def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> VerdictEntry:
+def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement], budget: RiskBudget) -> VerdictEntry:
     """The share of requests sent on time that succeeded over the whole run, against ``availability``."""
     assert spec.availability is not None
     target = spec.availability
@@ -292,19 +330,19 @@ def _judge_availability(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> Ve
             Kind.AVAILABILITY, "availability", "run", None, target, Outcome.NOT_PROVEN,
             "not proven: no request was sent on time",
         )  # fmt: skip
-    outcome, (low, high) = _rate_outcome(k, n, 1.0 - target)
+    outcome, (low, high) = _rate_outcome(k, n, 1.0 - target, budget)
     measured = 1.0 - k / n
     interval = (1.0 - high, 1.0 - low)
-    ci = f"95% interval [{interval[0]:.5f}, {interval[1]:.5f}]"
+    ci = _interval(f"{interval[0]:.5f}", f"{interval[1]:.5f}", budget)
     if outcome is Outcome.HELD:
         return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, "", interval=interval)
-    budget = (1.0 - target) * n
-    spent = f"{k:.0f} failed requests spent {k / budget:.0%} of the run's error budget ({budget:.0f})"
+    allowed = (1.0 - target) * n
+    spent = f"{k:.0f} failed requests spent {k / allowed:.0%} of the run's error budget ({allowed:.0f})"
     if outcome is Outcome.BROKEN:
         return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, f"{spent}: {ci}", interval=interval)  # fmt: skip
     duration = sum(m.duration for m in phases)
     reason = f"not proven: {spent}; {ci} straddles {target:g}; " + _what_would_prove_rate(
-        k / n, 1.0 - target, n / duration, duration
+        k / n, 1.0 - target, n / duration, duration, budget
     )
     return make_entry(Kind.AVAILABILITY, "availability", "run", measured, target, outcome, reason, interval=interval)
 
@@ -337,73 +375,24 @@ def error_budget(spec: SLOSpec, phases: Sequence[PhaseMeasurement]) -> dict[str,
     return out
 
 
-def live_breach(spec: SLOSpec, m: PhaseMeasurement) -> VerdictEntry | None:
+def live_breach(spec: SLOSpec, m: PhaseMeasurement, budget: RiskBudget | None = None) -> VerdictEntry | None:
     """The first SLO that the data of a phase still under way already prove broken, if any.
 
-    The same interval rules as the final verdict, over the requests that have
-    ended so far (the phase's own series, read live). Used to stop a run early.
+    The same time-uniform test as the final verdict's broken claims, over the
+    requests sent so far (those still in flight counted as fast successes),
+    so looking once a second costs no more than the budget's share. Used to
+    stop a run early.
     """
     if m.phase == "ramp" and not spec.judge_ramp:
         return None
-    if m.on_time >= 1:
-        entry = _judge_error_rate(spec, m, None)
-        if entry.outcome is Outcome.BROKEN:
-            return entry
+    budget = budget or budget_for(spec)
+    if m.on_time >= 1 and spec.error_rate > 0 and proves_above(m.errors, m.on_time, spec.error_rate, budget.per_claim):
+        return _judge_error_rate(spec, m, None, budget)
+    if spec.error_rate <= 0 and m.errors >= 0.5:
+        return _judge_error_rate(spec, m, None, budget)
     if m.histogram and m.histogram[-1][1] >= 1:
         for key, q, bound in spec.latency_bounds():
-            entry = _judge_latency(key, q, bound, m, None)
-            if entry.outcome is Outcome.BROKEN:
-                return entry
+            surely, _, n = slow_counts(m.histogram, m.on_time, bound)
+            if proves_above(surely, n, 1.0 - q, budget.per_claim):
+                return _judge_latency(key, q, bound, m, None, budget)
     return None
-
-
-def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[str, str, bool]]:
-    """What each phase can possibly prove held, from the marker's rate and the phases' lengths.
-
-    The ``upgrade`` phase's length is not known in advance (give it any value):
-    its line says how long an upgrade must last to prove the error rate.
-
-    Returns ``(phase, text, ok)`` lines: *ok* is False where an SLO can never be
-    proven held as written (even with no error and every request fast), with
-    the change that would make it provable.
-    """
-    rps = spec.requested_rps
-    lines: list[tuple[str, str, bool]] = []
-    for phase, seconds in phase_lengths.items():
-        if phase == "upgrade":  # its length is the platform's: say how long it must last to prove anything
-            needed = requests_to_prove_rate(0.0, spec.error_rate) if spec.error_rate > 0 else None
-            if needed:
-                text = (
-                    f"{rps:,.0f} requests a second of upgrade; proving error_rate <= {spec.error_rate:g} needs "
-                    f"{needed:,} requests, an upgrade of at least {needed / rps:,.1f}s at this rate"
-                )
-                lines.append((phase, text, True))
-            continue
-        if phase == "ramp" and not spec.judge_ramp:
-            continue
-        n = int(rps * seconds / (2.0 if phase == "ramp" else 1.0))
-        _, best = clopper_pearson(0, n) if n > 0 else (0.0, 1.0)
-        parts = [f"{n:,} requests"]
-        ok = True
-        fixes: list[str] = []
-        if spec.error_rate > 0:
-            parts.append(f"can prove error_rate <= {best:.2g} at best")
-            if best > spec.error_rate:
-                ok = False
-                needed = requests_to_prove_rate(0.0, spec.error_rate) or 0
-                fixes.append(
-                    f"error_rate={spec.error_rate:g} needs {needed:,} requests: "
-                    f"{needed / rps:,.0f}s at {rps:,.0f} rps, or {needed / max(seconds, 1e-9):,.0f} rps for {seconds:g}s"
-                )
-        for key, q, _bound in spec.latency_bounds():
-            needed = min_requests_for_quantile(q)
-            if n < needed:
-                ok = False
-                fixes.append(
-                    f"{key} needs at least {needed:,} requests to be bounded ({needed / rps:,.1f}s at {rps:,.0f} rps)"
-                )
-        text = ", ".join(parts)
-        if fixes:
-            text += "; can never be proven held as written: " + "; ".join(fixes)
-        lines.append((phase, text, ok))
-    return lines

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 __all__ = [
     "CONFIDENCE",
@@ -106,6 +107,7 @@ def binom_cdf(k: int, n: int, p: float) -> float:
     return betainc(n - k, k + 1, 1.0 - p)
 
 
+@lru_cache(maxsize=4096)
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Exact two-sided interval for a binomial proportion: *k* events in *n* trials."""
     if n <= 0:
@@ -117,6 +119,7 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     return low, high
 
 
+@lru_cache(maxsize=1024)
 def order_statistic_ranks(n: int, q: float, confidence: float = CONFIDENCE) -> tuple[int | None, int | None]:
     """1-based ranks ``(l, u)`` of a two-sided interval for quantile *q* of *n* samples.
 
@@ -195,9 +198,14 @@ def requests_to_prove_rate(rate: float, bound: float, confidence: float = CONFID
         return None
     below = rate < bound
 
+    tail = (1.0 - confidence) / 2.0
+
     def proves(n: int) -> bool:
-        low, high = clopper_pearson(round(rate * n), n, confidence)
-        return high <= bound if below else low > bound
+        # the interval's end is beyond the bound exactly when the bound's binomial tail is within the tail
+        k = round(rate * n)
+        if below:
+            return k < n and binom_cdf(k, n, bound) <= tail
+        return k > 0 and 1.0 - binom_cdf(k - 1, n, bound) < tail
 
     n = 1
     while not proves(n):

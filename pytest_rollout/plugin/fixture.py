@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,6 +31,8 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
         )
     session = request.config.stash[SESSION_KEY]
     scaled = spec.scaled(session.settings.rps_scale)
+    if scaled.risk is None:
+        scaled = replace(scaled, risk=session.settings.risk)
     if scaled.requested_rps < 1:
         raise pytest.UsageError(
             f"{item.nodeid}: rps={spec.rps:g} scaled by --rollout-rps-scale={session.settings.rps_scale:g} "
@@ -83,6 +86,7 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
     item.user_properties.append(("rollout_passed", str(verdict.passed).lower()))
     item.user_properties.append(("rollout_result", str(verdict.result)))
     item.user_properties.append(("rollout_requested_rps", f"{run.spec.requested_rps:g}"))
+    item.user_properties.append(("rollout_risk", run.budget.sentence()))
     for e in verdict.entries:
         measured = "n/a" if e.measured is None else f"{e.measured:.6g}"
         if e.low is not None and e.high is not None:

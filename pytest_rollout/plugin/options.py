@@ -40,6 +40,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FLOAT",
         default="1.0",
     )
+    option(
+        "--rollout-risk",
+        "rollout_risk",
+        "the run's false-fail risk for markers that do not set risk=: at most this share of runs fails a "
+        "release that meets every bound (default 0.01)",
+        metavar="FRACTION",
+        default="0.01",
+    )
     option("--rollout-report", "rollout_report", "write the JSON report to PATH", metavar="PATH")
     option(
         "--rollout-save",
@@ -207,6 +215,15 @@ def _duration(config: pytest.Config, name: str, flag: str) -> float:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _risk(raw: Any) -> float:
+    from pytest_rollout.slo import parse_risk
+
+    try:
+        return parse_risk(float(raw), "--rollout-risk")
+    except (TypeError, ValueError):  # SLOSpecError included
+        raise pytest.UsageError(f"--rollout-risk={raw!r}: expected a fraction in (0, 0.5], e.g. 0.01") from None
+
+
 def read_settings(config: pytest.Config) -> Settings:
     """Validated settings from the command line, falling back to ini values."""
     platform = str(_value(config, "rollout_platform") or "local")
@@ -215,6 +232,7 @@ def read_settings(config: pytest.Config) -> Settings:
             f"--rollout-platform={platform!r}: expected a platform name such as local or kubernetes"
         )
     scale = _positive_float("rollout_rps_scale", "--rollout-rps-scale", _value(config, "rollout_rps_scale"))
+    risk = _risk(_value(config, "rollout_risk"))
     raw_worker_rps = _value(config, "rollout_worker_rps")
     if raw_worker_rps in (None, "") and platform != "local":
         worker_rps = DEFAULT_WORKER_RPS  # a calibration of this machine says nothing of a pod's
@@ -243,6 +261,7 @@ def read_settings(config: pytest.Config) -> Settings:
     return Settings(
         platform=platform,
         rps_scale=scale,
+        risk=risk,
         report=_value(config, "rollout_report") or None,
         html=_html_path(_value(config, "rollout_html") or None),
         save=_baseline_name(_value(config, "rollout_save") or None, "--rollout-save"),

@@ -26,6 +26,7 @@ class Settings:
 
     platform: str = "local"
     rps_scale: float = 1.0
+    risk: float = 0.01  # --rollout-risk: the false-fail risk of markers that do not set risk=
     report: str | None = None
     html: str | None = None
     save: str | None = None  # --rollout-save NAME

@@ -226,6 +226,8 @@ def render_html(records: Sequence[dict[str, Any]], title: str = "pytest-rollout 
         parts.append(_chart(record))
         parts.append(_phase_table(record))
         parts.append(_verdict_table(record))
+        if (record.get("risk") or {}).get("sentence"):
+            parts.append(f'<p class="risk">The gate\'s own risk: {_e(record["risk"]["sentence"])}.</p>')
         parts.append(_budget_table(record))
         parts.append(_queries(record))
         parts.append("</section>")

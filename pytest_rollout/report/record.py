@@ -73,5 +73,6 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
         "rollback": run.rollback_note,
         "stopped_early": run.abort_note,
         "provable": list(run.provable),
+        "risk": run.budget.to_json() | {"sentence": run.budget.sentence()},
         "series": run.series,
     }

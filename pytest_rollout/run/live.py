@@ -12,6 +12,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from pytest_rollout.judge.risk import RiskBudget
 from pytest_rollout.judge.rules import live_breach
 from pytest_rollout.judge.verdict import VerdictEntry
 from pytest_rollout.load.schedule import rate_at
@@ -30,9 +31,12 @@ __all__ = ["LiveWatch"]
 class LiveWatch:
     """The progress line and the live breach check of one run."""
 
-    def __init__(self, session: RolloutSession, spec: SLOSpec, run_id: str, progress: Progress) -> None:
+    def __init__(
+        self, session: RolloutSession, spec: SLOSpec, budget: RiskBudget, run_id: str, progress: Progress
+    ) -> None:
         self.session = session
         self.spec = spec
+        self.budget = budget
         self.run_id = run_id
         self.progress = progress
         self._client: Any = None
@@ -57,6 +61,9 @@ class LiveWatch:
     def breach_so_far(self, phase: str, start: float, settling: tuple[str, float] | None = None) -> VerdictEntry | None:
         """The SLO that the phase under way has already proven broken, if any (asked at most once a second).
 
+        Proven by the same time-uniform test as the final verdict's, so the looks cost no more than the run's
+        budget (:mod:`pytest_rollout.judge.risk`) however many there are.
+
         *settling* names a phase that has ended but whose last requests may still be in flight or not yet
         scraped (``(name, start)``): the upgrade, whose slowest answers come in during the next phase. Its
         data are checked too, so a breach that only its last requests prove still stops the run.
@@ -71,7 +78,7 @@ class LiveWatch:
         for name, since in [(phase, start), *([settling] if settling else [])]:
             with held():
                 measured = measure_so_far(client, self.run_id, name, since)
-            entry = None if measured is None else live_breach(self.spec, measured)
+            entry = None if measured is None else live_breach(self.spec, measured, self.budget)
             if entry is not None:
                 return entry
         return None

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from pytest_rollout.errors import PrometheusError, RolloutUsageError
-from pytest_rollout.judge.rules import provable
+from pytest_rollout.judge.provable import provable, risk_line
+from pytest_rollout.judge.risk import RiskBudget
 from pytest_rollout.load.fleet import workers_for
 from pytest_rollout.load.protocol import Plan
 from pytest_rollout.platforms.base import Platform
@@ -35,12 +36,13 @@ def validate_checks(client: Any, spec: SLOSpec, run_id: str) -> None:
             ) from None
 
 
-def provable_lines(spec: SLOSpec) -> list[tuple[str, bool]]:
-    """``(line, ok)`` for each phase: the best it can prove; ``ok`` False when an SLO can never be proven held."""
+def provable_lines(spec: SLOSpec, budget: RiskBudget) -> list[tuple[str, bool]]:
+    """``(line, ok)``: the run's risk, then each phase's best proof; ``ok`` False when an SLO can never be held."""
     lengths = {"ramp": spec.ramp_s, "baseline": spec.hold_s, "upgrade": 0.0, "after": spec.after_s}
     if spec.ramp_s <= 0:
         del lengths["ramp"]
-    return [(f"[rollout] {phase}: {text}", ok) for phase, text, ok in provable(spec, lengths)]
+    lines = [(f"[rollout] risk: {risk_line(spec, budget)}", True)]
+    return lines + [(f"[rollout] {phase}: {text}", ok) for phase, text, ok in provable(spec, lengths)]
 
 
 def fleet_size(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_rollout.errors import FleetError, RolloutError, RolloutUsageError, UpgradeFailed
+from pytest_rollout.judge.risk import RiskBudget, budget_for
 from pytest_rollout.judge.rules import evaluate
 from pytest_rollout.judge.verdict import (
     PhaseMeasurement,
@@ -90,7 +91,9 @@ class Rollout:
         from pytest_rollout.report.progress import Progress
 
         self.progress = Progress(config)
-        self.live = LiveWatch(session, spec, self.run_id, self.progress)
+        #: how the run's false-fail risk is shared by its broken claims (live looks and the final verdict)
+        self.budget: RiskBudget = budget_for(spec, compared=session.baseline is not None)
+        self.live = LiveWatch(session, spec, self.budget, self.run_id, self.progress)
         self._upgrade_target: tuple[float, int] | None = None  # (start, replicas) while upgrading
         # an ended phase whose last requests may still be answered, and until when to keep checking it live
         self._settling: tuple[str, float] | None = None
@@ -163,7 +166,7 @@ class Rollout:
         settings = self.session.settings
         client, _ = self.session.prometheus()
         validate_checks(client, spec, self.run_id)
-        for line, ok in provable_lines(spec):
+        for line, ok in provable_lines(spec, self.budget):
             self.provable.append(line)
             self.progress.note(line if ok else f"{line} (warning)", warn=not ok)
         size = fleet_size(self.platform, spec, settings.workers, settings.worker_rps, settings.worker_rps_given)
@@ -486,12 +489,13 @@ class Rollout:
                 self.series = collect_series(
                     client, self.run_id, self.phases[0].start, self.phases[-1].end, self.load.scrape_interval
                 )
-        entries = evaluate(self.spec, measured)
+        entries = evaluate(self.spec, measured, self.budget)
         if self.session.baseline is not None:
             from pytest_rollout.judge.baseline import compare
 
             name = self.session.settings.compare or ""
-            entries.extend(compare(self.spec, measured, self.session.baseline["tests"].get(self.nodeid), name))
+            base = self.session.baseline["tests"].get(self.nodeid)
+            entries.extend(compare(self.spec, measured, base, name, self.budget.per_claim))
         for extra in self.config.hook.pytest_rollout_add_verdicts(rollout=self, entries=list(entries)):
             if extra:
                 entries.extend(extra)

@@ -61,6 +61,8 @@ def test_bad_marker_is_a_usage_error_naming_test_and_argument(pytester: pytest.P
         (["--rollout-rps-scale", "fast"], "--rollout-rps-scale='fast': expected a number*"),
         (["--rollout-rps-scale", "-1"], "--rollout-rps-scale='-1': must be a number greater than 0"),
         (["--rollout-workers", "0"], "--rollout-workers='0': expected a whole number >= 1"),
+        (["--rollout-risk", "0.7"], "--rollout-risk='0.7': expected a fraction in (0, 0.5], e.g. 0.01"),
+        (["--rollout-risk", "often"], "--rollout-risk='often': expected a fraction in (0, 0.5]*"),
         (["--prometheus-url", "localhost:9090"], "--prometheus-url='localhost:9090': expected an http(s) URL*"),
         (["--rollout-platform", "Local!"], "--rollout-platform='Local!': expected a platform name*"),
         (["--rollout-upgrade-timeout", "ages"], "*--rollout-upgrade-timeout='ages' is not a duration*"),

@@ -262,7 +262,7 @@ def test_a_starved_fleet_is_not_proven_never_broken(pytester: pytest.Pytester) -
 EVERY_ARGUMENT = (
     'rps=600, error_rate=0.01, p50_ms=200, p90_ms=300, p95_ms=350, p99_ms=400, p999_ms=800, hold="4s", ramp="2s", '
     'after="3s", path="/", method="POST", headers={"Content-Type": "text/plain"}, body="order=42", '
-    'min_load=0.9, timeout="2s", judge_ramp=True, abort_on_breach=False'
+    'min_load=0.9, timeout="2s", judge_ramp=True, abort_on_breach=False, risk=0.05'
 )
 
 
@@ -281,4 +281,6 @@ def test_every_marker_argument_as_the_readme_shows_it(pytester: pytest.Pytester)
     assert rps["bound"] == pytest.approx(0.9 * 600)  # min_load
     broken = {(v["slo"], v["phase"]) for v in test["verdicts"] if v["outcome"] == "broken"}
     assert ("p99_ms", "after") in broken and ("p50_ms", "after") in broken
+    # risk=0.05: shared by error_rate and five quantiles in four judged phases
+    assert test["risk"]["risk"] == 0.05 and test["risk"]["claims"] == 24
     assert ("p99_ms", "baseline") not in broken

@@ -142,5 +142,5 @@ def test_step_8_a_slower_change_fails_against_the_saved_baseline(tutorial: pytes
     assert '"--version", "2", "--delay-ms", "300"' in text
     result = run(tutorial, slower, "--rollout-compare", "main")
     assert result.ret == 1, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least 95% sure): p99 *"])
+    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least *% sure): p99 *"])
     assert "Traceback" not in result.stdout.str()  # the summary shows the regression (it once crashed on it)

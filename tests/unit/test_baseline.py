@@ -65,7 +65,7 @@ def test_a_real_slowdown_is_a_regression_and_says_how_sure(tmp_path: Path) -> No
     slower = phase(sample(50_000, 13, 4))  # 30% slower
     (p99, errors) = compare(SPEC, [slower], base, "main")
     assert not p99.passed and p99.judged and p99.slo == "regression:p99_ms"
-    assert p99.reason.startswith("regression (at least 95% sure): p99 ")
+    assert p99.reason.startswith("regression (at least 95.00% sure): p99 ")
     assert "vs baseline 'main'" in p99.reason and "margin +10%" in p99.reason
     assert errors.passed
 

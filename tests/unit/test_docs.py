@@ -42,6 +42,7 @@ def test_the_example_workflow_and_script_are_well_formed() -> None:
 OPTION_TESTS: dict[str, list[str]] = {
     "--rollout-platform": ["tests/kubernetes/test_kube.py::test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_proxy", "tests/component/test_plugin.py::test_unknown_platform"],
     "--rollout-rps-scale": ["tests/kubernetes/test_kube.py::test_a_whole_slo_test_runs_on_kubernetes_with_real_workers_behind_the_pod_proxy", "tests/component/test_plugin.py::test_scale_below_one_rps"],
+    "--rollout-risk": ["tests/component/test_plugin.py::test_bad_options"],
     "--rollout-report": ["tests/e2e/test_rollouts.py::test_good_release_passes", "tests/component/test_plugin.py::test_report_is_written_for_failures"],
     "--rollout-html": ["tests/e2e/test_reports.py::test_a_good_run_shows_progress_writes_html_that_a_browser_renders_and_saves_a_baseline", "tests/e2e/test_tutorial.py::test_step_4_the_slow_release_fails_and_the_html_report_shows_it"],
     "--rollout-save": ["tests/e2e/test_reports.py::test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1", "tests/e2e/test_tutorial.py::test_step_8_a_slower_change_fails_against_the_saved_baseline"],
@@ -68,6 +69,7 @@ OPTION_TESTS: dict[str, list[str]] = {
 ARGUMENT_TESTS: dict[str, list[str]] = {
     "rps": ["tests/e2e/test_rollouts.py::test_good_release_passes"],
     "error_rate": ["tests/e2e/test_rollouts.py::test_release_that_drops_requests_on_sigterm_fails_on_error_rate"],
+    "risk": ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"],
     **{
         key: ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"]
         for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "path", "method", "headers", "body")
