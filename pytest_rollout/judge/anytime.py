@@ -39,6 +39,8 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 
+from pytest_rollout.judge.stats import fewest_requests
+
 __all__ = [
     "ABOVE_RATIOS",
     "anytime_lower",
@@ -115,19 +117,7 @@ def requests_to_prove_above(rate: float, bound: float, alpha: float) -> int | No
     def proves(n: int) -> bool:
         return proves_above(math.floor(rate * n), n, bound, alpha)
 
-    n = 1
-    while not proves(n):
-        n *= 2
-        if n > 10**13:
-            return None
-    lo, hi = n // 2, n
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        if proves(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return fewest_requests(proves, limit=10**13)
 
 
 def slow_counts(histogram: Sequence[tuple[float, float]], on_time: float, bound_ms: float) -> tuple[int, int, int]:

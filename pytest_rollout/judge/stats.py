@@ -22,7 +22,7 @@ compare it with reference values computed with SciPy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "betainc",
     "binom_cdf",
     "clopper_pearson",
+    "fewest_requests",
     "min_requests_for_quantile",
     "order_statistic_ranks",
     "quantile_interval_ms",
@@ -207,10 +208,15 @@ def requests_to_prove_rate(rate: float, bound: float, confidence: float = CONFID
             return k < n and binom_cdf(k, n, bound) <= tail
         return k > 0 and 1.0 - binom_cdf(k - 1, n, bound) < tail
 
+    return fewest_requests(proves)
+
+
+def fewest_requests(proves: Callable[[int], bool], limit: int = 10**12) -> int | None:
+    """The fewest requests *n* for which ``proves(n)`` (by doubling, then bisection); None past *limit*."""
     n = 1
     while not proves(n):
         n *= 2
-        if n > 10**12:
+        if n > limit:
             return None
     lo, hi = n // 2, n
     while lo + 1 < hi:
