@@ -16,7 +16,9 @@ Both intervals are two-sided at 95%, so each one-sided claim the verdict
 makes ("the SLO held", "the SLO was broken") is at least 97.5% sure.
 The regularised incomplete beta function is evaluated by its continued
 fraction (modified Lentz), accurate to about 1e-12 here; the unit tests
-compare it with reference values computed with SciPy.
+compare it with reference values computed with SciPy. Student's t
+distribution (:func:`t_cdf`, :func:`t_quantile`, for a baseline's prediction
+bound) is read off the same function: ``P(|T| > t) = I_{v/(v+t^2)}(v/2, 1/2)``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "order_statistic_ranks",
     "quantile_interval_ms",
     "requests_to_prove_rate",
+    "t_cdf",
+    "t_quantile",
 ]
 
 #: Two-sided confidence of every interval.
@@ -226,3 +230,39 @@ def fewest_requests(proves: Callable[[int], bool], limit: int = 10**12) -> int |
         else:
             lo = mid
     return hi
+
+
+def t_cdf(t: float, dof: float) -> float:
+    """``P(T <= t)`` for Student's t distribution with *dof* degrees of freedom."""
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * betainc(dof / 2.0, 0.5, dof / (dof + t * t))  # P(T > |t|)
+    return 1.0 - tail if t > 0 else tail
+
+
+@lru_cache(maxsize=256)
+def t_quantile(p: float, dof: float) -> float:
+    """The *p* quantile of Student's t with *dof* degrees of freedom (by bracketing, then bisection on the tail)."""
+    if not 0.0 < p < 1.0 or dof <= 0:
+        raise ValueError(f"t_quantile({p}, {dof}): needs 0 < p < 1 and dof > 0")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, dof)
+    if p == 0.5:
+        return 0.0
+    tail = 1.0 - p
+
+    def upper(t: float) -> float:  # P(T > t) for t >= 0, without the rounding of 1 - cdf
+        return 0.5 * betainc(dof / 2.0, 0.5, dof / (dof + t * t))
+
+    lo, hi = 0.0, 1.0
+    while upper(hi) > tail:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if upper(mid) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return (lo + hi) / 2.0

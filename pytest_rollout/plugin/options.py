@@ -52,14 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--rollout-save",
         "rollout_save",
-        "store this run's per-phase results (request counts, latency histograms) as baseline NAME",
+        "add this run's per-phase results (request counts, latency histograms) to baseline NAME, which keeps "
+        "each test's newest 20 runs; a comparison needs at least 3 runs of the unchanged release",
         metavar="NAME",
     )
     option(
         "--rollout-compare",
         "rollout_compare",
-        "compare each SLO test with baseline NAME and fail on a regression beyond the marker's "
-        "regression margins (default: p99 at most 10 percent slower, error rate at most 0.001 higher)",
+        "compare each SLO test with the saved runs of baseline NAME and fail on a regression beyond their "
+        "spread and the marker's regression margins (default: p99 at most 10 percent slower, error rate at most "
+        "0.001 higher)",
         metavar="NAME",
     )
     option(

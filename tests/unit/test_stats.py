@@ -18,6 +18,8 @@ from pytest_rollout.judge.stats import (
     order_statistic_ranks,
     quantile_interval_ms,
     requests_to_prove_rate,
+    t_cdf,
+    t_quantile,
 )
 from pytest_rollout.load.histogram import BOUNDS
 
@@ -89,3 +91,33 @@ def test_requests_to_prove_a_rate() -> None:
     needed = requests_to_prove_rate(0.0367, 0.002)
     assert needed is not None and needed < 100  # a 3.7% error rate breaks a 0.2% bound in a few dozen requests
     assert requests_to_prove_rate(0.001, 0.001) is None
+
+
+# (p, degrees of freedom, t): scipy.stats.t.ppf(p, dof), as printed in every table of Student's t
+T_QUANTILES = [
+    (0.975, 2, 4.302653),
+    (0.99, 4, 3.746947),
+    (0.95, 30, 1.697261),
+    (0.975, 1, 12.706205),
+    (0.995, 10, 3.169273),
+    (0.999, 19, 3.579400),
+    (0.999, 2, 22.327125),
+    (0.9, 5, 1.475884),
+]
+
+
+@pytest.mark.parametrize(("p", "dof", "t"), T_QUANTILES)
+def test_t_quantiles_match_the_reference_values(p: float, dof: int, t: float) -> None:
+    assert t_quantile(p, dof) == pytest.approx(t, abs=1e-6)
+    assert t_quantile(1 - p, dof) == pytest.approx(-t, abs=1e-6)
+    assert t_cdf(t, dof) == pytest.approx(p, abs=1e-7)
+
+
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.999, 0.99999, 1 - 1e-9])
+def test_t_quantiles_match_the_closed_forms_far_into_the_tail(p: float) -> None:
+    # one and two degrees of freedom have closed forms: tan(pi (p - 1/2)) and (2p - 1) / sqrt(2 p (1 - p))
+    assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-7)
+    assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
+    assert t_quantile(0.5, 7) == 0.0
+    with pytest.raises(ValueError, match="needs 0 < p < 1"):
+        t_quantile(1.0, 3)
