@@ -15,6 +15,10 @@ than the endpoint delay (``rollout.deploy(..., pre_stop="2s")``), as the
 examples do. Flags make the bad releases the examples and tests catch:
 
 - ``--on-sigterm drop``    exit at once on SIGTERM, dropping requests in flight
+- ``--on-sigterm shutdown``  keep serving for ``--linger-s`` (3), then shut down as aiohttp's cleanup,
+  Go's ``http.Server.Shutdown`` and ``nginx -s quit`` do: stop accepting, finish requests in flight, close
+  idle keep-alive connections (a mainstream graceful server: its clients resend a request that raced the
+  close, as browsers and Go clients do)
 - ``--on-sigterm linger``  stop accepting on SIGTERM but never close open connections; exit after
   ``--linger-s`` (default 3), resetting whatever is in flight on them
 - ``--no-keep-alive``      close every connection after its response (like gunicorn's sync workers):
@@ -42,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default="1", help="version reported in answers (default 1)")
     parser.add_argument("--delay-ms", type=float, default=2.0, help="simulated work per request (default 2)")
     parser.add_argument("--startup-s", type=float, default=0.3, help="time to become ready (default 0.3)")
-    parser.add_argument("--on-sigterm", choices=["graceful", "drop", "linger"], default="graceful")
-    parser.add_argument("--linger-s", type=float, default=3.0, help="with --on-sigterm linger: exit after (default 3)")
+    parser.add_argument("--on-sigterm", choices=["graceful", "drop", "linger", "shutdown"], default="graceful")
+    parser.add_argument(
+        "--linger-s", type=float, default=3.0, help="with --on-sigterm linger or shutdown: serve on for (default 3)"
+    )
     parser.add_argument("--no-keep-alive", action="store_true", help="close each connection after its response")
     parser.add_argument(
         "--drain-s", type=float, default=1.0, help="graceful: how long open connections are drained (default 1)"
@@ -93,6 +99,10 @@ async def serve(args: argparse.Namespace) -> None:
     if args.on_sigterm == "drop":
         os._exit(0)  # the bad release: requests in flight die with their connections
     state["ready"] = False
+    if args.on_sigterm == "shutdown":
+        await asyncio.sleep(args.linger_s)  # still accepting and serving while the endpoint leaves
+        await runner.cleanup()  # stop accepting, finish what is in flight, close idle keep-alive connections
+        return
     if args.on_sigterm == "linger":
         await site.stop()  # no new connections; those open stay open, and keep being served
         await asyncio.sleep(args.linger_s)

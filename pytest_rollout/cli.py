@@ -62,7 +62,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     errors = ", ".join(f"{k}={v}" for k, v in s["errors"].items() if v) or "none"
     print(f"engine {s['engine']}, {s['workers']} worker(s), {s['duration_s']:g}s against {s['url']}")
     print(f"asked {s['requested_rps']:,.0f} rps, held {s['held_rps']:,.0f} rps")
-    print(f"requests {s['requests']:,}  ok {s['ok']:,}  late {s['late']:,}  errors: {errors}")
+    print(f"requests {s['requests']:,}  ok {s['ok']:,}  late {s['late']:,}  resent {s['resent']:,}  errors: {errors}")
     print(f"latency ms  p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  p99.9 {lat['p999']}")
     print(f"worker CPU {s['worker_cpu_s']:.2f}s, {s['cpu_us_per_request']} us per request")
 
@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     att.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     att.add_argument("--body", default=None)
     att.add_argument("--timeout", default="5s")
+    att.add_argument(
+        "--strict-client",
+        action="store_true",
+        help="never send a request twice (by default an idempotent request whose reused connection closed before "
+        "any byte of the answer is sent once more on a new connection, as browsers and Go clients do)",
+    )
     att.add_argument("--json", action="store_true", help="print one JSON object")
     cal = sub.add_parser("calibrate", help="measure what one worker holds on this machine, and record it")
     cal.add_argument("--url", required=True, type=_check_url)
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 engine=args.engine, method=args.method.upper(), headers=_headers(args.header),
                 body=args.body.encode() if args.body is not None else None,
                 timeout_s=_duration(args.timeout, "--timeout"), ramp_s=_duration(args.ramp, "--ramp"),
+                resend_reused=not args.strict_client,
             )  # fmt: skip
             if args.json:
                 print(json.dumps(summary))

@@ -182,6 +182,7 @@ class SLOSpec:
     judge_ramp: bool = False  # the ramp is warm-up: its load is checked, its errors and latency judged only if asked
     abort_on_breach: bool = True  # stop the run as soon as live data prove an SLO broken
     risk: float | None = None  # the run's false-fail risk (None: the ini value rollout_risk, else DEFAULT_RISK)
+    client: str = "retrying"  # the clients the fleet stands for: "retrying" (as browsers, Go, curl) or "strict"
 
     @property
     def false_fail_risk(self) -> float:
@@ -208,7 +209,7 @@ class SLOSpec:
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
     | {"secret_headers"}
-    | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk"}
+    | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk", "client"}
     | set(LATENCY_KEYS)
 )
 
@@ -251,6 +252,9 @@ def _number(name: str, value: object) -> float:
     if not math.isfinite(number):
         raise SLOSpecError(f"{name}={value!r} must be finite", name)
     return number
+
+
+CLIENTS = ("retrying", "strict")  # client=: how the fleet's clients treat a reused connection closed unanswered
 
 
 def parse_risk(value: object, name: str) -> float:
@@ -384,10 +388,16 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
     risk = None
     if values.get("risk") is not None:
         risk = parse_risk(values["risk"], "risk")
+    client = values.get("client", "retrying")
+    if client not in CLIENTS:
+        why = "is sent once more, as browsers, Go, urllib3 and curl do) or 'strict' (never sent twice)"
+        raise SLOSpecError(f"client={client!r} must be 'retrying' (an idempotent request whose reused keep-alive "
+                           f"connection closed before any byte of the answer {why}", "client")  # fmt: skip
 
     return SLOSpec(
         rps=rps,
         risk=risk,
+        client=client,
         judge_ramp=flags["judge_ramp"],
         abort_on_breach=flags["abort_on_breach"],
         checks=checks,

@@ -17,6 +17,7 @@ __all__ = ["PhaseQueries", "escape", "inflight", "last_scrape", "live_queries", 
 
 REQUESTS = "rollout_requests_total"
 LATE = "rollout_late_total"
+RESENT = "rollout_resent_total"
 LATENCY_BUCKETS = "rollout_request_duration_seconds_bucket"
 SCHEDULED = "rollout_scheduled_total"
 
@@ -45,9 +46,12 @@ class PhaseQueries:
     samples: str
     quantiles: dict[float, str]
     histogram: str = ""
+    resent: str = ""
 
     def all(self) -> dict[str, str]:
         out = {"requests": self.requests, "by_class": self.by_class, "late": self.late, "samples": self.samples}
+        if self.resent:
+            out["resent"] = self.resent
         if self.histogram:
             out["histogram"] = self.histogram
         for q, expr in sorted(self.quantiles.items()):
@@ -65,6 +69,7 @@ def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[fl
         samples=f'up{{run="{escape(run_id)}",worker!=""}}[{window(duration_s)}]',
         quantiles={q: f"histogram_quantile({q:g}, sum by (le) ({LATENCY_BUCKETS}{sel}))" for q in quantiles},
         histogram=f"sum by (le) ({LATENCY_BUCKETS}{sel})",
+        resent=f"sum({RESENT}{sel})",
     )
 
 

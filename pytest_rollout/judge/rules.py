@@ -253,6 +253,11 @@ def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None,
     rate = k / n
     outcome, interval = _rate_outcome(k, n, bound, budget)
     classes = ", ".join(f"{c}={v:.0f}" for c, v in sorted(m.errors_by_class.items()) if v >= 0.5)
+    if m.resent >= 0.5:
+        classes += (", " if classes else "") + (
+            f"and {m.resent:.0f} sent twice, as clients do, after their reused connection closed unanswered "
+            "(counted by the second try)"
+        )
     failed = f" ({classes})" if classes else ""
     ci = _interval(f"{interval[0]:.5f}", f"{interval[1]:.5f}", budget)
     if outcome is Outcome.BROKEN:

@@ -77,6 +77,7 @@ class PhaseMeasurement:
     requests: float | None  # Prometheus: requests due in the phase, all outcome classes
     by_class: Mapping[str, float] = field(default_factory=dict)
     late: float = 0.0  # Prometheus: requests not sent because the worker fell behind (also in "dropped")
+    resent: float = 0.0  # Prometheus: requests sent a second time after their reused connection closed unanswered
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0

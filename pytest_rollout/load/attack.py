@@ -38,6 +38,7 @@ def attack(
     timeout_s: float = 5.0,
     ramp_s: float = 0.0,
     max_inflight: int | None = None,
+    resend_reused: bool = True,
 ) -> dict[str, Any]:
     """Run the fleet against *url* and return the summary ``--json`` prints."""
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
@@ -69,6 +70,7 @@ def attack(
                 max_inflight=max_inflight or inflight_cap(rps / workers),
                 phases=(("ramp", start), (PHASE, start + ramp_s)) if ramp_s > 0 else ((PHASE, start),),
                 engine=engine,
+                resend_reused=resend_reused,
             )
             began = time.monotonic()
             engines = fleet.begin(template, segments)
@@ -91,6 +93,7 @@ def attack(
     hist = Histogram()
     by_class = dict.fromkeys(CLASSES, 0)
     late = 0
+    resent = 0
     max_lag = 0.0
     for w in totals.workers:
         phase = w["phases"][PHASE]
@@ -98,6 +101,7 @@ def attack(
         for k, v in phase["by_class"].items():
             by_class[k] += int(v)
         late += int(phase["late"])
+        resent += int(phase.get("resent", 0))
         max_lag = max(max_lag, float(w["max_lag_s"]))
     requests = sum(by_class.values())
     held = requests - by_class["dropped"]  # the late were not sent: they are counted dropped too
@@ -118,6 +122,7 @@ def attack(
         "ok": by_class["ok"],
         "errors": {k: v for k, v in by_class.items() if k != "ok"},
         "late": late,
+        "resent": resent,
         "max_lag_ms": round(max_lag * 1000.0, 3),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999)},
         "worker_cpu_s": round(cpu, 3),

@@ -24,14 +24,20 @@ class PhaseStats:
     in-flight cap full. Sending the overdue ones in a burst would load the
     target with a spike the plan never asked for, and blame the release for
     the latency it causes. ``hist`` holds the latency of the requests sent.
+
+    ``resent`` counts requests sent a second time, as real clients do, because
+    the reused keep-alive connection they went out on closed before any byte
+    of the answer came back (see :mod:`pytest_rollout.load.engine`). Each is
+    counted once in ``by_class``, by the outcome of its second try.
     """
 
-    __slots__ = ("by_class", "hist", "late")
+    __slots__ = ("by_class", "hist", "late", "resent")
 
     def __init__(self) -> None:
         self.by_class = [0] * len(CLASSES)
         self.hist = Histogram()
         self.late = 0
+        self.resent = 0
 
     def totals(self) -> dict[str, Any]:
         return {
@@ -39,6 +45,7 @@ class PhaseStats:
             "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
             "errors": sum(self.by_class[1:]),
             "late": self.late,
+            "resent": self.resent,
             "histogram": self.hist.to_list(),
             "latency_sum_s": self.hist.sum,
         }
@@ -116,6 +123,10 @@ class WorkerStats:
         self.late += 1
         self.phase_of(due).late += 1
         self.record(DROPPED, due, None)
+
+    def resend(self, due: float) -> None:
+        """The request due at *due* is being sent a second time (its reused connection closed unanswered)."""
+        self.phase_of(due).resent += 1
 
     def totals(self) -> dict[str, Any]:
         return {

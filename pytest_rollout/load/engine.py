@@ -15,27 +15,34 @@ hundreds of requests fall due at once, opening a connection for each (about
 thousands of connections and fall further behind, while the target saw a
 storm of connections the plan never asked for.
 
-A request is never written onto a connection the server has already closed.
-Closing an idle keep-alive connection is how a graceful server ends (and how
-a keep-alive timeout works); a client that writes onto it at that moment loses
-the request, and real clients absorb that with a retry (RFC 9112, 9.3.1),
-which the engines do not do, since a retry would also hide a release that
-drops requests. So the fast engine closes its own connections once they have
-been idle for ``IDLE_CLOSE_S`` (below any common server's keep-alive timeout:
-gunicorn's 2 s is the shortest default), and a connection idle for more than
-``STALE_CHECK_S`` is checked (one ``poll``) before it is reused, as urllib3
-checks its pooled connections: a busy machine can hold a server's FIN unread
-while the requests due meanwhile go out. Only the server's own half of the
-race is left: a request that reaches a server after it chose to close the
-connection, with no FIN yet sent, still fails, as it would for any client.
+A request is never written onto a connection the server has already closed,
+when the engine can know it. Closing an idle keep-alive connection is how a
+graceful server ends (and how a keep-alive timeout works). So the fast engine
+closes its own connections once they have been idle for ``IDLE_CLOSE_S``
+(below any common server's keep-alive timeout: gunicorn's 2 s is the shortest
+default), and a connection idle for more than ``STALE_CHECK_S`` is checked
+(one ``poll``) before it is reused, as urllib3 checks its pooled connections.
 
-``aiohttp``: aiohttp's client, for what the fast engine does not do (TLS,
-``HEAD``, anything but ``http://``). Its silent retry of idempotent requests
-on reused connections is switched off.
+What is left is the race every HTTP/1.1 client meets: a request that reaches
+a server just after it chose to close the connection, before its FIN arrived.
+Browsers, Go's net/http (so vegeta and k6), urllib3 and curl send an
+idempotent request once more when a *reused* connection closes before any
+byte of the answer (RFC 9110, 9.2.2). The engines do so too
+(``Plan.resend_reused``, on by default) when the close came within
+``RESEND_WINDOW_S`` of the request going out, sooner than a server could have
+worked on it: the request goes out once more on a *new* connection, counted
+``resent`` per phase, classed by the second try, its latency measured from
+when it was first due. A request on a new connection, a non-idempotent one,
+one that got any byte of an answer, one older than the window, and a second
+try are never resent, so a release that refuses connections or kills
+requests it was working on is still seen. ``slo(client="strict")`` never
+resends. The ``aiohttp`` engine (:mod:`pytest_rollout.load.aiohttp_engine`,
+for TLS, ``HEAD``, anything but ``http://``) does the same on a pool of its
+own that closes every connection after one request.
 
 Both feed the same :class:`~pytest_rollout.load.counters.WorkerStats` with the same
 outcome classes, so they give the same counts for the same run. Neither
-retries, follows redirects or pipelines.
+retries otherwise, follows redirects or pipelines.
 """
 
 from __future__ import annotations
@@ -43,29 +50,21 @@ from __future__ import annotations
 import asyncio
 import select
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from pytest_rollout.load.protocol import CONNECTION, HTTP_4XX, HTTP_5XX, OK, TIMEOUT
+from pytest_rollout.load.protocol import CONNECTION, IDEMPOTENT, IDLE_CLOSE_S, RESEND_WINDOW_S, TIMEOUT, classify
 
 if TYPE_CHECKING:
     from pytest_rollout.load.counters import WorkerStats
     from pytest_rollout.load.protocol import Plan
 
-__all__ = ["AiohttpEngine", "Engine", "FastEngine", "choose_engine"]
+__all__ = ["Engine", "FastEngine", "choose_engine"]
 
 SWEEP_S = 0.05
-IDLE_CLOSE_S = 0.5  # the fast engine closes a connection idle this long (aiohttp's pool too)
 STALE_CHECK_S = 0.001  # a connection idle longer than this is checked before it is reused
 MAX_CONNECTING = 32  # connections being opened at once, at most (32 per round trip: 32,000 a second at 1 ms)
-
-
-def _classify(status: int) -> int:
-    if status < 400:
-        return OK
-    if status < 500:
-        return HTTP_4XX
-    return HTTP_5XX
 
 
 class Engine(Protocol):
@@ -101,6 +100,8 @@ def choose_engine(plan: Plan, stats: WorkerStats, name: str = "auto") -> Engine:
     if name == "fast" and refusal:
         raise ValueError(f"the fast engine cannot run this plan: {refusal}")
     if name == "aiohttp" or refusal:
+        from pytest_rollout.load.aiohttp_engine import AiohttpEngine
+
         return AiohttpEngine(plan, stats)
     return FastEngine(plan, stats)
 
@@ -128,9 +129,12 @@ def build_request(plan: Plan) -> bytes:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request on it at a time."""
 
-    __slots__ = ("engine", "transport", "fd", "parser", "due", "status", "done", "keep", "idle_at", "pooled")
+    __slots__ = (
+        "engine", "transport", "fd", "parser", "due", "status", "done", "keep", "idle_at", "pooled", "used",
+        "answered", "sent_at", "resend",
+    )  # fmt: skip
 
-    def __init__(self, engine: FastEngine) -> None:
+    def __init__(self, engine: FastEngine, resend: _Resend | None = None) -> None:
         import httptools
 
         self.engine = engine
@@ -143,6 +147,16 @@ class _Conn(asyncio.Protocol):
         self.keep = True
         self.idle_at = 0.0  # loop time it last went idle
         self.pooled = False  # whether it is in the engine's idle list
+        self.used = 0  # requests answered on it: a reused connection has used > 0
+        self.answered = False  # whether any byte of the answer to the request in flight came back
+        self.sent_at = 0.0  # loop time the request in flight went out
+        self.resend = resend  # the request this connection was opened to send a second time
+
+    def send(self, due: float) -> None:
+        self.due = due
+        self.answered = False
+        self.sent_at = self.engine._time()
+        self.transport.write(self.engine.request)  # type: ignore[union-attr]
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,6 +166,7 @@ class _Conn(asyncio.Protocol):
         self.engine.connected(self)
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except Exception:  # noqa: BLE001 - httptools.HttpParserError and friends
@@ -159,8 +174,9 @@ class _Conn(asyncio.Protocol):
             return
         if self.done:
             self.done = False
+            self.used += 1
             due, self.due = self.due, 0.0
-            self.engine.completed(self, due, _classify(self.status), self.keep)
+            self.engine.completed(self, due, classify(self.status), self.keep)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.lost(self)
@@ -193,6 +209,19 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+class _Resend:
+    """A request on its way to a second try, while its new connection is being opened."""
+
+    __slots__ = ("due",)
+
+    def __init__(self, due: float) -> None:
+        self.due = due  # 0.0 once it has ended (sent, timed out or failed)
+
+    def take(self) -> float:
+        due, self.due = self.due, 0.0
+        return due
+
+
 class FastEngine:
     """Plain HTTP/1.1 keep-alive on raw transports, httptools parsing."""
 
@@ -210,6 +239,8 @@ class FastEngine:
         self.idle: list[_Conn] = []  # in the order they went idle: the most recent is reused first
         self.connecting = 0
         self.waiting: deque[float] = deque()  # due times waiting for a connection to come free
+        self.resending: set[_Resend] = set()  # requests whose new connection for a second try is being opened
+        self.resend_reused = plan.resend_reused and plan.method.upper() in IDEMPOTENT
         self.timeout = plan.timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time: Any = None  # the loop's clock, looked up once
@@ -230,8 +261,7 @@ class FastEngine:
             if conn.idle_at < due - STALE_CHECK_S and conn.closed_by_peer(self._poller):
                 conn.transport.abort()  # type: ignore[union-attr]
                 continue
-            conn.due = due
-            conn.transport.write(self.request)  # type: ignore[union-attr]
+            conn.send(due)
             return
         self.waiting.append(due)
         self._open_for_waiting()
@@ -264,17 +294,41 @@ class FastEngine:
             self._open_for_waiting()
 
     def connected(self, conn: _Conn) -> None:
+        resend = conn.resend
+        due = resend.take() if resend is not None else 0.0
+        if resend is not None:
+            self.resending.discard(resend)
         if self._closed:
+            if due:
+                self.ended(due, CONNECTION)
             conn.transport.abort()  # type: ignore[union-attr]
             return
         self.conns.add(conn)
-        self._next(conn)
+        if due:
+            conn.send(due)
+        else:
+            self._next(conn)
+
+    def _resend(self, due: float) -> None:
+        """Send the request due at *due* once more, on a new connection: its reused one closed unanswered."""
+        assert self._loop is not None
+        self.stats.resend(due)
+        resend = _Resend(due)
+        self.resending.add(resend)
+        task = self._loop.create_task(self._loop.create_connection(lambda: _Conn(self, resend), self.host, self.port))
+        task.add_done_callback(partial(self._resend_done, resend))
+
+    def _resend_done(self, resend: _Resend, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.resending.discard(resend)
+            due = resend.take()
+            if due:
+                self.ended(due, CONNECTION)
 
     def _next(self, conn: _Conn) -> None:
         """*conn* is free: it takes the oldest waiting request, or goes idle."""
         if self.waiting:
-            conn.due = self.waiting.popleft()
-            conn.transport.write(self.request)  # type: ignore[union-attr]
+            conn.send(self.waiting.popleft())
         else:
             conn.idle_at = self._time()
             conn.pooled = True
@@ -294,7 +348,16 @@ class FastEngine:
     def lost(self, conn: _Conn) -> None:
         if conn.due:
             due, conn.due = conn.due, 0.0
-            self.ended(due, CONNECTION)
+            if (
+                conn.used
+                and not conn.answered
+                and self.resend_reused
+                and not self._closed
+                and self._time() - conn.sent_at <= RESEND_WINDOW_S
+            ):
+                self._resend(due)  # the race every keep-alive client meets: real clients send it once more
+            else:
+                self.ended(due, CONNECTION)
         self.conns.discard(conn)
         if conn.pooled:
             conn.pooled = False
@@ -315,6 +378,9 @@ class FastEngine:
             conn.fail(TIMEOUT)
         while self.waiting and self.waiting[0] < limit:
             self.ended(self.waiting.popleft(), TIMEOUT)
+        for resend in [r for r in self.resending if 0.0 < r.due < limit]:
+            self.resending.discard(resend)  # its connection, if it comes, goes to the pool
+            self.ended(resend.take(), TIMEOUT)
         # the oldest idle connections come first: close those idle for IDLE_CLOSE_S before a server may
         idle = self.idle
         stale = 0
@@ -338,68 +404,3 @@ class FastEngine:
         for conn in list(self.conns):
             if conn.transport is not None:
                 conn.transport.close()
-
-
-class AiohttpEngine:
-    """Sends each request with aiohttp's client over keep-alive connections."""
-
-    name = "aiohttp"
-
-    def __init__(self, plan: Plan, stats: WorkerStats) -> None:
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self.plan = plan
-        self.stats = stats
-        self.session: aiohttp.ClientSession | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def open(self) -> None:
-        aiohttp = self._aiohttp
-        limit = self.plan.connections or self.plan.max_inflight
-        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=IDLE_CLOSE_S)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),
-            auto_decompress=False,
-            raise_for_status=False,
-        )
-        # aiohttp silently re-sends an idempotent request once when a reused
-        # keep-alive connection fails: exactly the failure a rollout gate must
-        # see (a replica killed with requests in flight). aiohttp has no public
-        # switch; its own test client turns it off the same way.
-        if not hasattr(session, "_retry_connection"):
-            await session.close()
-            raise RuntimeError(
-                f"aiohttp {aiohttp.__version__}: cannot turn off its silent retry of failed requests "
-                "(ClientSession._retry_connection is gone); pin aiohttp<4 or report this to pytest-rollout"
-            )
-        session._retry_connection = False
-        self.session = session
-
-    def fire(self, due: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(due))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _send(self, due: float) -> None:
-        assert self.session is not None
-        aiohttp = self._aiohttp
-        plan = self.plan
-        try:
-            async with self.session.request(
-                plan.method, plan.url, headers=plan.headers, data=plan.body, allow_redirects=False
-            ) as resp:
-                await resp.read()
-                klass = _classify(resp.status)
-        except TimeoutError:
-            klass = TIMEOUT
-        except (aiohttp.ClientError, OSError):
-            klass = CONNECTION
-        stats = self.stats
-        stats.inflight -= 1
-        stats.record(klass, due, asyncio.get_running_loop().time() - due)
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()

@@ -37,6 +37,10 @@ __all__ = [
     "Plan",
     "inflight_cap",
     "HEADERS_ENV",
+    "IDEMPOTENT",
+    "IDLE_CLOSE_S",
+    "RESEND_WINDOW_S",
+    "classify",
     "OPEN_PATHS",
     "TOKEN_ENV",
     "TOKEN_HEADER",
@@ -138,6 +142,24 @@ ERROR_CLASSES: tuple[str, ...] = CLASSES[1:]
 OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION, DROPPED = range(len(CLASSES))
 
 
+def classify(status: int) -> int:
+    """The outcome class of an answer with HTTP *status*."""
+    if status < 400:
+        return OK
+    if status < 500:
+        return HTTP_4XX
+    return HTTP_5XX
+
+
+#: The engines close a connection idle this long, below any common server's keep-alive timeout (gunicorn's 2 s).
+IDLE_CLOSE_S = 0.5
+#: A reused connection that closed unanswered this soon after a request went out: the request is resent.
+RESEND_WINDOW_S = 0.01
+
+#: Methods a client may send twice (RFC 9110, 9.2.2): the only ones resent after a reused connection closed.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
 #: A request sent more than this many seconds after it was due is late: not "held".
 LATE_S = 0.05
 
@@ -169,6 +191,7 @@ class Plan:
     connections: int = 0  # keep-alive connections at most; 0: as many as max_inflight (open loop)
     phases: tuple[tuple[str, float], ...] = ()  # (name, Unix start), in order
     engine: str = "auto"  # auto (fast where it can), fast or aiohttp
+    resend_reused: bool = True  # resend an idempotent request once when its reused connection closed unanswered
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -188,6 +211,7 @@ class Plan:
             connections=int(data.get("connections", 0)),
             phases=tuple((str(n), float(t)) for n, t in data.get("phases", ())),
             engine=str(data.get("engine", "auto")),
+            resend_reused=bool(data.get("resend_reused", True)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -206,4 +230,5 @@ class Plan:
             "connections": self.connections,
             "phases": [[n, t] for n, t in self.phases],
             "engine": self.engine,
+            "resend_reused": self.resend_reused,
         }

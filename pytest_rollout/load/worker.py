@@ -163,6 +163,12 @@ class _Collector:
             f"Requests not sent because the worker was more than {LATE_S * 1000:g} ms behind (also counted dropped).",
             labels=["phase"],
         )
+        resent = CounterMetricFamily(
+            "rollout_resent",
+            "Requests sent a second time because the reused connection they went out on closed before any byte "
+            "of the answer, as real clients do (each also counted once in rollout_requests, by its second try).",
+            labels=["phase"],
+        )
         hist = HistogramMetricFamily(
             "rollout_request_duration_seconds",
             "Latency from each request's scheduled start to its end (coordinated omission corrected).",
@@ -172,12 +178,14 @@ class _Collector:
             for klass, value in zip(CLASSES, phase.by_class, strict=False):
                 requests.add_metric([name, klass], value)
             late.add_metric([name], phase.late)
+            resent.add_metric([name], phase.resent)
             cumulative = phase.hist.cumulative()
             buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
             buckets.append(("+Inf", float(cumulative[-1])))
             hist.add_metric([name], buckets, phase.hist.sum)
         yield requests
         yield late
+        yield resent
         yield hist
         yield CounterMetricFamily("rollout_scheduled", "Requests that fell due.", value=stats.scheduled)
         yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)

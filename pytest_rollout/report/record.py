@@ -34,6 +34,7 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
             "requests": None if m.requests is None else round(m.requests),
             "on_time": None if m.requests is None else round(m.on_time),
             "late": round(m.late),
+            "resent": round(m.resent),
             "dropped": round(m.dropped),
             "errors": None if m.requests is None else round(m.errors),
             "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},

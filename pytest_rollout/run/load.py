@@ -162,6 +162,7 @@ def start_load(
         max_requests=math.ceil(rps / size * total * 1.1) + 1000,
         max_inflight=inflight_cap(rps / size),
         phases=tuple(phases),
+        resend_reused=spec.client != "strict",
     )
     try:
         began = time.monotonic()

@@ -86,6 +86,7 @@ def measure_phase(client: Any, spec: SLOSpec, load: LoadRun, name: str, start: f
         at = load.eval_at or time.time()
         requests = client.scalar(queries.requests, at)
         by_class, late, histogram = _answers(client, run_id, queries, at)
+        resent = client.scalar(queries.resent, at) or 0.0
         scrapes = client.samples(queries.samples, end)
         quantile_ms = {}
         for q, expr in queries.quantiles.items():
@@ -110,6 +111,7 @@ def measure_phase(client: Any, spec: SLOSpec, load: LoadRun, name: str, start: f
         requests=requests,
         by_class=by_class,
         late=late,
+        resent=resent,
         quantiles_ms=quantile_ms,
         checks=checks,
         workers_seen=len(ok_times),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from helpers import run_fleet, start_app
 
+from pytest_rollout.load.aiohttp_engine import AiohttpEngine
 from pytest_rollout.load.counters import WorkerStats
-from pytest_rollout.load.engine import AiohttpEngine, FastEngine, build_request, choose_engine
+from pytest_rollout.load.engine import FastEngine, build_request, choose_engine
 from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import Plan
 from pytest_rollout.procs import ProcessSet, free_port
@@ -98,6 +99,9 @@ class _KeepAliveServer:
         self.accepted = 0
         self.served = 0
         self.closed_by_client = 0
+        self.dropped = 0
+        self.drop = {"reused": 0, "fresh": 0}  # requests to answer by closing the connection, by connection kind
+        self.drop_after_s = 0.0  # how long the server works on a request it then drops (0: it never began)
         self.idle: list[socket.socket] = []
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
@@ -118,8 +122,11 @@ class _KeepAliveServer:
             thread.start()
 
     def _serve(self, conn) -> None:  # type: ignore[no-untyped-def]
+        import time
+
         with self.lock:
             self.idle.append(conn)
+        served_here = 0
         while True:
             try:
                 data = conn.recv(65536)
@@ -129,8 +136,20 @@ class _KeepAliveServer:
                 with self.lock:
                     self.closed_by_client += 1
                 return
+            kind = "reused" if served_here else "fresh"
             with self.lock:
-                self.served += data.count(b"\r\n\r\n")
+                drop = self.drop[kind] > 0
+                if drop:  # the server had chosen to close this connection as the request came in
+                    self.drop[kind] -= 1
+                    self.dropped += 1
+                    self.idle.remove(conn)
+                else:
+                    self.served += data.count(b"\r\n\r\n")
+            if drop:
+                time.sleep(self.drop_after_s)
+                conn.close()
+                return
+            served_here += data.count(b"\r\n\r\n")
             conn.sendall(self.RESPONSE * data.count(b"\r\n\r\n"))
 
     def close_idle(self) -> None:
@@ -150,17 +169,17 @@ class _KeepAliveServer:
         self.close_idle()
 
 
-def _run_fast_engine(scenario) -> tuple[WorkerStats, _KeepAliveServer]:  # type: ignore[no-untyped-def]
+def _run_fast_engine(scenario, engine_class=FastEngine, **plan_args) -> tuple[WorkerStats, _KeepAliveServer]:  # type: ignore[no-untyped-def]
     import asyncio
 
     import uvloop
 
     server = _KeepAliveServer()
     stats = WorkerStats()
-    plan = Plan(url=f"http://127.0.0.1:{server.port}/", segments=(), start_at=0, deadline=0)
+    plan = Plan(url=f"http://127.0.0.1:{server.port}/", segments=(), start_at=0, deadline=0, **plan_args)
 
     async def main() -> None:
-        engine = FastEngine(plan, stats)
+        engine = engine_class(plan, stats)
         await engine.open()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda loop, context: problems.append(context))
@@ -207,7 +226,7 @@ def test_a_request_never_goes_onto_a_connection_the_server_has_closed() -> None:
 
 
 def test_the_fast_engine_closes_idle_connections_before_a_server_would() -> None:
-    from pytest_rollout.load.engine import IDLE_CLOSE_S
+    from pytest_rollout.load.protocol import IDLE_CLOSE_S
 
     async def scenario(engine: FastEngine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
         import asyncio
@@ -263,3 +282,53 @@ def test_a_burst_opens_at_most_max_connecting_connections_at_once() -> None:
     assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 500 and stats.total == 500
     # (the server's accept thread may not have taken every connection made in the kernel's backlog yet)
     assert server.served == 500 and server.accepted <= len(most)
+
+
+@pytest.mark.parametrize("engine_class", [FastEngine, AiohttpEngine], ids=["fast", "aiohttp"])
+@pytest.mark.parametrize(
+    ("plan", "drop", "expected"),
+    [
+        # the race every keep-alive client meets: sent once more on a new connection, as clients do
+        ({}, {"reused": 1}, {"ok": 2, "connection": 0, "resent": 1, "dropped": 1, "accepted": 2}),
+        # strict: counted as it happened
+        ({"resend_reused": False}, {"reused": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
+        # a request is not idempotent: never sent twice
+        ({"method": "POST"}, {"reused": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
+        # a new connection closed unanswered is the release's failure: never resent
+        ({}, {"fresh": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
+        # the second try fails too: one error, sent twice, never a third time
+        ({}, {"reused": 1, "fresh": 1}, {"ok": 1, "connection": 1, "resent": 1, "dropped": 2}),
+        # the server worked on it for 50 ms, then died: a release that kills requests in flight is still seen
+        ({}, {"reused": 1, "after": 0.05}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
+    ],
+    ids=["resent", "strict", "post", "fresh", "twice", "in-flight"],
+)
+def test_a_reused_connection_closed_unanswered_is_resent_once_as_clients_do(
+    engine_class: type, plan: dict, drop: dict, expected: dict
+) -> None:
+    """The server closes a connection just as a request arrives on it (no FIN yet when it went out). Browsers, Go
+    and curl send an idempotent request once more when that happens on a reused connection; the fleet does too,
+    counts it ``resent``, and measures its latency from when it was first due."""
+
+    async def scenario(engine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
+        await request()  # the first request of a connection is answered, unless a fresh drop is armed first
+        server.drop_after_s = drop.get("after", 0.0)
+        server.drop.update({k: v for k, v in drop.items() if k != "after"})
+        await request()
+
+    if "fresh" in drop and "reused" not in drop:
+        # the first request of a new connection is closed unanswered, and the second is answered on another
+
+        async def scenario(engine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+            server.drop.update(drop)
+            await request()
+            await request()
+
+    stats, server = _run_fast_engine(scenario, engine_class, **plan)
+    phase = stats.totals()["phases"]["-"]
+    got = {"ok": phase["by_class"]["ok"], "connection": phase["by_class"]["connection"], "resent": phase["resent"]}
+    got["dropped"] = server.dropped
+    if "accepted" in expected:
+        got["accepted"] = server.accepted
+    assert got == expected
+    assert stats.inflight == 0 and stats.total == 2

@@ -116,15 +116,24 @@ def events(test: dict[str, Any], action: str) -> list[dict[str, Any]]:
     return [e for e in test["events"] if e["action"] == action]
 
 
-@pytest.mark.parametrize("flags", [(), ("--no-keep-alive",)], ids=["keep-alive", "a-connection-per-request"])
-def test_a_graceful_release_with_a_pre_stop_sleep_passes(
-    pytester: pytest.Pytester, real_node: Path, flags: tuple[str, ...]
+@pytest.mark.parametrize(
+    ("flags", "pre_stop_s"),
+    [((), 3), (("--no-keep-alive",), 3), (("--on-sigterm", "shutdown", "--linger-s", "3"), None)],
+    ids=["keep-alive", "a-connection-per-request", "serve-on-then-shut-down-without-pre-stop"],
+)
+def test_a_graceful_release_passes(
+    pytester: pytest.Pytester, real_node: Path, flags: tuple[str, ...], pre_stop_s: int | None
 ) -> None:
     """Graceful on SIGTERM (stop accepting, drain with Connection: close) behind a preStop sleep: zero errors,
     over keep-alive connections and with a new connection for every request (as gunicorn's sync workers).
+    And a mainstream graceful server with no preStop: it serves on for 3 s after SIGTERM, then shuts down as
+    aiohttp, Go's http.Server.Shutdown and nginx do, closing idle keep-alive connections; a request that races
+    such a close is sent once more, as browsers and Go clients do (counted ``resent``, never an error).
     The fleet's pods run the fast engine, the Prometheus totals equal the workers' own, and the upgrade lasts
     until the last old pod has exited."""
-    result, test, _ = run_release(pytester, real_node, app_manifests("1", *flags), app_manifests("2", *flags))
+    v1 = app_manifests("1", *flags, pre_stop_s=pre_stop_s)
+    v2 = app_manifests("2", *flags, pre_stop_s=pre_stop_s)
+    result, test, _ = run_release(pytester, real_node, v1, v2)
     assert test["outcome"] == "passed", result.stdout.str()[-3000:]
     result.assert_outcomes(passed=1)
     assert test["platform"] == "kubernetes" and test["engine"] == "fast"

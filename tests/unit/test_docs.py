@@ -70,6 +70,7 @@ ARGUMENT_TESTS: dict[str, list[str]] = {
     "rps": ["tests/e2e/test_rollouts.py::test_good_release_passes"],
     "error_rate": ["tests/e2e/test_rollouts.py::test_release_that_drops_requests_on_sigterm_fails_on_error_rate"],
     "risk": ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"],
+    "client": ["tests/e2e/test_rollouts.py::test_a_mainstream_graceful_server_passes_as_its_real_clients_would_see_it"],
     **{
         key: ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"]
         for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "path", "method", "headers", "body")

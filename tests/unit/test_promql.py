@@ -24,10 +24,12 @@ def test_phase_queries() -> None:
         'histogram_quantile(0.99, sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"}))'
     )
     assert q.histogram == 'sum by (le) (rollout_request_duration_seconds_bucket{run="run1",phase="upgrade"})'
+    assert q.resent == 'sum(rollout_resent_total{run="run1",phase="upgrade"})'
     assert set(q.all()) == {
         "requests",
         "by_class",
         "late",
+        "resent",
         "samples",
         "histogram",
         "quantile_0.5",

@@ -99,6 +99,7 @@ def test_full_marker() -> None:
         ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": 5}, "secret_headers", "list of header names"),
         ((), {"rps": 10, "headers": {"X-Key": "v"}, "secret_headers": ["X-Other"]}, "secret_headers", "X-Other"),
         ((), {"rps": 10, "min_load": 1.5}, "min_load", "(0, 1]"),
+        ((), {"rps": 10, "client": "browser"}, "client", "'retrying' (an idempotent request"),
         ((10,), {"rps": 10}, "rps", "both by position and by keyword"),
         ((10, 20), {}, None, "one positional argument"),
     ],
