@@ -5,10 +5,12 @@ endpoint leaves the load balancer a moment later (on a cluster as on the local
 platform): ``pre_stop`` keeps each old replica serving until its endpoint is
 gone. examples/test_endpoint_delay.py shows what happens without it.
 
-The p99 bound, 400 ms, leaves a busy 2-core machine room for its own hiccups
-(a good release measured up to 243 ms p99 over a 4 s phase on a shared CI VM);
-examples/test_bad_release.py holds a release to the same 400 ms and catches
-one that answers 600 ms slower.
+The app answers in about 2 ms; its p99 was 5 to 11 ms on a quiet 2-core VM and
+17 ms while two other processes kept both cores busy. The p99 bound, 50 ms,
+describes the release and leaves the machine room; where other processes take
+a quarter of the CPU or more, a latency breach is not proven, never broken.
+examples/test_bad_release.py holds a release to the same 50 ms and catches one
+that answers 60 ms slower.
 """
 
 import sys
@@ -19,7 +21,7 @@ V1 = [sys.executable, "examples/app.py", "--version", "1"]
 V2 = [sys.executable, "examples/app.py", "--version", "2"]
 
 
-@pytest.mark.slo(rps=2_000, error_rate=0.001, p99_ms=400, hold="20s")
+@pytest.mark.slo(rps=2_000, error_rate=0.001, p99_ms=50, hold="20s")
 def test_upgrade(rollout):
     rollout.deploy(command=V1, replicas=3, pre_stop="2s")
     rollout.ramp()

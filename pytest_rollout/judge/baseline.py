@@ -221,6 +221,9 @@ def _compare_quantile(
         f"x{math.exp(spread):.2f}): {new / typical - 1:+.1%}; bound {bound:.2f} ms (margin +{margin:.0%} over what "
         f"one more run of the same release stays below {1 - alpha:.2%} of the time)"
     )
+    if new > bound and m.machine is not None and m.machine.busy:
+        return _entry(slo, m.phase, f"not proven: the machine was too busy to compare latency: "
+                      f"{m.machine.sentence()}; {text}", Outcome.NOT_PROVEN, measured=new, bound=bound)  # fmt: skip
     if new > bound:
         return _entry(slo, m.phase, f"regression (at least {1 - alpha:.2%} sure): {text}", Outcome.BROKEN,
                       measured=new, bound=bound)  # fmt: skip

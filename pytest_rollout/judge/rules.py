@@ -299,6 +299,12 @@ def _judge_latency(
     interval = (max(low, bound) if broken else low, high)
     ci = _interval(f"{interval[0]:.1f}", "inf" if math.isinf(high) else f"{high:.1f}", budget) + " ms"
     slow = f"{surely:,} of {n:,} requests sent on time took over {bound:g} ms, {1 - q:.3g} allowed"
+    if broken and m.machine is not None and m.machine.busy:
+        reason = (
+            f"not proven: {name} {value or interval[0]:.1f} ms over {bound:g} ms ({slow}), but the machine was too "
+            f"busy to judge latency: {m.machine.sentence()}; rerun on a quieter machine (not the release's failure)"
+        )
+        return make_entry(Kind.LATENCY, key, m.phase, value, bound, Outcome.NOT_PROVEN, reason, interval=interval)
     if broken:
         reason = f"{name} latency {value or interval[0]:.1f} ms exceeds {bound:g} ms ({slow}; {ci})"
         if shortfall:
@@ -399,5 +405,7 @@ def live_breach(spec: SLOSpec, m: PhaseMeasurement, budget: RiskBudget | None = 
         for key, q, bound in spec.latency_bounds():
             surely, _, n = slow_counts(m.histogram, m.on_time, bound)
             if proves_above(surely, n, 1.0 - q, budget.per_claim):
-                return _judge_latency(key, q, bound, m, None, budget)
+                entry = _judge_latency(key, q, bound, m, None, budget)
+                if entry.outcome is Outcome.BROKEN:  # not when the machine was too busy to judge latency
+                    return entry
     return None

@@ -66,6 +66,42 @@ class Kind(enum.StrEnum):
     EXTRA = "extra"  # added by a pytest_rollout_add_verdicts hook
 
 
+#: Other processes' share of the machine's CPU during a phase at or above which a latency breach is not proven
+#: (see :mod:`pytest_rollout.run.machine`).
+BUSY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class MachineShare:
+    """Shares of the machine's CPU capacity (``cpus`` x ``seconds``) over one phase."""
+
+    others: float  # other processes on this machine, and steal
+    run: float  # the run: this process and its descendants
+    steal: float  # the hypervisor's other guests (part of ``others``)
+    cpus: int
+    seconds: float
+
+    @property
+    def busy(self) -> bool:
+        """Whether other processes took enough of the machine that a latency breach is not the release's alone."""
+        return self.others >= BUSY_SHARE
+
+    def sentence(self) -> str:
+        return (
+            f"other processes took {self.others:.0%} of this machine's {self.cpus} CPUs over {self.seconds:.1f}s "
+            f"(steal {self.steal:.0%}; the run itself {self.run:.0%})"
+        )
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "others": round(self.others, 4),
+            "run": round(self.run, 4),
+            "steal": round(self.steal, 4),
+            "cpus": self.cpus,
+            "seconds": round(self.seconds, 3),
+        }
+
+
 @dataclass(frozen=True)
 class PhaseMeasurement:
     """What was measured over one phase. ``None`` means Prometheus had nothing."""
@@ -89,6 +125,7 @@ class PhaseMeasurement:
     problem: str | None = None  # set when measuring failed (Prometheus unreachable, say)
     checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
     histogram: tuple[tuple[float, float], ...] = ()  # requests sent: (upper bound in seconds, cumulative count)
+    machine: MachineShare | None = None  # the CPU other processes took during the phase (local platform only)
 
     @property
     def duration(self) -> float:

@@ -35,6 +35,7 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
             "on_time": None if m.requests is None else round(m.on_time),
             "late": round(m.late),
             "resent": round(m.resent),
+            "machine": m.machine.to_json() if m.machine is not None else None,
             "dropped": round(m.dropped),
             "errors": None if m.requests is None else round(m.errors),
             "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},

@@ -19,6 +19,7 @@ from pytest_rollout.load.schedule import rate_at
 from pytest_rollout.report.progress import Progress, format_progress
 from pytest_rollout.run.interrupts import held
 from pytest_rollout.run.load import LoadRun, prometheus_or_none
+from pytest_rollout.run.machine import MachineWatch, with_share
 from pytest_rollout.run.measure import measure_so_far
 from pytest_rollout.slo import SLOSpec
 
@@ -42,6 +43,7 @@ class LiveWatch:
         self._client: Any = None
         self._breach_checked = -math.inf  # when the live data were last checked for a proven breach
         self._shown_phase = ""  # the phase of the last progress line
+        self.machine: MachineWatch | None = None  # the CPU other processes take (local platform)
 
     def client(self) -> Any:
         """A Prometheus client that fails fast, or None when there is none."""
@@ -78,6 +80,8 @@ class LiveWatch:
         for name, since in [(phase, start), *([settling] if settling else [])]:
             with held():
                 measured = measure_so_far(client, self.run_id, name, since)
+            if measured is not None:
+                measured = with_share(measured, self.machine)
             entry = None if measured is None else live_breach(self.spec, measured, self.budget)
             if entry is not None:
                 return entry

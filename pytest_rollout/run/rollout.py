@@ -37,6 +37,7 @@ from pytest_rollout.procs import ProcessSet
 from pytest_rollout.run.hints import termination_hint
 from pytest_rollout.run.live import LiveWatch
 from pytest_rollout.run.load import LoadRun, prometheus_or_none, start_load
+from pytest_rollout.run.machine import MachineWatch, with_share
 from pytest_rollout.run.measure import collect_series, measure_phase
 from pytest_rollout.run.prepare import fleet_size, headroom_warning, provable_lines, validate_checks
 from pytest_rollout.slo import SLOSpec
@@ -101,6 +102,7 @@ class Rollout:
         self.rollback_note: str | None = None  # what rollback_on_breach did
         self.abort_note: str | None = None  # why the run stopped early (abort_on_breach)
         self.provable: list[str] = []  # what each phase can prove, said before the load starts
+        self.machine: MachineWatch | None = None  # the CPU other processes take (local platform), from ramp()
 
     # -- public API -----------------------------------------------------------
 
@@ -173,6 +175,8 @@ class Rollout:
         warning = headroom_warning(self.platform, spec, size)
         if warning is not None:
             self.progress.note(warning, warn=True)
+        # the CPU other processes take, phase by phase: a latency breach on a busy machine is not proven
+        self.live.machine = self.machine = MachineWatch.start() if self.platform.name == "local" else None
         self.load = start_load(
             self.platform,
             client,
@@ -483,8 +487,13 @@ class Rollout:
             except FleetError as exc:
                 self.record_failure(str(exc))
         measured: tuple[PhaseMeasurement, ...] = ()
+        if self.machine is not None:
+            self.machine.stop()
         if self.load is not None:
-            measured = tuple(measure_phase(client, self.spec, self.load, p.name, p.start, p.end) for p in self.phases)
+            measured = tuple(
+                with_share(measure_phase(client, self.spec, self.load, p.name, p.start, p.end), self.machine)
+                for p in self.phases
+            )
             if self.phases:
                 self.series = collect_series(
                     client, self.run_id, self.phases[0].start, self.phases[-1].end, self.load.scrape_interval
@@ -520,6 +529,8 @@ class Rollout:
             return []
         self._closed = True
         self.progress.close()
+        if self.machine is not None:
+            self.machine.stop()
         problems: list[str] = []
         try:
             if self.load is not None and not self.load.stopped:

@@ -295,3 +295,25 @@ def test_json_carries_outcome_kind_and_interval() -> None:
     data = entry(evaluate(SPEC, [good()]), "error_rate").to_json()
     assert data["outcome"] == "held" and data["kind"] == "error_rate" and data["passed"] is True
     assert data["interval"][0] == 0.0 and data["interval"][1] == pytest.approx(0.000368, rel=0.01)
+
+
+def test_a_latency_breach_on_a_machine_busy_with_other_work_is_not_proven_never_broken() -> None:
+    """Other processes took half the CPUs while the phase ran: a p99 over its bound says more about the machine
+    than the release. Not proven, with the shares named; live checks do not stop the run on it. The same breach
+    on a quiet machine, and an error-rate breach on a busy one, are still broken."""
+    from pytest_rollout.judge.verdict import MachineShare
+
+    busy = MachineShare(others=0.48, run=0.30, steal=0.01, cpus=2, seconds=10.0)
+    quiet = replace(busy, others=0.02)
+    slow = good("after", quantiles_ms={0.99: 180.0}, histogram=histogram(9_800, slow=200))
+    e = entry(evaluate(SPEC, [replace(slow, machine=busy)]), "p99_ms", "after")
+    assert e.outcome is Outcome.NOT_PROVEN
+    assert "the machine was too busy to judge latency: other processes took 48% of this machine's 2 CPUs" in e.reason
+    assert live_breach(SPEC, replace(slow, machine=busy)) is None
+    assert entry(evaluate(SPEC, [replace(slow, machine=quiet)]), "p99_ms", "after").outcome is Outcome.BROKEN
+    live = live_breach(SPEC, replace(slow, machine=quiet))
+    assert live is not None and live.slo == "p99_ms"
+    failing = replace(slow, by_class={"ok": 9_900, "http_5xx": 100}, machine=busy)
+    assert entry(evaluate(SPEC, [failing]), "error_rate", "after").outcome is Outcome.BROKEN
+    fast = replace(good("after"), machine=busy)  # held stays held: it met its bound even so
+    assert entry(evaluate(SPEC, [fast]), "p99_ms", "after").outcome is Outcome.HELD
