@@ -183,6 +183,7 @@ class SLOSpec:
     abort_on_breach: bool = True  # stop the run as soon as live data prove an SLO broken
     risk: float | None = None  # the run's false-fail risk (None: the ini value rollout_risk, else DEFAULT_RISK)
     client: str = "retrying"  # the clients the fleet stands for: "retrying" (as browsers, Go, curl) or "strict"
+    end_when_held: float | None = None  # end baseline/after once this long and proven held (judge/early.py)
 
     @property
     def false_fail_risk(self) -> float:
@@ -209,7 +210,7 @@ class SLOSpec:
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
     | {"secret_headers"}
-    | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk", "client"}
+    | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk", "client", "end_when_held"}
     | set(LATENCY_KEYS)
 )
 
@@ -295,10 +296,8 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
 
     error_rate = _number("error_rate", values.get("error_rate", DEFAULT_ERROR_RATE))
     if not 0 <= error_rate < 1:
-        raise SLOSpecError(
-            f"error_rate={values['error_rate']!r} must be in [0, 1): a fraction of requests, e.g. 0.001 for 0.1%",
-            "error_rate",
-        )
+        why = "must be in [0, 1): a fraction of requests, e.g. 0.001 for 0.1%"
+        raise SLOSpecError(f"error_rate={values['error_rate']!r} {why}", "error_rate")
 
     latency: dict[str, float] = {}
     for key in LATENCY_KEYS:
@@ -311,15 +310,15 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
     ramp_s = parse_duration(values.get("ramp", DEFAULT_RAMP_S), "ramp")
     hold_s = parse_duration(values.get("hold", DEFAULT_HOLD_S), "hold")
     after_s = parse_duration(values["after"], "after") if "after" in values else hold_s
-    if hold_s <= 0:
-        raise SLOSpecError(f"hold={values['hold']!r} must be longer than 0: it is the steady baseline phase", "hold")
-    if after_s <= 0:
-        raise SLOSpecError(
-            f"after={values['after']!r} must be longer than 0: it is the steady phase after the upgrade", "after"
-        )
+    for name, value, what in (("hold", hold_s, "baseline phase"), ("after", after_s, "phase after the upgrade")):
+        if value <= 0:
+            raise SLOSpecError(f"{name}={values[name]!r} must be longer than 0: it is the steady {what}", name)
     timeout_s = parse_duration(values.get("timeout", DEFAULT_TIMEOUT_S), "timeout")
-    if timeout_s <= 0:
-        raise SLOSpecError(f"timeout={values['timeout']!r} must be longer than 0", "timeout")
+    early = values.get("end_when_held")
+    early_s = None if early is None else parse_duration(early, "end_when_held")
+    for name, longer in (("timeout", timeout_s), ("end_when_held", early_s)):
+        if longer is not None and longer <= 0:
+            raise SLOSpecError(f"{name}={values[name]!r} must be longer than 0", name)
 
     path = values.get("path", "/")
     if not isinstance(path, str) or not path.startswith("/"):
@@ -398,6 +397,7 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         rps=rps,
         risk=risk,
         client=client,
+        end_when_held=early_s,
         judge_ramp=flags["judge_ramp"],
         abort_on_breach=flags["abort_on_breach"],
         checks=checks,

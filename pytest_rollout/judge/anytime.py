@@ -26,6 +26,12 @@ Statistics, 2021), for Bernoulli observations.
 the claim is made form an interval ``[0, L)``: :func:`anytime_lower` is that
 ``L``, the lower end of a confidence sequence at level ``1 - alpha``.
 
+**Held, early.** The mirror claim "the rate is below *b*" uses alternatives
+below the bound (``BELOW_RATIOS``, down to 0): each term's expected factor is
+at most 1 whenever the chance of failing is at least *b*, so the claim is
+wrongly made, ever, with chance at most *alpha*. It lets a steady phase end as
+soon as it is proven held (``slo(end_when_held=...)``).
+
 **Quantiles.** A latency quantile *q* exceeds *B* exactly when more than
 ``1 - q`` of requests take longer than *B*: the same test, on the count of
 requests slower than *B* with the bound ``1 - q`` (the idea behind the
@@ -43,6 +49,8 @@ from pytest_rollout.judge.stats import fewest_requests
 
 __all__ = [
     "ABOVE_RATIOS",
+    "BELOW_RATIOS",
+    "proves_below",
     "anytime_lower",
     "evidence_above",
     "proves_above",
@@ -56,15 +64,20 @@ __all__ = [
 ABOVE_RATIOS: tuple[float, ...] = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0)
 
 
+#: The alternatives a time-uniform "held" claim weighs: from 10% under the bound to no failure at all.
+BELOW_RATIOS: tuple[float, ...] = (0.9, 0.75, 0.5, 0.25, 0.1, 0.0)
+
+
 def _log_mixture(k: int, n: int, b: float, ratios: tuple[float, ...]) -> float:
     """``log M_n(b)`` for the given alternatives (equal weights; terms with a rate outside [0, 1) dropped)."""
     terms = []
     log_fail, log_pass = math.log(b), math.log1p(-b)
     for r in ratios:
         p = b * r
-        if p >= 1.0:
+        if p >= 1.0 or (p <= 0.0 and k > 0):
             continue
-        terms.append(k * (math.log(p) - log_fail) + (n - k) * (math.log1p(-p) - log_pass))
+        fails = k * (math.log(p) - log_fail) if k else 0.0
+        terms.append(fails + (n - k) * (math.log1p(-p) - log_pass))
     if not terms:
         return -math.inf
     top = max(terms)
@@ -81,6 +94,13 @@ def evidence_above(k: int, n: int, b: float) -> float:
 def proves_above(k: float, n: float, b: float, alpha: float) -> bool:
     """True when *k* failures in *n* requests prove the rate above *b*, at risk *alpha* over every look."""
     return evidence_above(round(k), round(n), b) >= -math.log(alpha)
+
+
+def proves_below(k: float, n: float, b: float, alpha: float) -> bool:
+    """True when *k* failures in *n* requests prove the rate below *b*, at risk *alpha* over every look."""
+    if not 0.0 < b < 1.0 or n <= 0:
+        return b >= 1.0 and n > 0
+    return _log_mixture(round(k), round(n), b, BELOW_RATIOS) >= -math.log(alpha)
 
 
 @lru_cache(maxsize=4096)

@@ -74,6 +74,7 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
         "events": [e.to_json() for e in run.events],
         "rollback": run.rollback_note,
         "stopped_early": run.abort_note,
+        "ended_early": list(run.ended_early),
         "provable": list(run.provable),
         "risk": run.budget.to_json() | {"sentence": run.budget.sentence()},
         "series": run.series,

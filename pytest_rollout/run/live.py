@@ -12,6 +12,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from pytest_rollout.judge.early import held_so_far
 from pytest_rollout.judge.risk import RiskBudget
 from pytest_rollout.judge.rules import live_breach
 from pytest_rollout.judge.verdict import VerdictEntry
@@ -42,6 +43,7 @@ class LiveWatch:
         self.progress = progress
         self._client: Any = None
         self._breach_checked = -math.inf  # when the live data were last checked for a proven breach
+        self._held_checked = -math.inf  # ... and for every entry proven held (end_when_held)
         self._shown_phase = ""  # the phase of the last progress line
         self.machine: MachineWatch | None = None  # the CPU other processes take (local platform)
 
@@ -86,6 +88,20 @@ class LiveWatch:
             if entry is not None:
                 return entry
         return None
+
+    def held_so_far(self, phase: str, start: float) -> str | None:
+        """Why the phase under way may end now (``end_when_held``: every entry proven held), or None."""
+        now = time.monotonic()
+        elapsed = time.time() - start
+        if self.spec.end_when_held is None or elapsed < self.spec.end_when_held or now - self._held_checked < 1.0:
+            return None
+        self._held_checked = now
+        client = self.client()
+        if client is None:
+            return None
+        with held():
+            measured = measure_so_far(client, self.run_id, phase, start)
+        return None if measured is None else held_so_far(self.spec, measured, elapsed)
 
     def tick(
         self, phase: str, start: float, load: LoadRun, upgrade: tuple[int, int] | None, force: bool = False

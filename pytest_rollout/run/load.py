@@ -146,7 +146,9 @@ def start_load(
     segments.append(Segment(None, rps, rps))
     start_at = time.time() + fleet.start_lead_s
     baseline_at = start_at + spec.ramp_s
-    phases = [("baseline", baseline_at), ("between", baseline_at + spec.hold_s)]
+    phases = [("baseline", baseline_at)]
+    if spec.end_when_held is None:  # else announced when the baseline ends (Rollout._hold_until)
+        phases.append(("between", baseline_at + spec.hold_s))
     if spec.ramp_s > 0:
         phases.insert(0, ("ramp", start_at))
     total = spec.ramp_s + spec.hold_s + upgrade_timeout_s + spec.after_s + 30.0

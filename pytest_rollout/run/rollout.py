@@ -103,6 +103,7 @@ class Rollout:
         self.abort_note: str | None = None  # why the run stopped early (abort_on_breach)
         self.provable: list[str] = []  # what each phase can prove, said before the load starts
         self.machine: MachineWatch | None = None  # the CPU other processes take (local platform), from ramp()
+        self.ended_early: list[str] = []  # the phases end_when_held ended, and why
 
     # -- public API -----------------------------------------------------------
 
@@ -284,7 +285,8 @@ class Rollout:
         # once every worker can know of it, so the upgrade phase runs on to that edge (never shorter)
         end = max(done, time.time() + lead)
         self.load.fleet.announce("after", end)
-        self.load.fleet.announce("tail", end + self.spec.after_s)
+        if self.spec.end_when_held is None:  # else announced when the after phase ends (_hold_until)
+            self.load.fleet.announce("tail", end + self.spec.after_s)
         self._end_phase("upgrade", start, end)
         self._target = target
         time.sleep(max(0.0, end - time.time()))
@@ -368,7 +370,7 @@ class Rollout:
         failure: str | None = None
         breach: VerdictEntry | None = None
         try:
-            self._hold_until(end, name)
+            end = self._hold_until(end, name)
         except FleetError as exc:
             failure = str(exc)
         except _ProvenBreach as exc:
@@ -421,9 +423,13 @@ class Rollout:
             upgrade = (min(len(ready), replicas), replicas)
         self.live.tick(phase, start, self.load, upgrade, force)
 
-    def _hold_until(self, until: float, phase: str) -> None:
-        assert self._current is not None
+    def _hold_until(self, until: float, phase: str) -> float:
+        """Hold the phase under way until *until*, or until it is proven held (``end_when_held``); its end."""
+        assert self._current is not None and self.load is not None
         start = self._current[1]
+        # with end_when_held a steady phase's end edge is announced here, ahead by the lead, not at its start
+        after = {"baseline": "between", "after": "tail"}.get(phase) if self.spec.end_when_held is not None else None
+        lead = self.load.fleet.edge_lead_s if after else 0.0
         while True:
             self._tick()
             self._check_fleet(phase)
@@ -431,10 +437,20 @@ class Rollout:
             breach = self.live.breach_so_far(phase, start, settling)
             if breach is not None:
                 raise _ProvenBreach(breach)
-            left = until - time.time()
+            done = self.live.held_so_far(phase, start) if settling is None else None
+            if done is not None:
+                self.ended_early.append(done)
+                self.progress.note(done)
+                until = min(until, time.time() + lead)
+                break
+            left = until - lead - time.time()
             if left <= 0:
-                return
+                break
             time.sleep(min(left, 0.25))
+        if after:
+            self.load.fleet.announce(after, until)
+        time.sleep(max(0.0, until - time.time()))
+        return until
 
     def _check_fleet(self, phase: str) -> None:
         if self.load is not None:

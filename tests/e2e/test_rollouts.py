@@ -135,6 +135,22 @@ def test_a_mainstream_graceful_server_passes_as_its_real_clients_would_see_it(py
     assert test["result"] == "passed"
 
 
+def test_end_when_held_ends_each_steady_phase_once_proven_held(pytester: pytest.Pytester) -> None:
+    """Holds of 60 s each, end_when_held="5s": at 1,000 rps every entry is proven held within seconds, so the
+    baseline and the after phase end early, the fleet's counts still match Prometheus's phase by phase (the
+    after phase's end edge announced ahead), and the verdict holds."""
+    slo = 'rps=1000, error_rate=0.001, p99_ms=50, ramp="2s", hold="60s", end_when_held="5s"'
+    result, test, _ = run_release(pytester, "--version 1", "--version 2", slo=slo)
+    result.assert_outcomes(passed=1)
+    assert [line.split(" ended")[0] for line in test["ended_early"]] == ["baseline", "after"], test["ended_early"]
+    for name in ("baseline", "after"):
+        phase = test["phases"][name]
+        assert phase["end"] - phase["start"] < 60, name  # ended before its hold
+        assert phase["requests"] == phase["fleet_requests"] and phase["errors"] == 0, name
+    assert test["fleet"]["phase_edge_late_s"]["tail"] == 0.0
+    result.stdout.fnmatch_lines(["*baseline ended after *s of 60s: every entry proven held (error_rate < 0.001*"])
+
+
 def test_release_that_drops_requests_on_sigterm_fails_on_error_rate(pytester: pytest.Pytester) -> None:
     """The release whose shutdown drops requests in flight is caught when the upgrade replaces it."""
     # 600 rps at 50 ms a request: about ten requests in flight on each replica when it is killed

@@ -70,6 +70,7 @@ ARGUMENT_TESTS: dict[str, list[str]] = {
     "rps": ["tests/e2e/test_rollouts.py::test_good_release_passes"],
     "error_rate": ["tests/e2e/test_rollouts.py::test_release_that_drops_requests_on_sigterm_fails_on_error_rate"],
     "risk": ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"],
+    "end_when_held": ["tests/e2e/test_rollouts.py::test_end_when_held_ends_each_steady_phase_once_proven_held"],
     "client": ["tests/e2e/test_rollouts.py::test_a_mainstream_graceful_server_passes_as_its_real_clients_would_see_it"],
     **{
         key: ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"]
