@@ -9,17 +9,20 @@ ends early as held with chance at most that. Off by default: a hold is often
 a soak, whose length is the point.
 
 What must be proven, on the requests sent so far (those still in flight
-counted against the release):
+counted against the release: as failures, and as slower than every bound):
 
-- the load: the rate held on time is at least ``min_load`` of the rate asked;
+- the load: at most ``1 - min_load`` of the phase's requests so far were not
+  sent on time (dropped), which, unlike a rate over the time so far, does not
+  depend on how far behind Prometheus's last scrape is;
 - ``error_rate`` below its bound (``error_rate=0`` can never be proven early);
 - each latency bound: the share of requests *possibly* slower than it (every
   request not in a histogram bucket wholly at or below it) below ``1 - q``.
 
 A test with user ``checks`` never ends a phase early: a check is one value at
 the phase's end, with no evidence to accumulate. The final verdict still
-judges the phase as ever (its fixed intervals are narrower than the
-time-uniform ones, so a phase ended early is held there too).
+judges the phase as ever, on every request of it, including those answered
+after the decision; its fixed intervals are narrower than the time-uniform
+ones, so it normally holds the phase too.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ def held_so_far(spec: SLOSpec, m: PhaseMeasurement, elapsed_s: float, alpha: flo
     if spec.end_when_held is None or m.phase not in EARLY_PHASES or spec.checks or elapsed_s < spec.end_when_held:
         return None
     n = m.on_time
-    if n < 1 or m.held_rps < spec.min_load * spec.requested_rps:
+    if n < 1 or m.dropped > (1.0 - spec.min_load) * (m.requests or 0.0):
         return None
-    if not proves_below(m.errors, n, spec.error_rate, alpha):
+    failed = m.errors + m.in_flight  # an answer still to come may be a failure
+    if not proves_below(failed, n, spec.error_rate, alpha):
         return None
-    proven = [f"error_rate < {spec.error_rate:g} ({m.errors:.0f} of {n:,.0f} failed)"]
+    proven = [f"error_rate < {spec.error_rate:g} ({failed:.0f} of {n:,.0f} failed or still in flight)"]
     for key, q, bound in spec.latency_bounds():
         _, maybe, total = slow_counts(m.histogram, n, bound)
         if not proves_below(maybe, total, 1.0 - q, alpha):

@@ -114,6 +114,7 @@ class PhaseMeasurement:
     by_class: Mapping[str, float] = field(default_factory=dict)
     late: float = 0.0  # Prometheus: requests not sent because the worker fell behind (also in "dropped")
     resent: float = 0.0  # Prometheus: requests sent a second time after their reused connection closed unanswered
+    in_flight: float = 0.0  # live looks: the run's requests still in flight (counted ok in by_class)
     quantiles_ms: Mapping[float, float] = field(default_factory=dict)
     workers_expected: int = 0
     workers_seen: int = 0

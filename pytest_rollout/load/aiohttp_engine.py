@@ -31,6 +31,7 @@ class AiohttpEngine:
         self.session: aiohttp.ClientSession | None = None
         self.fresh: aiohttp.ClientSession | None = None  # a new connection for every request: second tries
         self.tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.resend_reused = plan.resend_reused and plan.method.upper() in IDEMPOTENT
 
     async def open(self) -> None:
@@ -106,12 +107,13 @@ class AiohttpEngine:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             soon = asyncio.get_running_loop().time() - started <= RESEND_WINDOW_S
             if reused.reused and not answered and soon and session is self.session and self.resend_reused:
-                return None
+                return CONNECTION if self._closed else None
             return CONNECTION
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientError, OSError, RuntimeError):  # RuntimeError: the session was closed under it
             return CONNECTION
 
     async def close(self) -> None:
+        self._closed = True
         for session in (self.session, self.fresh):
             if session is not None:
                 await session.close()

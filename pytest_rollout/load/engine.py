@@ -29,8 +29,8 @@ Browsers, Go's net/http (so vegeta and k6), urllib3 and curl send an
 idempotent request once more when a *reused* connection closes before any
 byte of the answer (RFC 9110, 9.2.2). The engines do so too
 (``Plan.resend_reused``, on by default) when the close came within
-``RESEND_WINDOW_S`` of the request going out, sooner than a server could have
-worked on it: the request goes out once more on a *new* connection, counted
+``RESEND_WINDOW_S`` of the request going out (the race's window; a request a
+server had begun on usually dies later): the request goes out once more on a *new* connection, counted
 ``resent`` per phase, classed by the second try, its latency measured from
 when it was first due. A request on a new connection, a non-idempotent one,
 one that got any byte of an answer, one older than the window, and a second

@@ -16,7 +16,9 @@ pytest process, a :class:`MachineWatch` samples twice a second:
   left out on both sides, since the kernel may charge the run's own network
   work there;
 - the run's own CPU time: this process and every descendant, live
-  (``/proc/PID/stat``) or reaped (``getrusage(RUSAGE_CHILDREN)``).
+  (``/proc/PID/stat``) or reaped (``getrusage(RUSAGE_CHILDREN)``), orphans
+  included (:class:`RunCPU`);
+- over the CPUs this process may run on (its affinity), not the whole host.
 
 The difference, over a phase, is what other processes (and other guests) took:
 :class:`MachineShare`. When it is at least :data:`BUSY_SHARE` of the machine,
@@ -39,30 +41,33 @@ from dataclasses import replace
 
 from pytest_rollout.judge.verdict import BUSY_SHARE, MachineShare, PhaseMeasurement
 
-__all__ = ["BUSY_SHARE", "MachineWatch", "machine_cpu", "run_cpu", "with_share"]
+__all__ = ["BUSY_SHARE", "MachineWatch", "RunCPU", "machine_cpu", "run_cpu", "with_share"]
 
 SAMPLE_S = 0.5
 MIN_WINDOW_S = 2.0  # a phase shorter than this is judged on the machine's last MIN_WINDOW_S
 
 
-def machine_cpu() -> tuple[float, float] | None:
-    """``(busy, steal)`` CPU seconds of the whole machine since boot, or None without ``/proc/stat``."""
+def machine_cpu(cpus: frozenset[int] | None = None) -> tuple[float, float] | None:
+    """``(busy, steal)`` CPU seconds since boot of the CPUs *cpus* (default: all), or None without ``/proc/stat``."""
     try:
         with open("/proc/stat", "rb") as fh:
-            fields = fh.readline().split()
+            lines = [line.split() for line in fh if line.startswith(b"cpu")]
     except OSError:
         return None
-    if not fields or fields[0] != b"cpu" or len(fields) < 9:
+    if cpus is None:
+        rows = [f for f in lines if f[0] == b"cpu"]
+    else:
+        rows = [f for f in lines if f[0] != b"cpu" and f[0][3:].isdigit() and int(f[0][3:]) in cpus]
+    if not rows or any(len(f) < 9 for f in rows):
         return None
     tick = os.sysconf("SC_CLK_TCK")
-    user, nice, system, steal = (int(fields[i]) for i in (1, 2, 3, 8))
-    return (user + nice + system + steal) / tick, steal / tick
+    busy = sum(int(f[1]) + int(f[2]) + int(f[3]) + int(f[8]) for f in rows)  # user, nice, system, steal
+    return busy / tick, sum(int(f[8]) for f in rows) / tick
 
 
-def _descendants_cpu(root: int) -> float:
-    """CPU seconds of *root*'s live descendants, each with the children it has reaped (``cutime``, ``cstime``)."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
+def _processes() -> dict[int, tuple[int, int, float]]:
+    """Every process: pid -> (parent pid, start time in ticks, CPU seconds with the children it has reaped)."""
+    table = {}
     tick = os.sysconf("SC_CLK_TCK")
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -73,23 +78,57 @@ def _descendants_cpu(root: int) -> float:
         except OSError:
             continue
         fields = data[data.rindex(b")") + 2 :].split()
-        pid = int(name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
-    total, todo = 0.0, [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            total += cpu[child]
-            todo.append(child)
-    return total
+        cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime, stime, cutime, cstime
+        table[int(name)] = (int(fields[1]), int(fields[19]), cpu)
+    return table
+
+
+class RunCPU:
+    """CPU seconds used by this process and every process it started, at any depth, never going down.
+
+    A live descendant counts with the children it has reaped (``cutime``); one
+    this process reaped is in ``RUSAGE_CHILDREN`` (read after the walk, so a
+    reap in between counts twice for a moment rather than not at all). A
+    process once seen in the run stays in it when it is orphaned (a replica's
+    workers whose master was killed), and when it ends reaped by a process
+    outside the run its last CPU is kept: the run's CPU never drops, and so
+    never shows as other processes' work.
+    """
+
+    def __init__(self) -> None:
+        self.root = os.getpid()
+        self.known: dict[int, tuple[int, int, float]] = {}  # pid -> (parent pid, start, CPU), as last seen
+        self.departed = 0.0
+
+    def __call__(self) -> float:
+        table = _processes()
+        previous = set(self.known)
+        for pid, (ppid, start, cpu) in list(self.known.items()):
+            if pid in table and table[pid][1] == start:
+                continue
+            del self.known[pid]
+            if ppid != self.root and ppid not in previous:
+                self.departed += cpu  # reaped outside the run (an orphan, by init): its CPU is nowhere else
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        todo = [self.root, *self.known]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in self.known:
+                    self.known[child] = table[child]
+                    todo.append(child)
+        for pid in self.known:
+            self.known[pid] = table[pid]
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + self.departed
+        return total + sum(cpu for _, _, cpu in self.known.values())
 
 
 def run_cpu() -> float:
-    """CPU seconds used by this process and all its descendants, live or reaped (at any depth: a process reaped
-    by a descendant is in that descendant's ``cutime``; one reaped by this process, in ``RUSAGE_CHILDREN``)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + _descendants_cpu(os.getpid())
+    """CPU seconds used so far by this process and all its descendants, live or reaped (one look)."""
+    return RunCPU()()
 
 
 class MachineWatch:
@@ -97,7 +136,14 @@ class MachineWatch:
 
     def __init__(self, interval_s: float = SAMPLE_S) -> None:
         self.interval_s = interval_s
-        self.cpus = os.cpu_count() or 1
+        # the CPUs this process (and so the run) may use: on a runner pinned to some, the others' work elsewhere
+        # is not the run's competition
+        try:
+            self.cpu_set: frozenset[int] | None = frozenset(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            self.cpu_set = None
+        self.cpus = len(self.cpu_set) if self.cpu_set else (os.cpu_count() or 1)
+        self.run_cpu = RunCPU()
         self.samples: list[tuple[float, float, float, float]] = []  # (unix time, busy, steal, run)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,10 +160,10 @@ class MachineWatch:
         return watch
 
     def sample(self) -> None:
-        cpu = machine_cpu()
+        cpu = machine_cpu(self.cpu_set)
         if cpu is None:
             return
-        run = run_cpu()
+        run = self.run_cpu()
         self.samples.append((time.time(), cpu[0], cpu[1], run))
 
     def _loop(self) -> None:

@@ -31,15 +31,16 @@ REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 def _answers(
     client: Any, run_id: str, queries: PhaseQueries, at: float
-) -> tuple[dict[str, float], float, tuple[tuple[float, float], ...]]:
-    """``(by_class, late, histogram)`` at *at*, requests in flight counted ok."""
+) -> tuple[dict[str, float], float, tuple[tuple[float, float], ...], float]:
+    """``(by_class, late, histogram, in_flight)`` at *at*, requests in flight (the run's) counted ok."""
     by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
     late = client.scalar(queries.late, at) or 0.0
-    by_class["ok"] = by_class.get("ok", 0.0) + (client.scalar(inflight(run_id), at) or 0.0)
+    in_flight = client.scalar(inflight(run_id), at) or 0.0
+    by_class["ok"] = by_class.get("ok", 0.0) + in_flight
     histogram = tuple(
         sorted((float(labels.get("le", "inf")), value) for labels, value in client.query(queries.histogram, at))
     )
-    return by_class, late, histogram
+    return by_class, late, histogram, in_flight
 
 
 def measure_so_far(client: Any, run_id: str, phase: str, start: float) -> PhaseMeasurement | None:
@@ -47,7 +48,7 @@ def measure_so_far(client: Any, run_id: str, phase: str, start: float) -> PhaseM
     queries = phase_queries(run_id, phase, max(time.time() - start, 0.001), [])
     try:
         at = time.time()
-        by_class, late, histogram = _answers(client, run_id, queries, at)
+        by_class, late, histogram, in_flight = _answers(client, run_id, queries, at)
     except RolloutError:
         return None
     return PhaseMeasurement(
@@ -59,6 +60,7 @@ def measure_so_far(client: Any, run_id: str, phase: str, start: float) -> PhaseM
         by_class=by_class,
         late=late,
         histogram=histogram,
+        in_flight=in_flight,
     )
 
 
@@ -85,7 +87,7 @@ def measure_phase(client: Any, spec: SLOSpec, load: LoadRun, name: str, start: f
             raise PrometheusError("no Prometheus to ask")
         at = load.eval_at or time.time()
         requests = client.scalar(queries.requests, at)
-        by_class, late, histogram = _answers(client, run_id, queries, at)
+        by_class, late, histogram, _ = _answers(client, run_id, queries, at)
         resent = client.scalar(queries.resent, at) or 0.0
         scrapes = client.samples(queries.samples, end)
         quantile_ms = {}

@@ -448,6 +448,7 @@ class Rollout:
                 break
             time.sleep(min(left, 0.25))
         if after:
+            until = max(until, time.time() + lead)  # ahead by the lead, even after a slow last look
             self.load.fleet.announce(after, until)
         time.sleep(max(0.0, until - time.time()))
         return until

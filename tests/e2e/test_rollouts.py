@@ -131,7 +131,7 @@ def test_a_mainstream_graceful_server_passes_as_its_real_clients_would_see_it(py
     result, test, _ = run_release(pytester, f"--version 1 {flags}", f"--version 2 {flags}", slo=slo, deploy_kw="")
     result.assert_outcomes(passed=1)
     upgrade = test["phases"]["upgrade"]
-    assert upgrade["errors"] == 0 and upgrade["resent"] >= 0, upgrade
+    assert upgrade["errors"] == 0, upgrade  # whatever raced a close was resent (counted in "resent"), as clients do
     assert test["result"] == "passed"
 
 
@@ -147,15 +147,17 @@ def test_end_when_held_ends_each_steady_phase_once_proven_held(pytester: pytest.
         phase = test["phases"][name]
         assert phase["end"] - phase["start"] < 60, name  # ended before its hold
         assert phase["requests"] == phase["fleet_requests"] and phase["errors"] == 0, name
-    assert test["fleet"]["phase_edge_late_s"]["tail"] == 0.0
+    assert test["fleet"]["phase_edge_late_s"]["tail"] == 0.0 == test["fleet"]["phase_edge_late_s"]["between"]
     result.stdout.fnmatch_lines(["*baseline ended after *s of 60s: every entry proven held (error_rate < 0.001*"])
 
 
 def test_release_that_drops_requests_on_sigterm_fails_on_error_rate(pytester: pytest.Pytester) -> None:
     """The release whose shutdown drops requests in flight is caught when the upgrade replaces it."""
-    # 600 rps at 50 ms a request: about ten requests in flight on each replica when it is killed
+    # 600 rps at 200 ms a request: about 40 requests in flight on each replica when it is killed, nearly all
+    # worked on for longer than the 10 ms in which the fleet, as real clients do, would send one again (at
+    # 50 ms, a CI run saw only 7 fail: too few to prove 0.001 broken over every look at 0.33% risk)
     slo = 'rps=600, error_rate=0.001, ramp="4s", hold="4s"'
-    result, test, _ = run_release(pytester, "--on-sigterm drop --delay-ms 50", "--version 2", slo=slo)
+    result, test, _ = run_release(pytester, "--on-sigterm drop --delay-ms 200", "--version 2", slo=slo)
     result.assert_outcomes(failed=1)
     upgrade = test["phases"]["upgrade"]
     assert upgrade["errors"] > 0 and upgrade["error_rate"] > 0.001

@@ -69,6 +69,7 @@ def test_a_steady_phase_ends_when_every_entry_is_proven_held() -> None:
     good = phase(12_000)
     reason = held_so_far(SPEC, good, 12.0)
     assert reason is not None and reason.startswith("baseline ended after 12.0s of 30s: every entry proven held")
+    assert "error_rate < 0.001 (0 of 12,000 failed or still in flight)" in reason
     assert "p99_ms < 50 (0 of 12,000 possibly slower)" in reason
     assert held_so_far(SPEC, good, 9.0) is None  # not before end_when_held
     assert held_so_far(SPEC, replace(good, phase="upgrade"), 12.0) is None  # the upgrade lasts as long as it does
@@ -77,7 +78,11 @@ def test_a_steady_phase_ends_when_every_entry_is_proven_held() -> None:
     assert held_so_far(SPEC, phase(12_000, errors=12), 12.0) is None  # at the bound: never proven
     assert held_so_far(SPEC, phase(12_000, slow=120), 12.0) is None  # 1% slower than 50 ms: p99 at the bound
     assert held_so_far(SPEC, phase(3_000), 12.0) is None  # too few requests yet
-    assert held_so_far(SPEC, phase(12_000, seconds=40.0), 12.0) is None  # 300 rps: the load was not held
+    dropped = replace(good, by_class={"ok": 11_000, "dropped": 1_000})
+    assert held_so_far(SPEC, dropped, 12.0) is None  # over 5% not sent on time: the load was not held
+    # requests still in flight count as failures: 100 of them could be 100 errors, too many to prove 0.001
+    assert held_so_far(SPEC, replace(good, in_flight=100.0), 12.0) is None
+    assert held_so_far(SPEC, replace(good, in_flight=2.0), 12.0) is not None
     assert held_so_far(replace(SPEC, error_rate=0.0), good, 12.0) is None
     with_checks = parse_slo((), {"rps": 1000, "end_when_held": "10s", "checks": {"x": ("up", ">", 0)}})
     assert held_so_far(with_checks, good, 12.0) is None

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from pytest_rollout.judge.verdict import BUSY_SHARE, MachineShare
-from pytest_rollout.run.machine import MachineWatch, machine_cpu, run_cpu
+from pytest_rollout.run.machine import MachineWatch, RunCPU, machine_cpu, run_cpu
 
 BURN = (
     "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end and time.time() < {deadline}: pass\n"
@@ -27,6 +27,28 @@ def test_the_run_counts_its_descendants_live_and_reaped_at_any_depth() -> None:
     script = f"import subprocess\nsubprocess.run({burn(0.3)!r}, check=True)\n"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert run_cpu() - before >= 0.3
+
+
+def test_a_process_of_the_run_orphaned_and_reaped_elsewhere_still_counts_as_the_runs() -> None:
+    """A replica's workers outlive a master that was killed: reparented, then reaped by init, their CPU is in no
+    process of the run. The run's count keeps what it last saw of them, so it never drops (a drop would read as
+    other processes' work, and excuse a latency breach)."""
+    tracker = RunCPU()
+    before = tracker()
+    script = f"import subprocess, time\nsubprocess.Popen({burn(0.6)!r})\ntime.sleep(1.0)\n"  # exits, not reaping it
+    child = subprocess.Popen([sys.executable, "-c", script])
+    seen = []
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        seen.append(tracker())
+        alive = [pid for pid in tracker.known if pid != child.pid]
+        if child.poll() is not None and not alive:
+            break
+        time.sleep(0.2)
+    child.wait()
+    seen.append(tracker())
+    assert seen == sorted(seen), seen  # never down
+    assert seen[-1] - before >= 0.5, seen  # the orphan's CPU is the run's
 
 
 def test_a_machine_busy_with_another_process_is_seen_and_the_run_is_not_blamed(tmp_path: Path) -> None:
