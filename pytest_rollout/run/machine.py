@@ -194,9 +194,9 @@ class MachineWatch:
         return MachineShare(others=others, run=min(1.0, run), steal=min(steal, others), cpus=self.cpus, seconds=t1 - t0)
 
 
-def with_share(m: PhaseMeasurement, watch: MachineWatch | None, end: float | None = None) -> PhaseMeasurement:
-    """*m* with the machine's shares over its phase (to *end*, default its own end) where *watch* knows them."""
+def with_share(m: PhaseMeasurement, watch: MachineWatch | None) -> PhaseMeasurement:
+    """*m* with the machine's shares over its phase where *watch* knows them."""
     if watch is None:
         return m
-    share = watch.share(m.start, m.end if end is None else end)
+    share = watch.share(m.start, m.end)
     return m if share is None else replace(m, machine=share)
