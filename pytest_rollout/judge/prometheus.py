@@ -21,12 +21,12 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_rollout.errors import ProcessStartError, PrometheusError
 from pytest_rollout.procs import ManagedProcess, ProcessSet, free_port, http_get
 
-__all__ = ["LocalPrometheus", "PromClient", "remove_targets", "render_config", "write_targets"]
+__all__ = ["LocalPrometheus", "PromClient", "PrometheusAPI", "remove_targets", "render_config", "write_targets"]
 
 SCRAPE_INTERVAL_S = 1.0
 
@@ -155,6 +155,28 @@ def _api_error(exc: Exception) -> str:
         except (ValueError, SyntaxError, KeyError, TypeError):
             pass
     return text
+
+
+class PrometheusAPI(Protocol):
+    """What a run asks of Prometheus: the seam between the run and :class:`PromClient`.
+
+    The real client implements it, and so does the suite's ``FakePrometheus``; mypy checks both against
+    it, so neither can drift from what the run calls.
+    """
+
+    url: str
+
+    def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]: ...
+
+    def samples(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]: ...
+
+    def series(self, expr: str, start: float, end: float, step_s: float) -> list[tuple[float, float]]: ...
+
+    def scalar(self, expr: str, at: float) -> float | None: ...
+
+    def wait_for_targets(self, run_id: str, count: int, timeout_s: float) -> int: ...
+
+    def scrape_interval(self, run_id: str, default: float = SCRAPE_INTERVAL_S) -> float: ...
 
 
 class PromClient:
