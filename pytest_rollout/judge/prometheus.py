@@ -75,6 +75,11 @@ class LocalPrometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id once started (None before)."""
+        return None if self.process is None else self.process.pid
+
     def start(self, timeout: float = 30.0) -> None:
         path = shutil.which(self.binary)
         if path is None:

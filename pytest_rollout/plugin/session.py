@@ -11,11 +11,14 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_rollout.procs import ProcessSet
+
+if TYPE_CHECKING:
+    from pytest_rollout.judge.prometheus import LocalPrometheus, PrometheusAPI
 
 __all__ = ["RolloutSession", "SESSION_KEY", "Settings"]
 
@@ -54,8 +57,8 @@ class RolloutSession:
         self.results: list[dict[str, Any]] = []
         self._root: Path | None = None
         self._procs: ProcessSet | None = None
-        self._prometheus: Any = None  # LocalPrometheus
-        self._client: Any = None  # PromClient
+        self._prometheus: LocalPrometheus | None = None
+        self._client: PrometheusAPI | None = None  # a PromClient
         self._forward: Any = None  # kube.PortForward to the cluster's Prometheus
         self._lock = threading.Lock()
         self.kept: list[str] = []  # what --rollout-keep left running, for the summary
@@ -82,7 +85,7 @@ class RolloutSession:
             self._procs = ProcessSet(self.root)
         return self._procs
 
-    def prometheus(self) -> tuple[Any, Any]:
+    def prometheus(self) -> tuple[PrometheusAPI, LocalPrometheus | None]:
         """``(client, local_server_or_None)``, starting a local Prometheus on first use."""
         from pytest_rollout.judge.prometheus import LocalPrometheus, PromClient
 
@@ -131,9 +134,7 @@ class RolloutSession:
             self._forward.close()
             self._forward = None
         if self.settings.keep and self._prometheus is not None:
-            self.kept.append(
-                f"Prometheus: {self._prometheus.url} (pid {self._prometheus.process.pid}), data in {self.root}"
-            )
+            self.kept.append(f"Prometheus: {self._prometheus.url} (pid {self._prometheus.pid}), data in {self.root}")
             return
         if self._procs is not None:
             self.problems.extend(self._procs.stop_all())

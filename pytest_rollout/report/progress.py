@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from pytest_rollout.errors import RolloutError
+from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.judge.promql import live_queries
 
 __all__ = ["Progress", "format_progress"]
@@ -65,7 +66,7 @@ class Progress:
     def due(self, force: bool = False) -> bool:
         return self.enabled and (force or time.monotonic() - self._last >= self.interval_s)
 
-    def live(self, client: Any, run_id: str, window_s: float) -> dict[str, float | None]:
+    def live(self, client: PrometheusAPI, run_id: str, window_s: float) -> dict[str, float | None]:
         """The last *window_s* seconds, from Prometheus (missing values are None).
 
         *client* should fail fast (no retries): a progress line never waits on a Prometheus that is down.

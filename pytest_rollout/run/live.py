@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_rollout.judge.early import held_so_far
+from pytest_rollout.judge.prometheus import PromClient, PrometheusAPI
 from pytest_rollout.judge.risk import RiskBudget
 from pytest_rollout.judge.rules import live_breach
 from pytest_rollout.judge.verdict import VerdictEntry
@@ -41,20 +42,18 @@ class LiveWatch:
         self.budget = budget
         self.run_id = run_id
         self.progress = progress
-        self._client: Any = None
+        self._client: PromClient | None = None
         self._breach_checked = -math.inf  # when the live data were last checked for a proven breach
         self._held_checked = -math.inf  # ... and for every entry proven held (end_when_held)
         self._shown_phase = ""  # the phase of the last progress line
         self.machine: MachineWatch | None = None  # the CPU other processes take (local platform)
 
-    def client(self) -> Any:
+    def client(self) -> PrometheusAPI | None:
         """A Prometheus client that fails fast, or None when there is none."""
         client = prometheus_or_none(self.session)
         if client is None:
             return None
         if self._client is None or self._client.url != client.url:
-            from pytest_rollout.judge.prometheus import PromClient
-
             self._client = PromClient(client.url, timeout_s=2.0, retries=0)
         return self._client
 

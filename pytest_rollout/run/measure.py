@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from pytest_rollout.errors import PrometheusError, RolloutError
+from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.judge.promql import PhaseQueries, inflight, live_queries, phase_queries, window
 from pytest_rollout.judge.rules import largest_gap
 from pytest_rollout.judge.verdict import PhaseMeasurement
@@ -30,7 +31,7 @@ REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
 def _answers(
-    client: Any, run_id: str, queries: PhaseQueries, at: float
+    client: PrometheusAPI, run_id: str, queries: PhaseQueries, at: float
 ) -> tuple[dict[str, float], float, tuple[tuple[float, float], ...], float]:
     """``(by_class, late, histogram, in_flight)`` at *at*, requests in flight (the run's) counted ok."""
     by_class = {labels.get("class", "?"): value for labels, value in client.query(queries.by_class, at)}
@@ -43,7 +44,7 @@ def _answers(
     return by_class, late, histogram, in_flight
 
 
-def measure_so_far(client: Any, run_id: str, phase: str, start: float) -> PhaseMeasurement | None:
+def measure_so_far(client: PrometheusAPI, run_id: str, phase: str, start: float) -> PhaseMeasurement | None:
     """The phase under way from *start* to now; None when Prometheus cannot say (a live check proves nothing then)."""
     queries = phase_queries(run_id, phase, max(time.time() - start, 0.001), [])
     try:
@@ -64,7 +65,9 @@ def measure_so_far(client: Any, run_id: str, phase: str, start: float) -> PhaseM
     )
 
 
-def measure_phase(client: Any, spec: SLOSpec, load: LoadRun, name: str, start: float, end: float) -> PhaseMeasurement:
+def measure_phase(
+    client: PrometheusAPI | None, spec: SLOSpec, load: LoadRun, name: str, start: float, end: float
+) -> PhaseMeasurement:
     """Phase *name* (``[start, end)``) as Prometheus holds it once the load has ended; ``client`` None: not measured."""
     run_id = load.run_id
     quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in spec.latency_bounds()})
@@ -123,7 +126,7 @@ def measure_phase(client: Any, spec: SLOSpec, load: LoadRun, name: str, start: f
     )
 
 
-def collect_series(client: Any, run_id: str, start: float, end: float, step: float) -> dict[str, Any]:
+def collect_series(client: PrometheusAPI | None, run_id: str, start: float, end: float, step: float) -> dict[str, Any]:
     """The run over time (rate, errors, latency quantiles): ``{name: {"query", "points"}}``; empty when unavailable."""
     series: dict[str, Any] = {}
     if client is None:

@@ -7,9 +7,9 @@ SLOs, or a machine that cannot hold its fleet, says so up front.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pytest_rollout.errors import PrometheusError, RolloutUsageError
+from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.judge.provable import provable, risk_line
 from pytest_rollout.judge.risk import RiskBudget
 from pytest_rollout.load.fleet import workers_for
@@ -24,7 +24,7 @@ __all__ = ["AIOHTTP_WORKER_RPS", "fleet_size", "headroom_warning", "provable_lin
 AIOHTTP_WORKER_RPS = 1000.0
 
 
-def validate_checks(client: Any, spec: SLOSpec, run_id: str) -> None:
+def validate_checks(client: PrometheusAPI, spec: SLOSpec, run_id: str) -> None:
     """Let Prometheus parse every user check before any load starts."""
     for check in spec.checks:
         expr = check.render(run_id, "baseline", "1s")

@@ -21,6 +21,7 @@ import pluggy
 import pytest
 
 from pytest_rollout.errors import UpgradeFailed
+from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.load.fleet import FleetTotals
 from pytest_rollout.load.protocol import Aim, Plan
 from pytest_rollout.load.schedule import Segment, expected_count
@@ -223,6 +224,11 @@ class FakePrometheus:
         return []
 
 
+def _is_prometheus_api(fake: FakePrometheus) -> PrometheusAPI:
+    """The fake holds the run's Prometheus seam: mypy (scripts/check) fails here the day it drifts."""
+    return fake
+
+
 class FakeSession:
     """What a Rollout needs from the plugin's session."""
 
@@ -234,7 +240,7 @@ class FakeSession:
         self.baseline = None
         self.client = FakePrometheus(platform)
 
-    def prometheus(self) -> tuple[Any, Any]:
+    def prometheus(self) -> tuple[FakePrometheus, None]:
         return self.client, None
 
 
