@@ -119,6 +119,11 @@ def test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1(pytes
     for _ in range(5):  # the spread of five runs of the unchanged release on this machine
         result, _ = run(pytester, "--delay-ms 2", "--rollout-save", "main")
         assert result.ret == 0, result.stdout.str()
+    # the same release again is no regression: compared, every phase within the saved runs' spread
+    result, record = run(pytester, "--delay-ms 2", "--rollout-compare", "main")
+    assert result.ret == 0, result.stdout.str()
+    compared = [v for v in record["verdicts"] if v["slo"].startswith("regression:")]
+    assert compared and all(v["outcome"] == "held" for v in compared), compared
     result, record = run(pytester, "--delay-ms 300", "--rollout-compare", "main")
     assert result.ret == 1  # an SLO broken (here: a regression), not "could not run"
     assert record["result"] == "slo_broken"

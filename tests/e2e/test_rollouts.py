@@ -187,6 +187,7 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["*rollback_on_breach: rolled back to v1 *"])
     started = [e["replica"] for e in test["events"] if e["action"] == "start"]
     assert started[-3:] == ["v1-3", "v1-4", "v1-5"] and started.count("v2-0") == 1
+    assert_rolled_back_rolling(test["events"])
     assert test["phases"]["baseline"]["p99_ms"] < 400
     # proven broken once the upgrade's answers were in (at its end, or by its last and slowest answers early
     # in the next phase): the run stopped there (abort_on_breach) and rolled back
@@ -199,6 +200,30 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     assert test["junit"]["rollout:upgrade:p99_ms"].startswith("broken ")
     failed = {(v["slo"], v["phase"]) for v in test["verdicts"] if v["outcome"] == "broken"}
     assert ("p99_ms", "upgrade") in failed and ("p99_ms", "baseline") not in failed
+
+
+def assert_rolled_back_rolling(events: list[dict]) -> None:
+    """The rollback replaced the v2 replicas one at a time: some replica served at every step, and v2
+    replicas were taken out both before and after v1 ones became ready (interleaved, not all at once)."""
+    first = next(i for i, e in enumerate(events) if e["action"] == "start" and e["replica"] == "v1-3")
+    serving = set()
+    for i, event in enumerate(events):
+        if event["action"] == "ready":
+            serving.add(event["replica"])
+        elif event["action"] in ("out", "exit", "failed"):
+            serving.discard(event["replica"])
+        if i >= first:
+            assert serving, f"no replica served after {event}"
+    rollback = events[first:]
+    v1_ready = [i for i, e in enumerate(rollback) if e["action"] == "ready" and e["replica"].startswith("v1-")]
+    v2_out = sorted(
+        min(i for i, e in enumerate(rollback) if e["replica"] == name and e["action"] in ("out", "exit"))
+        for name in {
+            e["replica"] for e in rollback if e["replica"].startswith("v2-") and e["action"] in ("out", "exit")
+        }
+    )
+    assert len(v1_ready) == 3 and len(v2_out) == 3, rollback
+    assert v2_out[0] < v1_ready[-1] and v1_ready[0] < v2_out[-1], rollback  # interleaved: rolling
 
 
 def test_a_slower_release_on_a_machine_busy_with_other_work_is_not_proven_never_broken(

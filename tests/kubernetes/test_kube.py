@@ -210,6 +210,13 @@ def test_a_rollout_that_cannot_progress_fails_within_its_deadline_and_rolls_back
     message = str(info.value)
     assert "it stalled" in message and "ProgressDeadlineExceeded" in message
     assert "ReadinessProbeFailed" in message  # the pods that are not ready, and why
+    pods = k8s().CoreV1Api(admin).list_namespaced_pod(platform.namespace).items
+    stuck = [
+        p.metadata.name
+        for p in pods
+        if not any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    ]
+    assert stuck and all(f"pod {name}: " in message for name in stuck), (stuck, message)  # each stuck pod named
     assert took < 6 + 15  # the deadline, plus the controller's resync
     # the old replicas kept serving: maxUnavailable 0
     dep = k8s().AppsV1Api(admin).read_namespaced_deployment("shop", platform.namespace)

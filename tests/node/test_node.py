@@ -36,6 +36,39 @@ def test_release(rollout):
     rollout.upgrade(manifests=[HERE / "v2.yaml"]{upgrade_kw})
 """
 
+# Added to an inner test module: its fixture's end runs before the rollout fixture's, while the run's
+# namespace still exists, and writes Deployment shop as the test left it to after.json.
+READ_BACK = """
+import json
+
+pytestmark = pytest.mark.usefixtures("deployment_after")
+
+
+@pytest.fixture
+def deployment_after(rollout):
+    yield
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(KUBECONFIG)
+    try:
+        spaces = client.CoreV1Api(api).list_namespace(label_selector="app.kubernetes.io/managed-by=pytest-rollout")
+        for ns in (s.metadata.name for s in spaces.items):
+            found = client.AppsV1Api(api).list_namespaced_deployment(ns, field_selector="metadata.name=shop").items
+            if found:
+                dep = found[0]
+                pods = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=shop")
+                (HERE / "after.json").write_text(json.dumps({
+                    "args": dep.spec.template.spec.containers[0].args,
+                    "replicas": [dep.status.updated_replicas, dep.status.available_replicas],
+                    "versions": sorted(
+                        p.metadata.labels.get("app.kubernetes.io/version", "")
+                        for p in pods.items if p.metadata.deletion_timestamp is None
+                    ),
+                }))
+    finally:
+        api.close()
+"""
+
 
 def app_manifests(version: str, *flags: str, pre_stop_s: int | None = 3, progress_deadline_s: int = 60) -> str:
     """The example app as Deployment ``shop`` (3 replicas, one surged at a time) behind Service ``shop``."""
@@ -76,9 +109,19 @@ def app_manifests(version: str, *flags: str, pre_stop_s: int | None = 3, progres
 
 
 def run_release(
-    pytester: pytest.Pytester, kubeconfig: Path, v1: str, v2: str, slo: str = SLO, upgrade_kw: str = ""
+    pytester: pytest.Pytester,
+    kubeconfig: Path,
+    v1: str,
+    v2: str,
+    slo: str = SLO,
+    upgrade_kw: str = "",
+    read_back: bool = False,
 ) -> tuple[pytest.RunResult, dict[str, Any], float]:
-    pytester.makepyfile(test_release=TEMPLATE.format(slo=slo, upgrade_kw=upgrade_kw))
+    """With *read_back*, the inner module also writes Deployment shop as its test left it to after.json."""
+    module = TEMPLATE.format(slo=slo, upgrade_kw=upgrade_kw)
+    if read_back:
+        module += f"\nKUBECONFIG = {str(kubeconfig)!r}\n" + READ_BACK
+    pytester.makepyfile(test_release=module)
     (pytester.path / "v1.yaml").write_text(v1)
     (pytester.path / "v2.yaml").write_text(v2)
     report = pytester.path / "report.json"
@@ -196,17 +239,22 @@ def test_a_release_that_never_gets_ready_fails_within_its_bound_and_v1_keeps_ser
 
 
 def test_rollback_on_breach_rolls_a_real_deployment_back(pytester: pytest.Pytester, real_node: Path) -> None:
-    """A release 600 ms slower breaks p99 400 ms; the run rolls Deployment shop back to v1's pods."""
+    """A release 600 ms slower breaks p99 400 ms; the run rolls Deployment shop back to v1's pods, as read
+    from the API server before the run's namespace goes: v1's template, three updated and available pods,
+    none of v2's left."""
     v2 = app_manifests("2", "--delay-ms", "600")
     result, test, _ = run_release(
         pytester, real_node, app_manifests("1"), v2, slo=SLO.replace("rps=300", "rps=150"),
-        upgrade_kw=", rollback_on_breach=True",
+        upgrade_kw=", rollback_on_breach=True", read_back=True,
     )  # fmt: skip
     assert result.ret == 1, result.stdout.str()[-3000:]
     assert any(v["slo"] == "p99_ms" and v["outcome"] == "broken" for v in test["verdicts"]), test["verdicts"]
     rollback = test["rollback"]
     assert rollback and "rolled back deployment shop" in json.dumps(rollback), rollback
     assert "rolled back deployment shop" in result.stdout.str()
+    after = json.loads((pytester.path / "after.json").read_text())
+    assert after["args"] == ["--host", "0.0.0.0", "--version", "1"], after
+    assert after["replicas"] == [3, 3] and after["versions"] == ["1", "1", "1"], after
 
 
 @pytest.fixture(autouse=True)
