@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
@@ -23,13 +25,33 @@ from pytest_rollout.platforms.kubernetes.objects import (
 )
 from pytest_rollout.platforms.kubernetes.portforward import parse_service
 
-__all__ = ["ANSWER_WINDOW_S", "KubeFleet"]
-
-if TYPE_CHECKING:
-    from pytest_rollout.platforms.kubernetes.platform import KubePlatform
+__all__ = ["ANSWER_WINDOW_S", "FleetCluster", "KubeFleet"]
 
 
 ANSWER_WINDOW_S = 10.0  # how long a ready worker pod may take to answer through the pod proxy
+
+
+@dataclass(frozen=True)
+class FleetCluster:
+    """All a :class:`KubeFleet` uses of the cluster: the port the fleet owns and the platform fills in.
+
+    The fleet depends on this, not on the platform (which imports the fleet, never the reverse), so what
+    the fleet may touch is listed here and nowhere else.
+    """
+
+    api: Any  # the ApiClient: requests to each worker pod through the API server's pod proxy
+    core: Any  # CoreV1Api: the worker pods, listed
+    apps: Any  # AppsV1Api: the workers' Deployment, deleted
+    namespace: str
+    run_id: str
+    worker_image: str
+    worker_cpu: str  # each worker pod's CPU request and limit
+    timeout_s: float  # how long the workers' Deployment may take to become available
+    prometheus_service: str | None  # NAMESPACE/NAME:PORT; its namespace may scrape the workers' metrics
+    apply: Callable[[Sequence[dict[str, Any]]], None]  # server-side apply into the namespace, as the run's
+    follow: Callable[[str, float], tuple[bool, str]]  # Deployment NAME's rollout until a monotonic deadline
+    explain: Callable[[str], str]  # what is known of Deployment NAME, for an error
+    control_from: Callable[[], tuple[list[str] | None, str]]  # the API server's CIDRs (None: unknown), a note
 
 
 class KubeFleet(ControlledFleet):
@@ -40,17 +62,17 @@ class KubeFleet(ControlledFleet):
     Prometheus' namespace.
     """
 
-    def __init__(self, platform: KubePlatform, size: int, aim: Aim) -> None:
+    def __init__(self, cluster: FleetCluster, size: int, aim: Aim) -> None:
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
         self.aim = aim
         self.token = protocol.new_token()
         self.policy_note = ""
-        self.platform = platform
+        self.cluster = cluster
         self.size = size
         self.edges: dict[str, float] = {}
         self.name = "pytest-rollout-workers"
-        self.selector = label_selector({LABEL_RUN: platform.run_id, LABEL_COMPONENT: "load"})
+        self.selector = label_selector({LABEL_RUN: cluster.run_id, LABEL_COMPONENT: "load"})
         self.pods: list[str] = []
         self.start_lead_s = 2.0 + 0.05 * size  # the plan travels through the API server to each pod
         self._restarts: dict[str, int] = {}
@@ -59,9 +81,9 @@ class KubeFleet(ControlledFleet):
         self._unreported: list[str] = []  # problems of a remove() whose caller (shutdown) could not report them
 
     def start(self) -> None:
-        p = self.platform
-        control_from, self.policy_note = p.apiserver_addresses()
-        prometheus = p.settings.prometheus_service
+        p = self.cluster
+        control_from, self.policy_note = p.control_from()
+        prometheus = p.prometheus_service
         docs = [
             fleet_secret(name=self.name, token=self.token, headers_json=self.aim.headers_json()),
             fleet_network_policy(
@@ -72,21 +94,21 @@ class KubeFleet(ControlledFleet):
             ),
             fleet_deployment(
                 name=self.name,
-                image=p.settings.worker_image,
+                image=p.worker_image,
                 replicas=self.size,
                 run_id=p.run_id,
                 target=self.aim.target,
                 secret=self.name,
-                cpu=p.settings.worker_cpu,
+                cpu=p.worker_cpu,
             ),
         ]
         p.apply(docs)
-        done, message, _ = p.follow(self.name, time.monotonic() + p.settings.timeout_s, lambda e: None)
+        done, message = p.follow(self.name, time.monotonic() + p.timeout_s)
         if not done:
             raise FleetError(
-                f"the load workers (deployment {self.name}, image {p.settings.worker_image}) did not become "
-                f"available within {p.settings.timeout_s:g}s ({message}). Is the worker image in the cluster "
-                f"(kind load docker-image {p.settings.worker_image}; --rollout-worker-image)?\n{p.explain(self.name)}"
+                f"the load workers (deployment {self.name}, image {p.worker_image}) did not become "
+                f"available within {p.timeout_s:g}s ({message}). Is the worker image in the cluster "
+                f"(kind load docker-image {p.worker_image}; --rollout-worker-image)?\n{p.explain(self.name)}"
             )
         pods = p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
         ready = [pod for pod in pods if pod.metadata.deletion_timestamp is None and pod_ready(pod)]
@@ -138,7 +160,7 @@ class KubeFleet(ControlledFleet):
     def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
         from kubernetes.client.exceptions import ApiException
 
-        p = self.platform
+        p = self.cluster
         resource = f"/api/v1/namespaces/{p.namespace}/pods/{handle}:{WORKER_PORT}/proxy{path}"
         try:
             status, raw = raw_request(p.api, method, resource, body, timeout, {protocol.TOKEN_HEADER: self.token})
@@ -163,7 +185,7 @@ class KubeFleet(ControlledFleet):
 
     def dead(self) -> list[str]:
         """Pods of the fleet that are gone, not running, or restarted (a restart loses the worker's counts)."""
-        p = self.platform
+        p = self.cluster
         try:
             pods = {
                 pod.metadata.name: pod
@@ -197,7 +219,7 @@ class KubeFleet(ControlledFleet):
                 problems, self._unreported = self._unreported, []
                 return problems
             self._removed = True
-        p = self.platform
+        p = self.cluster
         try:
             p.apps.delete_namespaced_deployment(self.name, p.namespace)
         except ApiException as exc:

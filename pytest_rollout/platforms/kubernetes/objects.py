@@ -3,8 +3,8 @@
 What the ``kubernetes`` platform creates (namespace, target Deployment and
 Service, the worker Deployment), how it reads user manifests, the RBAC it
 needs, and the rollout-status logic of ``kubectl rollout status``, kept apart
-from the API calls in :mod:`pytest_rollout.platforms.kubernetes.platform` so they are tested without a
-cluster.
+from the API calls (the platform and its namespace, watch and fleet modules) so
+they are tested without a cluster.
 """
 
 from __future__ import annotations
