@@ -79,6 +79,7 @@ from pytest_rollout.judge.verdict import (
     VerdictEntry,
     make_entry,
 )
+from pytest_rollout.numeric import number_or_none
 from pytest_rollout.slo import SLOSpec, quantile_name
 
 __all__ = ["error_budget", "evaluate", "largest_gap", "live_breach"]
@@ -160,8 +161,8 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement], budget: RiskBudg
 
 
 def _judge_check(check: Any, m: PhaseMeasurement) -> VerdictEntry:
-    value = m.checks.get(check.name)
-    if value is None or math.isnan(value):
+    value = number_or_none(m.checks.get(check.name))
+    if value is None:
         return make_entry(
             Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN,
             "not proven: the check's PromQL gave no single value (see the report's queries)", check.op,
@@ -283,8 +284,7 @@ def _judge_latency(
     key: str, q: float, bound: float, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget
 ) -> VerdictEntry:
     name = f"p{quantile_name(q)}"
-    value = m.quantiles_ms.get(q)
-    value = None if value is None or math.isnan(value) else value
+    value = number_or_none(m.quantiles_ms.get(q))
     measured = m.histogram[-1][1] if m.histogram else 0.0
     if measured < 1:
         reason = "not proven: no latency was measured for requests sent on time" + (

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_rollout.numeric import number_or_none
+
 __all__ = [
     "CROSS_CHECK_TOLERANCE",
     "MAX_GAP_INTERVALS",
@@ -204,18 +206,17 @@ class VerdictEntry:
         return self.op or (">=" if self.kind in (Kind.LOAD, Kind.AVAILABILITY) else "<=")
 
     def to_json(self) -> dict[str, Any]:
-        def num(x: float | None) -> float | None:
-            return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
-
         return {
             "slo": self.slo,
             "phase": self.phase,
             "kind": str(self.kind),
-            "measured": num(self.measured),
-            "bound": num(self.bound),
+            "measured": number_or_none(self.measured, finite=True),
+            "bound": number_or_none(self.bound, finite=True),
             "passed": self.passed,
             "outcome": str(self.outcome),
-            "interval": None if self.low is None and self.high is None else [num(self.low), num(self.high)],
+            "interval": None
+            if self.low is None and self.high is None
+            else [number_or_none(self.low, finite=True), number_or_none(self.high, finite=True)],
             "reason": self.reason,
             "op": self.comparison,
         }
@@ -285,11 +286,8 @@ def failure_message(entries: Sequence[VerdictEntry]) -> str:
     """One line per entry: the SLO, the phase, the measured value, its interval and the bound."""
     lines = []
     for e in entries:
-        measured = (
-            "n/a"
-            if e.measured is None or (isinstance(e.measured, float) and math.isnan(e.measured))
-            else _fmt(e, e.measured)
-        )
+        value = number_or_none(e.measured)
+        measured = "n/a" if value is None else _fmt(e, value)
         if e.low is not None and e.high is not None:
             measured += f" [{_fmt(e, e.low)}, {_fmt(e, e.high)}]"
         bound = "n/a" if e.bound is None else _fmt(e, e.bound)

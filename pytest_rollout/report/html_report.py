@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from pytest_rollout.errors import RolloutUsageError
+from pytest_rollout.numeric import number_or_none
 
 __all__ = ["render_html", "write_html"]
 
@@ -56,7 +56,7 @@ def _e(value: Any) -> str:
 
 
 def _num(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if number_or_none(value) is None:
         return "n/a"
     if isinstance(value, float) and abs(value) < 0.01 and value != 0:
         return f"{value:.5f}"

@@ -18,11 +18,12 @@ added; the keys above are stable.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pytest_rollout.numeric import number_or_none
 
 __all__ = ["format_summary", "write_report"]
 
@@ -47,7 +48,7 @@ def _mark(v: dict[str, Any] | None) -> str:
 
 
 def _num(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if number_or_none(value) is None:
         return "n/a"
     return format(value, fmt)
 

@@ -21,6 +21,7 @@ from typing import Any
 from pytest_rollout.errors import RolloutError
 from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.judge.promql import live_queries
+from pytest_rollout.numeric import number_or_none
 
 __all__ = ["Progress", "format_progress"]
 
@@ -78,7 +79,7 @@ class Progress:
                 value = client.scalar(expr, time.time())
             except RolloutError:
                 return out  # Prometheus is not answering: say so (?), and do not hold up the run
-            out[name] = None if value is None or not math.isfinite(value) else value
+            out[name] = number_or_none(value, finite=True)
         return out
 
     def write(self, line: str) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_rollout.judge.rules import error_budget
 from pytest_rollout.judge.verdict import TestResult
+from pytest_rollout.numeric import number_or_none
 from pytest_rollout.slo import quantile_name
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
     for m in verdict.phases if verdict else ():
 
         def num(x: float | None) -> float | None:
-            return None if x is None or math.isnan(x) else round(x, 6)
+            value = number_or_none(x)
+            return None if value is None else round(value, 6)
 
         phases[m.phase] = {
             "start": m.start,
