@@ -5,15 +5,20 @@ The tests are laid out by tier: ``unit/`` (pure logic, seconds), ``component/``
 ``e2e/`` (whole rollouts with real processes, HAProxy and Prometheus),
 ``kubernetes/`` (a real control plane); ``support/`` holds what they share
 (imported by bare name: it is put on ``sys.path`` here).
+
+A test skips where a tool it needs is missing, saying why; in CI (``ROLLOUT_CI=1``, set by ``.ci/run``)
+such a skip fails the test instead, unless the README's "What may skip" lists its reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +36,50 @@ from pytest_rollout.load.protocol import Aim  # noqa: E402
 from pytest_rollout.procs import ProcessSet  # noqa: E402
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+CI = os.environ.get("ROLLOUT_CI") == "1"
+
+
+def _ci_skips() -> Any:
+    """``.ci/skips.py``: the README's "What may skip" list and its matching, the code ``.ci/run`` checks with."""
+    spec = importlib.util.spec_from_file_location("ci_skips", ROOT / ".ci" / "skips.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CI_SKIPS = _ci_skips()
+ALLOWED_SKIPS: list[str] = CI_SKIPS.allowed_skips((ROOT / "README.md").read_text()) if CI else []
+
+
+def _fail_unlisted_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """In CI, a skip the README does not list becomes a failure that says why it would have skipped."""
+    if not CI or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if CI_SKIPS.is_allowed(reason, ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"ROLLOUT_CI=1 but {reason.removeprefix('Skipped: ')}"
+        " (in CI a test skips only for a reason the README's 'What may skip' lists)"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    _fail_unlisted_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    report: pytest.CollectReport = yield
+    _fail_unlisted_skip(report)
+    return report
 
 
 @pytest.fixture
@@ -74,9 +123,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     """A real Kubernetes control plane (with kwok nodes) for the session; skips where it cannot run."""
     why = missing()
     if why is not None:
-        if os.environ.get("ROLLOUT_CI") == "1":  # .ci/run: the tier must run there
-            pytest.fail(f"ROLLOUT_CI=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        pytest.skip(why)  # in CI, a failure (see _fail_unlisted_skip)
     from podnet import LINK, POD_CIDR, PodNetwork
 
     work = tmp_path_factory.mktemp("control-plane")

@@ -45,9 +45,7 @@ def real_node() -> Iterator[Path]:
     """A kubeconfig for the running single-node cluster (started here when none is up)."""
     why = _unavailable()
     if why is not None:
-        if os.environ.get("ROLLOUT_CI") == "1":  # .ci/run: the tier must run there
-            pytest.fail(f"ROLLOUT_CI=1 but {why}", pytrace=False)
-        pytest.skip(why)
+        pytest.skip(why)  # in CI (ROLLOUT_CI=1), a failure: tests/conftest.py
     started = subprocess.run([str(CLUSTER), "status"], cwd=ROOT, capture_output=True, check=False).returncode != 0
     try:  # a cluster this session starts is stopped at its end, whatever happened, even to `up` itself
         out = _run("up", timeout=3600) if started else _run("kubeconfig", timeout=60)
