@@ -57,7 +57,8 @@ def test_gunicorn_without_pre_stop_is_broken_by_the_endpoint_race(pytester: pyte
 
 @pytest.mark.usefixtures("needs_gunicorn")
 def test_gunicorn_with_pre_stop_passes(pytester: pytest.Pytester) -> None:
-    result, test = run_slo_test(pytester, gunicorn("1"), gunicorn("2"), SLO, deploy_kw=', pre_stop="3s"')
+    delay = ("--rollout-endpoint-delay", "1s")  # the default, given as the README shows it
+    result, test = run_slo_test(pytester, gunicorn("1"), gunicorn("2"), SLO, ', pre_stop="3s"', *delay)
     assert result.ret == 0, result.stdout.str()[-3000:]
     assert all(phase["errors"] == 0 for phase in test["phases"].values())
     # termination as the kubelet does it: preStop, then SIGTERM; the endpoint leaves after the delay, concurrently

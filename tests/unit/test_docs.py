@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -35,6 +38,47 @@ def test_the_example_workflow_and_script_are_well_formed() -> None:
     assert "--rollout-platform kubernetes" in gate["run"] and '"$status" = 6' in gate["run"]
     subprocess.run(["bash", "-n", str(ROOT / "examples" / "kind" / "run.sh")], check=True)
     subprocess.run(["bash", "-n", str(ROOT / "scripts" / "build-control-plane")], check=True)
+
+
+def ci_skips() -> Any:
+    spec = importlib.util.spec_from_file_location("ci_skips", ROOT / ".ci" / "skips.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ci_fails_on_every_skip_the_readme_does_not_list(pytester: pytest.Pytester) -> None:
+    """``.ci/skips.py`` on a real run's output: each skip is matched by how its reason begins, and counted."""
+    skips = ci_skips()
+    assert skips.allowed_skips((ROOT / "README.md").read_text()) == []  # "What may skip": none at present
+    readme = "## Two\n\n### What may skip\n\nText.\n\n- `not root`: why\n- `no gpu`: why\n\n## Next\n\n- `x`: no\n"
+    assert skips.allowed_skips(readme) == ["not root", "no gpu"]
+    with pytest.raises(ValueError, match="What may skip"):
+        skips.allowed_skips("# a README without the section\n")
+    pytester.makepyfile(
+        test_skips="""
+        import pytest
+        def test_a(): pytest.skip("haproxy is not installed")
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_b(n): pytest.skip("not root: the node tier")
+        def test_c(): pass
+        """
+    )
+    out = pytester.runpytest("-ra").stdout.str()
+    assert "1 passed, 3 skipped" in out
+    unlisted = skips.unlisted_skips(out, ["not root"])
+    assert len(unlisted) == 1 and unlisted[0].startswith("SKIPPED [1]") and "haproxy is not installed" in unlisted[0]
+    assert len(skips.unlisted_skips(out, [])) == 2
+    assert skips.unlisted_skips(out, ["not root", "haproxy"]) == []
+    # counted but not listed (no -ra): fails too
+    quiet = pytester.runpytest("-rN").stdout.str()
+    assert skips.unlisted_skips(quiet, ["not root", "haproxy"]) == [
+        "3 skipped, not listed by -ra (is -ra still in the addopts?)"
+    ]
+    assert len(skips.unlisted_skips(pytester.runpytest("-ra", "-q").stdout.str(), [])) == 2  # -q: no ==== borders
+    assert skips.unlisted_skips("no summary at all", []) != []
+    assert skips.unlisted_skips(pytester.runpytest("-ra", "-k", "test_c").stdout.str(), []) == []
 
 
 # Every option and marker argument the README documents, and the tests that use it the way the README shows.
@@ -105,18 +149,103 @@ def documented_arguments() -> set[str]:
     return {part.split("=")[0].strip() for part in signature.group(1).split(", ")}
 
 
+class Uses:
+    """What a test really uses: its code's string literals and ``slo(...)`` keywords, read with :mod:`ast`.
+
+    Its code is the test function and every module-level function, class or constant it reaches by name,
+    transitively (``run_release``, ``SLO``, a template); docstrings and comments are not code, so an option
+    named only there is not a use.
+    """
+
+    def __init__(self, path: Path, function: str) -> None:
+        tree = ast.parse(path.read_text())
+        top: dict[str, ast.stmt] = {}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                top[node.name] = node
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for name in (n for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)):
+                    top[name.id] = node
+        self.found = function in top and isinstance(top[function], ast.FunctionDef)
+        self.strings: list[str] = []
+        self.slo_keywords: set[str] = set()
+        seen: set[str] = set()
+        todo = [function]
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in top:
+                continue
+            seen.add(name)
+            nodes = list(ast.walk(top[name]))
+            docstrings = {id(n.value) for n in nodes if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+            for node in nodes:
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                    self.strings.append(node.value)
+                elif isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "slo":
+                    self.slo_keywords |= {k.arg for k in node.keywords if k.arg is not None}
+                elif isinstance(node, ast.Name):
+                    todo.append(node.id)
+
+    def option(self, flag: str) -> bool:
+        """*flag* (``--rollout-x``, or an ini name) is in a string the code passes on: an argument, an ini file."""
+        return any(re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) for text in self.strings)
+
+    def argument(self, key: str) -> bool:
+        """*key* is given to ``slo(...)``: as a keyword, or as ``key=`` in the test code a string holds."""
+        return key in self.slo_keywords or any(re.search(rf"(?<![\w.]){key}\s*=", text) for text in self.strings)
+
+
 def test_every_documented_option_and_argument_has_a_test_that_uses_it() -> None:
     options, arguments = documented_options(), documented_arguments()
     assert {"--rollout-platform", "--rollout-endpoint-delay", "rollout_haproxy"} <= options
     assert {"rps", "judge_ramp", "abort_on_breach", "regression"} <= arguments
     assert sorted(options - set(OPTION_TESTS)) == [], "documented options without a test in OPTION_TESTS"
     assert sorted(arguments - set(ARGUMENT_TESTS)) == [], "documented marker arguments without a test in ARGUMENT_TESTS"
-    for name, nodeids in [*OPTION_TESTS.items(), *ARGUMENT_TESTS.items()]:
+    unused = []
+    for table, name, nodeids in [
+        *(("option", n, ids) for n, ids in OPTION_TESTS.items()),
+        *(("argument", n, ids) for n, ids in ARGUMENT_TESTS.items()),
+    ]:
         for nodeid in nodeids:
             path, _, function = nodeid.partition("::")
-            source = (ROOT / path).read_text()
-            match = re.search(rf"^def {function}\(.*?(?=^def |\Z)", source, re.S | re.M)
-            assert match is not None, f"{nodeid} (listed for {name}) does not exist"
-            # the test, or the module text it runs, names the option or argument as the README does
-            spelled = name if name.startswith("--") or name.startswith("rollout_") else f"{name}="
-            assert spelled in source, f"{nodeid} is listed for {name} but its module never uses {spelled!r}"
+            uses = Uses(ROOT / path, function)
+            assert uses.found, f"{nodeid} (listed for {name}) does not exist"
+            if not (uses.option(name) if table == "option" else uses.argument(name)):
+                unused.append(f"{nodeid} is listed for {name} but its code never uses it")
+    assert unused == []
+
+
+def test_a_name_in_a_docstring_or_comment_is_not_a_use(tmp_path: Path) -> None:
+    module = tmp_path / "test_example.py"
+    module.write_text(
+        '''"""Mentions --rollout-keep and slo(rps=5) in the module docstring."""
+ARGS = ("--rollout-report", "r.json")
+CODE = "@pytest.mark.slo(p99_ms=300)\\ndef test_inner(rollout): ..."
+
+
+def helper():
+    return ARGS
+
+
+def test_outer(pytester):
+    """Uses --rollout-html and rollout_haproxy, and sets error_rate=0.01, in words only."""
+    # --rollout-save in a comment; risk=0.05 too
+    pytester.makepyfile(CODE)
+    pytester.makeini("[pytest]\\nrollout_prometheus = /bin/prometheus\\n")
+    return pytester.runpytest(*helper(), "--rollout-workers=4")
+
+
+@pytest.mark.slo(hold="2s")
+def test_decorated(rollout): ...
+'''
+    )
+    outer, decorated = Uses(module, "test_outer"), Uses(module, "test_decorated")
+    assert outer.found and decorated.found and not Uses(module, "test_missing").found
+    assert [f for f in ("--rollout-report", "--rollout-workers", "rollout_prometheus") if not outer.option(f)] == []
+    assert [
+        f for f in ("--rollout-keep", "--rollout-html", "rollout_haproxy", "--rollout-save") if outer.option(f)
+    ] == []
+    assert outer.argument("p99_ms") and decorated.argument("hold")
+    assert not outer.argument("rps") and not outer.argument("error_rate") and not outer.argument("risk")
+    assert not outer.option("--rollout-work")  # a prefix of a used option is not a use
