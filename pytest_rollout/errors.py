@@ -1,7 +1,12 @@
 """Errors raised by pytest-rollout.
 
 Every error says what failed, with what, and what to do about it. Three
-categories tell whose it is, as httpx groups its exceptions::
+categories tell whose it is, as httpx groups its exceptions, and decide what
+an SLO test that one ends shows (:mod:`pytest_rollout.plugin.outcome`, the one
+place that reads them): an InputError, like any exception of the test's own
+code, fails the test as pytest would (exit 1, its traceback); a ReleaseError
+is an SLO broken (exit 1); a RunError is not proven (exit 6 when no other test
+failed)::
 
     RolloutError                        base of everything raised here
     ├── InputError                      the user's mistake: fix the test or its inputs

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_rollout.errors import RolloutError
+from pytest_rollout.errors import InputError
+from pytest_rollout.judge.verdict import TestResult
 from pytest_rollout.plugin.keys import FAILED_KEY, OUTCOME_KEY, ROLLOUT_KEY, SPEC_KEY
+from pytest_rollout.plugin.outcome import FAULT_KEY, Blame, Fault, fault_of, result_of
 from pytest_rollout.plugin.session import SESSION_KEY
 
 __all__ = ["pytest_runtest_call", "pytest_runtest_makereport", "rollout"]
+
+_PACKAGE = Path(__file__).parent.parent  # pytest_rollout/
 
 
 @pytest.fixture
@@ -45,29 +50,41 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     finally:
         problems = run.close()
         # no call-phase report means the run was interrupted before or during the test body
-        session.results.append(run.to_json(item.stash.get(OUTCOME_KEY, "interrupted")))
+        record = run.to_json(item.stash.get(OUTCOME_KEY, "interrupted"))
+        fault = item.stash.get(FAULT_KEY, None)
+        record["result"] = result_of(run.verdict, fault)
+        if fault is not None and not record.get("failure"):
+            record["failure"] = fault.message
+        session.results.append(record)
         if run.verdict is not None:
-            session.measured[item.nodeid] = (run.verdict.phases, run.verdict.passed)
+            session.measured[item.nodeid] = (run.verdict.phases, record["result"] == TestResult.PASSED)
         session.problems.extend(f"{item.nodeid}: {problem}" for problem in problems)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """Verify the SLOs inside the call phase, so a breach is a test failure, not a teardown error."""
+    """Verify the SLOs inside the call phase, so a breach is a test failure, not a teardown error.
+
+    An exception from the test body is settled by its category (:mod:`pytest_rollout.plugin.outcome`): the
+    test's own is raised as it came, traceback and all; the release's and the run's fail the test with their
+    message alone. A failure of the plugin's own verdict is its verdict's.
+    """
     try:
         try:
             result = yield
-        except RolloutError as exc:
+        except (Exception, pytest.fail.Exception) as exc:
             run = item.stash.get(ROLLOUT_KEY, None)
+            if isinstance(exc, pytest.fail.Exception) and run is not None and _failed_by_verdict(run):
+                raise
+            fault = fault_of(exc)
+            item.stash[FAULT_KEY] = fault
             if run is not None and run.verdict is None:
-                run.record_failure(f"{type(exc).__name__}: {exc}")
-                _judge_quietly(run)
-            raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}", pytrace=False) from None
-        except Exception:
-            run = item.stash.get(ROLLOUT_KEY, None)
-            if run is not None and run.verdict is None:
-                _judge_quietly(run)
-            raise
+                _settle(run, fault)
+            if fault.blame is Blame.TEST:
+                if isinstance(exc, InputError):
+                    _cut_at_the_package(exc)
+                raise
+            raise pytest.fail.Exception(fault.message, pytrace=False) from None
         run = item.stash.get(ROLLOUT_KEY, None)
         if run is not None and run.verdict is None:
             run.verify()
@@ -78,13 +95,47 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             _attach_properties(item, run)
 
 
+def _cut_at_the_package(exc: BaseException) -> None:
+    """End *exc*'s traceback where the test called into this package: a misused fixture is shown at the test's
+    own line, the way pytest hides its own frames."""
+    tb, last_outside = exc.__traceback__, None
+    while tb is not None:
+        inside = Path(tb.tb_frame.f_code.co_filename).is_relative_to(_PACKAGE)
+        if inside and last_outside is not None:
+            last_outside.tb_next = None
+            return
+        last_outside = None if inside else tb
+        tb = tb.tb_next
+
+
+def _failed_by_verdict(run: Any) -> bool:
+    """The plugin's own verdict failed the test (``verify()``, a phase cut short): it is judged, and not a pass."""
+    return run.verdict is not None and not run.verdict.passed
+
+
+def _settle(run: Any, fault: Fault) -> None:
+    """Record the release's or the run's failure on *run* and judge what it measured, for the report only.
+
+    The test's own failure is not the run's: what load ran is judged as it is, and nothing when none ran.
+    """
+    if fault.blame is not Blame.TEST:
+        run.record_failure(fault.message, str(fault.blame))
+    elif run.load is None:
+        return
+    _judge_quietly(run)
+
+
 def _attach_properties(item: pytest.Item, run: Any) -> None:
     """Put the verdict into the test's user properties, so ``--junitxml`` carries it."""
     verdict = run.verdict
-    if verdict is None or any(name == "rollout_passed" for name, _ in item.user_properties):
+    fault = item.stash.get(FAULT_KEY, None)
+    if (verdict is None and fault is None) or any(name == "rollout_passed" for name, _ in item.user_properties):
         return
-    item.user_properties.append(("rollout_passed", str(verdict.passed).lower()))
-    item.user_properties.append(("rollout_result", str(verdict.result)))
+    result = result_of(verdict, fault)
+    item.user_properties.append(("rollout_passed", str(result == TestResult.PASSED).lower()))
+    item.user_properties.append(("rollout_result", result))
+    if verdict is None:
+        return
     item.user_properties.append(("rollout_requested_rps", f"{run.spec.requested_rps:g}"))
     item.user_properties.append(("rollout_risk", run.budget.sentence()))
     for e in verdict.entries:
@@ -108,6 +159,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         item.config.stash.setdefault(FAILED_KEY, set()).add(item.nodeid)
+        if report.when == "setup" and call.excinfo is not None and FAULT_KEY not in item.stash:
+            # another fixture of the test failed after the rollout fixture was set up: settled by category too
+            item.stash[FAULT_KEY] = fault_of(call.excinfo.value)
     if ROLLOUT_KEY in item.stash:
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             item.stash[OUTCOME_KEY] = "error" if report.when == "setup" else report.outcome

@@ -27,5 +27,6 @@ FAILED_KEY = pytest.StashKey[set[str]]()
 
 #: Exit status when no test failed but SLO tests were not proven (too little evidence, the fleet did not hold the
 #: load, Prometheus unreachable, a cluster error): nothing was shown broken, and nothing held. Never a pass.
-#: Any broken SLO, or any other failing test, keeps pytest's own status 1.
+#: Any broken SLO, a test's own error or misuse of the fixture, or any other failing test keeps pytest's own
+#: status 1 (decided in plugin/outcome.py).
 EXIT_NOT_JUDGED = 6

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_rollout.judge.verdict import TestResult
 from pytest_rollout.plugin.keys import EXIT_NOT_JUDGED, FAILED_KEY
+from pytest_rollout.plugin.outcome import TEST_FAILED, exit_status
 from pytest_rollout.plugin.session import SESSION_KEY, RolloutSession
 
 __all__ = ["pytest_sessionfinish", "pytest_terminal_summary"]
@@ -19,15 +20,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     rollout_session = session.config.stash.get(SESSION_KEY, None)
     if rollout_session is None:
         return
-    # the exit status is decided first, from the verdicts alone: no report renderer can change it
+    # the exit status is decided first, from the results alone (plugin/outcome.py): no report renderer can change it
     failed = session.config.stash.get(FAILED_KEY, set())
     results = {r["nodeid"]: r.get("result") for r in rollout_session.results}
-    if (
-        exitstatus == pytest.ExitCode.TESTS_FAILED
-        and failed
-        and all(results.get(n) == TestResult.NOT_PROVEN for n in failed)
-    ):
-        session.exitstatus = EXIT_NOT_JUDGED
+    status = exit_status(exitstatus, failed, results)
+    if status != exitstatus:
+        session.exitstatus = status
     settings = rollout_session.settings
     try:
         if settings.report:
@@ -66,6 +64,13 @@ def _render(rollout_session: RolloutSession, what: str, render: Callable[[], obj
         rollout_session.notes.append(f"the {what} could not be written: {type(exc).__name__}: {exc}")
 
 
+def _before_any_load(record: dict[str, Any]) -> list[str]:
+    """One line for a test its own code failed before any load: there is no table to show, nor anything to prove."""
+    if record.get("result") != TEST_FAILED or record.get("phases"):
+        return []
+    return [f"{record['nodeid']} TEST FAILED before any load: {record.get('failure')} (its traceback is above)"]
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     rollout_session = config.stash.get(SESSION_KEY, None)
     if rollout_session is None:
@@ -76,7 +81,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("rollout SLO summary")
         for record in rollout_session.results:
             try:
-                lines = format_summary(record)
+                lines = _before_any_load(record) or format_summary(record)
             except Exception as exc:  # noqa: BLE001 - a renderer's bug must not bury the verdict
                 lines = [
                     f"{record.get('nodeid')} {str(record.get('result', '?')).replace('_', ' ').upper()}: "

@@ -10,6 +10,21 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from helpers import APP, closed_port
 
+from pytest_rollout.errors import (
+    FleetError,
+    KubernetesError,
+    LoadBalancerError,
+    ProcessStartError,
+    PrometheusError,
+    ReplicaNotReady,
+    RolloutError,
+    RolloutUsageError,
+    SLOSpecError,
+    UpgradeFailed,
+)
+from pytest_rollout.judge.verdict import Outcome, Verdict, VerdictEntry
+from pytest_rollout.plugin.outcome import TEST_FAILED, Blame, Fault, exit_status, fault_of, result_of
+
 pytestmark = pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
 
 HEADER = f"""
@@ -218,9 +233,14 @@ def test_replica_that_crashes_at_start(pytester: pytest.Pytester) -> None:
         HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n"
         "    rollout.deploy(command=[sys.executable, '-c', 'import sys; print(\"boom\"); sys.exit(3)'])\n"
     )
-    result = pytester.runpytest()
+    result = pytester.runpytest("--rollout-report", "r.json")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*replica v1-0 (pid *) exited with code 3 before it was ready*", "*boom*"])
+    # a ReleaseError is the release's: SLO broken, exit 1 (it once read "not proven", exit 6)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*::test_x SLO BROKEN: *"])
+    assert "NOT PROVEN" not in result.stdout.str() and "not proven" not in result.stdout.str()
+    assert json.loads((pytester.path / "r.json").read_text())["tests"][0]["result"] == "slo_broken"
 
 
 @pytest.fixture
@@ -247,9 +267,16 @@ def test_unreachable_prometheus(pytester: pytest.Pytester) -> None:
         HEADER
         + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
     )
-    result = pytester.runpytest_subprocess("--prometheus-url", f"http://127.0.0.1:{closed_port()}")
+    result = pytester.runpytest_subprocess(
+        "--prometheus-url", f"http://127.0.0.1:{closed_port()}", "--rollout-report", "r.json"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Prometheus at http://127.0.0.1:* is unreachable*Check --prometheus-url*"])
+    # a RunError is the tool's side: not proven, exit 6, never a traceback
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*::test_x NOT PROVEN: *", "rollout: 1 SLO test(s) not proven*"])
+    assert "Traceback" not in result.stdout.str() and "\nE   " not in result.stdout.str()
+    assert json.loads((pytester.path / "r.json").read_text())["tests"][0]["result"] == "not_proven"
 
 
 def test_url_that_is_not_prometheus(pytester: pytest.Pytester, not_prometheus: str) -> None:
@@ -308,12 +335,22 @@ pytest_rollout.report.json_report.format_summary = broken
 pytest_rollout.report.html_report.write_html = broken
 """
     )
-    pytester.makepyfile(HEADER + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.ramp()\n")
-    result = pytester.runpytest_subprocess("--rollout-html", "report.html", "--rollout-report", "report.json")
-    assert result.ret == 6  # not proven: nothing was run, nothing shown broken
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "--rollout-html",
+        "report.html",
+        "--rollout-report",
+        "report.json",
+        "--prometheus-url",
+        f"http://127.0.0.1:{closed_port()}",
+    )
+    assert result.ret == 6  # not proven: the run could not be done (Prometheus unreachable), nothing shown broken
     result.stdout.fnmatch_lines(
         [
-            "*call rollout.deploy(...) before rollout.ramp()*",
+            "*Prometheus at http://127.0.0.1:* is unreachable*",
             "*test_x NOT PROVEN: the terminal summary could not be rendered: ValueError: a renderer's bug*",
             "*rollout: the HTML report could not be written: ValueError: a renderer's bug*",
         ]
@@ -347,3 +384,153 @@ def test_binary_paths_from_ini_are_used_and_a_wrong_one_is_named(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
+
+
+# -- whose failure it is (plugin/outcome.py): the test's own, the release's, the run's ---------------------------
+
+A_BUG_IN_THE_TEST = [
+    pytest.param(
+        "rollout.deploy(comand=app())",
+        [">*rollout.deploy(comand=app())", "E*TypeError: *unexpected keyword argument 'comand'"],
+        id="a-misspelt-argument",
+    ),
+    pytest.param(
+        "rollout.deploy(command='python app.py')",
+        [
+            ">*rollout.deploy(command='python app.py')",
+            "E*RolloutUsageError: rollout.deploy(command=...) must be a list of strings (an argv), got 'python app.py'",
+        ],
+        id="a-command-as-a-string",
+    ),
+    pytest.param(
+        "rollout.deploy(command=app())\n    rollout.rmap()",
+        [">*rollout.rmap()", "E*AttributeError: *'rmap'"],
+        id="an-attribute-error-before-any-load",
+    ),
+    pytest.param(
+        "pytest.fail('my own check')",
+        [">*pytest.fail('my own check')", "E*Failed: my own check"],
+        id="the-test-failing-itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "traceback"), A_BUG_IN_THE_TEST)
+def test_a_bug_in_the_test_fails_it_as_pytest_would_never_not_proven(
+    pytester: pytest.Pytester, body: str, traceback: list[str]
+) -> None:
+    """Issue 22: each of these once ended the session with exit 6 and "NOT PROVEN ... no load was run"."""
+    pytester.makepyfile(HEADER + f"@pytest.mark.slo(rps=10)\ndef test_x(rollout):\n    {body}\n")
+    result = pytester.runpytest("--rollout-report", "r.json", "--junitxml", "junit.xml")
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(traceback)  # the test's own line, and the error under it
+    out = result.stdout.str()
+    assert "NOT PROVEN" not in out and "not proven" not in out and "no load was run" not in out
+    assert "pytest_rollout/" not in out  # a misused fixture is shown at the test's line, not inside the plugin
+    result.stdout.fnmatch_lines(["*::test_x TEST FAILED before any load: *"])
+    (record,) = json.loads((pytester.path / "r.json").read_text())["tests"]
+    assert record["result"] == TEST_FAILED and record["outcome"] == "failed" and record["verdicts"] == []
+    assert record["failure"].split(":")[0] in traceback[-1]
+    assert '<property name="rollout_result" value="test_failed"' in (pytester.path / "junit.xml").read_text()
+
+
+def test_a_misused_rollout_in_another_fixture_fails_the_test_never_not_proven(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER + "@pytest.fixture\ndef deployed(rollout):\n    rollout.deploy(command='python app.py')\n"
+        "    return rollout\n"
+        "@pytest.mark.slo(rps=10)\ndef test_x(deployed):\n    deployed.ramp()\n"
+    )
+    result = pytester.runpytest("--rollout-report", "r.json")
+    result.assert_outcomes(errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "NOT PROVEN" not in result.stdout.str()
+    assert json.loads((pytester.path / "r.json").read_text())["tests"][0]["result"] == TEST_FAILED
+
+
+def test_a_bug_in_one_test_beside_a_not_proven_one_exits_1(pytester: pytest.Pytester) -> None:
+    """Exit 6 only when every failed test is not proven: the bug in test_b must be fixed, not retried."""
+    pytester.makepyfile(
+        HEADER
+        + "@pytest.mark.slo(rps=10)\ndef test_a(rollout):\n    rollout.deploy(command=app())\n    rollout.ramp()\n"
+        + "@pytest.mark.slo(rps=10)\ndef test_b(rollout):\n    rollout.deploy(comand=app())\n"
+    )
+    result = pytester.runpytest_subprocess("--prometheus-url", f"http://127.0.0.1:{closed_port()}")
+    result.assert_outcomes(failed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*E*TypeError: *unexpected keyword argument 'comand'",
+            "*::test_a NOT PROVEN: *",
+            "*::test_b TEST FAILED before any load: TypeError: *",
+            "rollout: 1 SLO test(s) not proven*exit status 6 unless another test failed*",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "blame"),
+    [
+        (TypeError("x"), Blame.TEST),
+        (AttributeError("x"), Blame.TEST),
+        (AssertionError("x"), Blame.TEST),
+        (pytest.fail.Exception("x"), Blame.TEST),
+        (RolloutUsageError("x"), Blame.TEST),
+        (SLOSpecError("x"), Blame.TEST),
+        (ReplicaNotReady("x"), Blame.RELEASE),
+        (UpgradeFailed("x"), Blame.RELEASE),
+        (ProcessStartError("x"), Blame.RUN),
+        (LoadBalancerError("x"), Blame.RUN),
+        (FleetError("x"), Blame.RUN),
+        (PrometheusError("x"), Blame.RUN),
+        (KubernetesError("x"), Blame.RUN),
+        (RolloutError("x"), Blame.RUN),
+    ],
+)
+def test_whose_failure_it_is_is_decided_by_the_error_category(error: BaseException, blame: Blame) -> None:
+    assert fault_of(error) == Fault(blame, f"{type(error).__name__}: x")
+
+
+def _verdict(outcome: Outcome | None) -> Verdict | None:
+    if outcome is None:
+        return None
+    entry = VerdictEntry("error_rate", "baseline", 0.0, 0.01, outcome is Outcome.HELD, "r", outcome=outcome)
+    return Verdict((entry,), ())
+
+
+@pytest.mark.parametrize(
+    ("judged", "blame", "result"),
+    [
+        # no fault: the verdict decides; never judged (interrupted) is not proven
+        (Outcome.HELD, None, "passed"),
+        (Outcome.NOT_PROVEN, None, "not_proven"),
+        (Outcome.BROKEN, None, "slo_broken"),
+        (None, None, "not_proven"),
+        # the test's own code failed it, before any load or after a run (which stays broken if it proved a breach)
+        (None, Blame.TEST, TEST_FAILED),
+        (Outcome.HELD, Blame.TEST, TEST_FAILED),
+        (Outcome.NOT_PROVEN, Blame.TEST, TEST_FAILED),
+        (Outcome.BROKEN, Blame.TEST, "slo_broken"),
+        # the release's: broken, judged or not
+        (None, Blame.RELEASE, "slo_broken"),
+        (Outcome.HELD, Blame.RELEASE, "slo_broken"),
+        # the run's: not proven, never a pass; a breach proven first stands
+        (None, Blame.RUN, "not_proven"),
+        (Outcome.HELD, Blame.RUN, "not_proven"),
+        (Outcome.BROKEN, Blame.RUN, "slo_broken"),
+    ],
+)
+def test_a_tests_result_by_its_verdict_and_whose_failure_ended_it(
+    judged: Outcome | None, blame: Blame | None, result: str
+) -> None:
+    fault = None if blame is None else Fault(blame, "E: x")
+    assert result_of(_verdict(judged), fault) == result
+
+
+def test_exit_6_only_when_every_failed_test_is_not_proven() -> None:
+    failed = pytest.ExitCode.TESTS_FAILED
+    assert exit_status(failed, {"a"}, {"a": "not_proven"}) == 6
+    assert exit_status(failed, {"a", "b"}, {"a": "not_proven", "b": TEST_FAILED}) == failed
+    assert exit_status(failed, {"a", "b"}, {"a": "not_proven", "b": "slo_broken"}) == failed
+    assert exit_status(failed, {"a", "c"}, {"a": "not_proven"}) == failed  # c: a test without the rollout fixture
+    assert exit_status(pytest.ExitCode.INTERRUPTED, {"a"}, {"a": "not_proven"}) == pytest.ExitCode.INTERRUPTED

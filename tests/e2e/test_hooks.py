@@ -105,3 +105,40 @@ def test_a_failing_entry_from_add_verdicts_fails_the_test(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("--rollout-platform", "counting", "-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*SLO broken*", "*deploys in phase run*1 deploy(s), 0 allowed*"])
+
+
+def test_a_bug_in_the_test_after_load_ran_fails_it_as_pytest_would_with_what_was_measured(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issue 22, the mixed case: load ran, then the test's own code failed. The test fails as pytest would (exit 1,
+    its traceback); what the load measured is judged for the report (the hooks see it), and its result is
+    "test_failed", never "not proven" (a CI that retries on exit 6 would retry it forever)."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_release=f"""
+import sys, pytest
+
+@pytest.mark.slo(rps=200, error_rate=0.05, ramp="1s", hold="2s", abort_on_breach=False)
+def test_release(rollout):
+    rollout.deploy(command=[sys.executable, {str(APP)!r}, "--delay-ms", "0"])
+    rollout.ramp()
+    rollout.upgrde(command=[sys.executable, {str(APP)!r}, "--version", "v2"])
+"""
+    )
+    before = listening()
+    result = pytester.runpytest_subprocess(
+        "--rollout-platform", "counting", "--rollout-report", "report.json", "-p", "no:cacheprovider", timeout=300
+    )
+    assert listening() - before == set()
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [">*rollout.upgrde(*", "E*AttributeError: *'upgrde'*", "*::test_release TEST FAILED: *"]
+    )
+    assert "SLO test(s) not proven" not in result.stdout.str()
+    calls = json.loads((pytester.path / "calls.json").read_text())
+    (seen,) = [c[1] for c in calls if c[0] == "verdicts"]  # judged once, for the report
+    assert "baseline" in seen
+    (record,) = json.loads((pytester.path / "report.json").read_text())["tests"]
+    assert record["result"] == "test_failed" and record["failure"].startswith("AttributeError: ")
+    assert record["phases"]["baseline"]["requests"] > 0
