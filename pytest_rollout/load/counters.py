@@ -1,16 +1,17 @@
 """A worker's own counts: per phase in which each request was due, by outcome class, with latency histograms.
 
 Kept in-process with no locks and no label look-ups; read at scrape time by the worker's collector and
-at the end by the controller (GET /totals), as the cross-check for Prometheus."""
+at the end by the controller (GET /totals, a :class:`~pytest_rollout.load.replies.WorkerTotals`), as the
+cross-check for Prometheus."""
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from typing import Any
 
 from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import CLASSES, DROPPED
+from pytest_rollout.load.replies import ClassCounts, PhaseTotals, WorkerTotals
 
 __all__ = ["PhaseStats", "WorkerStats"]
 
@@ -39,16 +40,14 @@ class PhaseStats:
         self.late = 0
         self.resent = 0
 
-    def totals(self) -> dict[str, Any]:
-        return {
-            "requests": sum(self.by_class),
-            "by_class": dict(zip(CLASSES, self.by_class, strict=False)),
-            "errors": sum(self.by_class[1:]),
-            "late": self.late,
-            "resent": self.resent,
-            "histogram": self.hist.to_list(),
-            "latency_sum_s": self.hist.sum,
-        }
+    def totals(self) -> PhaseTotals:
+        return PhaseTotals(
+            by_class=ClassCounts.of(self.by_class),
+            late=self.late,
+            resent=self.resent,
+            histogram=tuple(self.hist.to_list()),
+            latency_sum_s=self.hist.sum,
+        )
 
 
 class WorkerStats:
@@ -128,13 +127,19 @@ class WorkerStats:
         """The request due at *due* is being sent a second time (its reused connection closed unanswered)."""
         self.phase_of(due).resent += 1
 
-    def totals(self) -> dict[str, Any]:
-        return {
-            "requests": self.total,
-            "scheduled": self.scheduled,
-            "late": self.late,
-            "max_lag_s": self.max_lag,
-            "inflight": self.inflight,
-            "max_inflight_seen": self.max_inflight_seen,
-            "phases": {name: st.totals() for name, st in zip(self.phase_names, self.phase_stats, strict=False)},
-        }
+    def by_phase(self) -> dict[str, PhaseTotals]:
+        """Each phase's counts so far, in the order the phases started."""
+        return {name: st.totals() for name, st in zip(self.phase_names, self.phase_stats, strict=True)}
+
+    def totals(self, state: str, engine: str | None) -> WorkerTotals:
+        """What ``GET /totals`` answers, for a worker in *state* running *engine*."""
+        return WorkerTotals(
+            phases=self.by_phase(),
+            scheduled=self.scheduled,
+            late=self.late,
+            max_lag_s=self.max_lag,
+            inflight=self.inflight,
+            max_inflight_seen=self.max_inflight_seen,
+            state=state,
+            engine=engine,
+        )

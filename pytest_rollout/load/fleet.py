@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.protocol import Aim, Plan
+from pytest_rollout.load.replies import PhaseHeard, PhaseTotals, Started, WorkerStatus, WorkerTotals
 from pytest_rollout.load.schedule import Segment
 from pytest_rollout.procs import ManagedProcess, ProcessSet
 
@@ -43,24 +44,33 @@ def workers_for(rps: float, per_worker_rps: float) -> int:
 
 @dataclass(frozen=True)
 class FleetTotals:
-    """The workers' own counts, merged: the cross-check for Prometheus."""
+    """The workers' own counts (``GET /totals`` of each), merged: the cross-check for Prometheus."""
 
-    workers: list[dict[str, Any]]
+    workers: list[WorkerTotals]
+
+    def merged(self, name: str) -> PhaseTotals | None:
+        """Phase *name* over all workers, counts added; None if a worker lacks it."""
+        merged = PhaseTotals()
+        for totals in self.workers:
+            phase = totals.phases.get(name)
+            if phase is None:
+                return None
+            merged += phase
+        return merged
 
     def phase(self, name: str) -> tuple[int, int] | None:
         """``(requests, errors)`` due in phase *name* over all workers; None if a worker lacks it."""
-        requests = errors = 0
-        for totals in self.workers:
-            phase = totals.get("phases", {}).get(name)
-            if phase is None:
-                return None
-            requests += int(phase["requests"])
-            errors += int(phase["errors"])
-        return requests, errors
+        merged = self.merged(name)
+        return None if merged is None else (merged.requests, merged.errors)
 
     @property
     def requests(self) -> int:
-        return sum(int(t["requests"]) for t in self.workers)
+        return sum(t.requests for t in self.workers)
+
+    @property
+    def max_lag_s(self) -> float:
+        """The largest send lag any worker saw."""
+        return max((t.max_lag_s for t in self.workers), default=0.0)
 
 
 @runtime_checkable
@@ -163,7 +173,7 @@ class ControlledFleet:
             plan = template.to_json()
             plan["segments"] = segments
             plan["phase"] = i / self.size
-            return str(self._call(handles[i], "POST", protocol.START, plan).get("engine"))
+            return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plan)).engine)
 
         return self._each(start, range(len(handles)))
 
@@ -179,7 +189,7 @@ class ControlledFleet:
             if not self._alive(handle):
                 return 0.0
             answer = self._call(handle, "POST", protocol.PHASE, {"name": phase, "at": at}, timeout=5.0)
-            return float(answer.get("late_s") or 0.0) if isinstance(answer, dict) else 0.0
+            return PhaseHeard.from_json(answer).late_s if isinstance(answer, dict) else 0.0
 
         self.edges[phase] = max(self._each(tell, self._handles()), default=0.0)
 
@@ -199,7 +209,7 @@ class ControlledFleet:
 
         def settle(handle: Any) -> None:
             while self._alive(handle) and time.monotonic() < deadline:
-                if self._call(handle, "GET", protocol.STATUS).get("state") in ("stopped", "idle"):
+                if self._status(handle).finished:
                     break
                 time.sleep(0.05)
 
@@ -209,16 +219,19 @@ class ControlledFleet:
         """Each live worker's own totals, once its requests in flight have ended."""
         deadline = time.monotonic() + settle_s
 
-        def read(handle: Any) -> Any:
+        def read(handle: Any) -> WorkerTotals:
             if not self._alive(handle):
                 raise self._death(handle)
             while True:
-                data = self._call(handle, "GET", protocol.TOTALS)
-                if data.get("state") in ("stopped", "idle") or time.monotonic() >= deadline:
-                    return data
+                totals = WorkerTotals.from_json(self._call(handle, "GET", protocol.TOTALS))
+                if totals.finished or time.monotonic() >= deadline:
+                    return totals
                 time.sleep(0.1)
 
         return FleetTotals(self._each(read, self._handles()))
+
+    def _status(self, handle: Any, timeout: float = 10.0) -> WorkerStatus:
+        return WorkerStatus.from_json(self._call(handle, "GET", protocol.STATUS, timeout=timeout))
 
     def clocks(self) -> list[float]:
         """How far each worker's clock is off this machine's, in seconds, beyond what a round trip explains.
@@ -234,10 +247,10 @@ class ControlledFleet:
             before = time.time()
             answer = self._call(handle, "GET", protocol.STATUS, timeout=5.0)
             after = time.time()
-            theirs = answer.get("time") if isinstance(answer, dict) else None
-            if not isinstance(theirs, (int, float)):
+            theirs = WorkerStatus.from_json(answer).time if isinstance(answer, dict) else None
+            if theirs is None:
                 return 0.0
-            return float(theirs) - after if theirs > after else min(0.0, float(theirs) - before)
+            return theirs - after if theirs > after else min(0.0, theirs - before)
 
         return self._each(offset, self._handles())
 

@@ -12,7 +12,8 @@ Every call but ``/metrics`` and ``/healthz`` must carry the token (401 without,
 403 when wrong); a plan for any origin but ``--target``, or one carrying a
 secret header, is refused (400).
 
-Control API (JSON over HTTP, served on the worker's own event loop):
+Control API (JSON over HTTP, served on the worker's own event loop by :class:`ControlServer`, one method
+per verb; each answer is a dataclass of :mod:`pytest_rollout.load.replies`):
 
 - ``POST /start``  the plan (see :class:`Plan`); load begins at ``start_at``.
 - ``POST /phase``  ``{"name", "at"}``: requests due from Unix time ``at`` count for phase ``name``.
@@ -42,15 +43,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from aiohttp import web
+
 from pytest_rollout.load import protocol
 from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.credentials import Credentials, guard, read_credentials
 from pytest_rollout.load.engine import Engine, choose_engine
 from pytest_rollout.load.histogram import BOUNDS
 from pytest_rollout.load.protocol import CLASSES, DROPPED, LATE_S, Plan
+from pytest_rollout.load.replies import PhaseHeard, Refusal, Started, StateReply, WorkerStatus, WorkerTotals
 from pytest_rollout.load.schedule import arrivals, rate_at
 
-__all__ = ["Worker", "main"]
+__all__ = ["ControlServer", "Worker", "main"]
 
 
 class Worker:
@@ -84,6 +88,33 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopped = True
+
+    async def finish(self) -> None:
+        """Stop, and wait (bounded by the plan's timeout) until the requests in flight have ended."""
+        await self.stop()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=(self.plan.timeout_s if self.plan else 0) + 2.0)
+            except TimeoutError:
+                pass
+
+    @property
+    def engine_name(self) -> str | None:
+        return self.engine.name if self.engine else None
+
+    def status(self) -> WorkerStatus:
+        """What ``GET /status`` answers; ``time`` is this worker's clock, for the controller's skew estimate."""
+        stats = self.stats
+        return WorkerStatus(
+            state=self.state,
+            engine=self.engine_name,
+            inflight=stats.inflight,
+            scheduled=stats.scheduled,
+            requests=stats.total,
+            max_lag_s=stats.max_lag,
+            pid=os.getpid(),
+            time=time.time(),
+        )
 
     def target_rps(self) -> float:
         """The rate this worker is asked to hold now (read at scrape time, off the hot path)."""
@@ -199,109 +230,114 @@ def _le(bound: float) -> str:
     return repr(bound) if not math.isinf(bound) else "+Inf"
 
 
-async def _serve(
-    host: str, port: int, credentials: Credentials, serve: bool = False, metrics_port: int | None = None
-) -> None:
-    from aiohttp import web
-    from prometheus_client import CollectorRegistry, generate_latest
+class ControlServer:
+    """The worker's control API: one method per verb, each answering with a typed reply (:mod:`.replies`).
 
-    worker = Worker()
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(worker))  # type: ignore[arg-type]
-    done = asyncio.Event()
+    :meth:`serve` listens, prints ``READY <port>``, and runs until told to quit (``POST /quit``, SIGTERM,
+    SIGINT, or standard input closing), then lets the load end and closes.
+    """
 
-    async def start(request: web.Request) -> web.Response:
+    def __init__(self, worker: Worker, credentials: Credentials) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.worker = worker
+        self.credentials = credentials
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(worker))  # type: ignore[arg-type]
+        self.done = asyncio.Event()
+
+    # the verbs
+
+    async def start(self, request: web.Request) -> web.Response:
         try:
-            plan = credentials.admit(Plan.from_json(await request.json()))
-            await worker.start(plan)
+            plan = self.credentials.admit(Plan.from_json(await request.json()))
+            await self.worker.start(plan)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
-        return web.json_response({"state": worker.state, "engine": worker.engine.name if worker.engine else None})
+            return _reply(Refusal.of(exc), status=400)
+        return _reply(Started(state=self.worker.state, engine=self.worker.engine_name))
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def phase(request: web.Request) -> web.Response:
+    async def phase(self, request: web.Request) -> web.Response:
         try:
             data = await request.json()
             at = float(data["at"])
-            worker.start_phase(str(data["name"]), at)
+            self.worker.start_phase(str(data["name"]), at)
         except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+            return _reply(Refusal.of(exc), status=400)
         # how long after the edge (by this worker's clock) the word came: requests due in that gap and already
         # answered counted for the phase before
-        return web.json_response({"phases": worker.stats.phase_names, "late_s": max(0.0, time.time() - at)})
+        return _reply(PhaseHeard(phases=tuple(self.worker.stats.phase_names), late_s=max(0.0, time.time() - at)))
 
-    async def stop(request: web.Request) -> web.Response:
-        await worker.stop()
-        return web.json_response({"state": worker.state})
+    async def stop(self, request: web.Request) -> web.Response:
+        await self.worker.stop()
+        return _reply(StateReply(self.worker.state))
 
-    async def totals(request: web.Request) -> web.Response:
-        data = worker.stats.totals()
-        data["state"] = worker.state
-        data["engine"] = worker.engine.name if worker.engine else None
-        return web.json_response(data)
+    async def quit(self, request: web.Request) -> web.Response:
+        self.done.set()
+        return _reply(StateReply("exiting"))
 
-    async def status(request: web.Request) -> web.Response:
-        stats = worker.stats
-        return web.json_response(
-            {
-                "state": worker.state,
-                "engine": worker.engine.name if worker.engine else None,
-                "inflight": stats.inflight,
-                "scheduled": stats.scheduled,
-                "requests": stats.total,
-                "max_lag_s": stats.max_lag,
-                "pid": os.getpid(),
-                "time": time.time(),  # this worker's clock, for the controller's skew estimate
-            }
-        )
+    async def totals(self, request: web.Request) -> web.Response:
+        return _reply(self.worker.stats.totals(self.worker.state, self.worker.engine_name))
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+    async def status(self, request: web.Request) -> web.Response:
+        return _reply(self.worker.status())
 
-    async def quit_(request: web.Request) -> web.Response:
-        done.set()
-        return web.json_response({"state": "exiting"})
+    async def metrics(self, request: web.Request) -> web.Response:
+        from prometheus_client import generate_latest
 
-    app = web.Application(middlewares=[guard(credentials)])
-    app.router.add_post(protocol.START, start)
-    app.router.add_post(protocol.STOP, stop)
-    app.router.add_post(protocol.PHASE, phase)
-    app.router.add_post(protocol.QUIT, quit_)
-    app.router.add_get(protocol.TOTALS, totals)
-    app.router.add_get(protocol.STATUS, status)
-    app.router.add_get(protocol.METRICS, metrics)
-    app.router.add_get(protocol.HEALTHZ, healthz)
-    runners = [web.AppRunner(app, access_log=None, handle_signals=False)]
-    if metrics_port is not None:  # Prometheus and probes on a port of their own (a NetworkPolicy tells them apart)
-        open_app = web.Application()
-        open_app.router.add_get(protocol.METRICS, metrics)
-        open_app.router.add_get(protocol.HEALTHZ, healthz)
-        runners.append(web.AppRunner(open_app, access_log=None, handle_signals=False))
-    sites = []
-    for runner, where in zip(runners, (port, metrics_port), strict=False):
-        await runner.setup()
-        site = web.TCPSite(runner, host, where, reuse_address=True)
-        await site.start()
-        sites.append(site)
-    bound = sites[0]._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"READY {bound}", flush=True)
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    if not serve:
-        _watch_stdin(loop, done)
-    await done.wait()
-    await worker.stop()
-    if worker._task is not None:
-        try:
-            await asyncio.wait_for(worker._task, timeout=(worker.plan.timeout_s if worker.plan else 0) + 2.0)
-        except TimeoutError:
-            pass
-    for runner in runners:
-        await runner.cleanup()
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    # serving
+
+    def control_app(self) -> web.Application:
+        """Every verb, behind the token guard."""
+        app = web.Application(middlewares=[guard(self.credentials)])
+        app.router.add_post(protocol.START, self.start)
+        app.router.add_post(protocol.STOP, self.stop)
+        app.router.add_post(protocol.PHASE, self.phase)
+        app.router.add_post(protocol.QUIT, self.quit)
+        app.router.add_get(protocol.TOTALS, self.totals)
+        app.router.add_get(protocol.STATUS, self.status)
+        app.router.add_get(protocol.METRICS, self.metrics)
+        app.router.add_get(protocol.HEALTHZ, self.healthz)
+        return app
+
+    def open_app(self) -> web.Application:
+        """Prometheus and probes on a port of their own (a NetworkPolicy tells them apart)."""
+        app = web.Application()
+        app.router.add_get(protocol.METRICS, self.metrics)
+        app.router.add_get(protocol.HEALTHZ, self.healthz)
+        return app
+
+    async def serve(self, host: str, port: int, metrics_port: int | None = None, watch_stdin: bool = True) -> None:
+        apps = [(self.control_app(), port)]
+        if metrics_port is not None:
+            apps.append((self.open_app(), metrics_port))
+        runners: list[web.AppRunner] = []
+        for app, where in apps:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, host, where, reuse_address=True).start()
+            runners.append(runner)
+        print(f"READY {runners[0].addresses[0][1]}", flush=True)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.done.set)
+        if watch_stdin:
+            _watch_stdin(loop, self.done)
+        await self.done.wait()
+        await self.worker.finish()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _reply(
+    reply: Started | PhaseHeard | StateReply | WorkerStatus | WorkerTotals | Refusal, status: int = 200
+) -> web.Response:
+    return web.json_response(reply.to_json(), status=status)
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
@@ -372,12 +408,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     _raise_fd_limit()
+
+    async def serve() -> None:
+        server = ControlServer(Worker(), credentials)
+        await server.serve(args.host, args.port, args.metrics_port, watch_stdin=not args.serve)
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
+        asyncio.run(serve())
     else:
-        uvloop.run(_serve(args.host, args.port, credentials, args.serve, args.metrics_port))
+        uvloop.run(serve())
     return 0
 
 

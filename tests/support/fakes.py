@@ -24,6 +24,7 @@ from pytest_rollout.errors import UpgradeFailed
 from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.load.fleet import FleetTotals
 from pytest_rollout.load.protocol import Aim, Plan
+from pytest_rollout.load.replies import ClassCounts, PhaseTotals, WorkerTotals
 from pytest_rollout.load.schedule import Segment, expected_count
 from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent, UpgradeResult
 from pytest_rollout.plugin import hookspecs
@@ -105,8 +106,8 @@ class FakeFleet:
         return round(expected_count(self.segments, start - t0, max(start, end) - t0))
 
     def totals(self, settle_s: float = 10.0) -> FleetTotals:
-        phases = {name: {"requests": self.count(name), "errors": 0} for name, _ in self.boundaries}
-        return FleetTotals([{"phases": phases, "requests": sum(p["requests"] for p in phases.values())}])
+        phases = {name: PhaseTotals(ClassCounts(ok=self.count(name))) for name, _ in self.boundaries}
+        return FleetTotals([WorkerTotals(phases=phases)])
 
     def shutdown(self) -> None:
         self.calls.append("shutdown")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -9,10 +10,11 @@ import pytest
 from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import CLASSES, DROPPED, HTTP_5XX, OK
+from pytest_rollout.load.replies import ClassCounts, WorkerTotals
 
 
 def _by_phase(stats: WorkerStats) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p["by_class"].values()) for name, p in stats.totals()["phases"].items()}
+    return {name: p.by_class.counts() for name, p in stats.by_phase().items()}
 
 
 def test_requests_count_for_the_phase_they_were_due_in_whatever_the_order() -> None:
@@ -41,9 +43,9 @@ def test_requests_count_for_the_phase_they_were_due_in_whatever_the_order() -> N
         if latency is not None:
             hists[phase_for(due)].observe(latency)
     assert _by_phase(stats) == {name: tuple(counts) for name, counts in expected.items()}
-    for name, phase in stats.totals()["phases"].items():
-        assert phase["histogram"] == hists[name].to_list()
-        assert phase["latency_sum_s"] == pytest.approx(hists[name].sum)
+    for name, phase in stats.by_phase().items():
+        assert list(phase.histogram) == hists[name].to_list()
+        assert phase.latency_sum_s == pytest.approx(hists[name].sum)
     assert stats.total == 4000
 
 
@@ -55,3 +57,28 @@ def test_a_due_time_exactly_on_an_edge_counts_for_the_new_phase() -> None:
     stats.record(OK, 4.999, 0.001)
     assert _by_phase(stats)["-"][OK] == 2 and _by_phase(stats)["a"][OK] == 1
     assert stats.phase_of(5.0) is stats.phase_stats[1] and stats.phase_of(4.0) is stats.phase_stats[0]
+
+
+def test_the_totals_reply_travels_as_it_always_did() -> None:
+    """GET /totals is a typed reply now; its JSON is the same, and it reads back equal to what was sent."""
+    stats = WorkerStats()
+    stats.add_phase("a", 10.0)
+    stats.record(OK, 5.0, 0.002)
+    stats.record(HTTP_5XX, 11.0, 0.3)
+    stats.fell_behind(12.0)
+    stats.resend(12.5)
+    stats.scheduled, stats.max_lag, stats.inflight, stats.max_inflight_seen = 4, 0.07, 1, 2
+    totals = stats.totals("running", "fast")
+    wire = json.loads(json.dumps(totals.to_json()))
+    assert list(wire) == [
+        "requests", "scheduled", "late", "max_lag_s", "inflight", "max_inflight_seen", "phases", "state", "engine"
+    ]  # fmt: skip
+    assert wire["requests"] == 3 and wire["late"] == 1 and wire["state"] == "running" and wire["engine"] == "fast"
+    a = wire["phases"]["a"]
+    assert list(a) == ["requests", "by_class", "errors", "late", "resent", "histogram", "latency_sum_s"]
+    assert a["by_class"] == {"ok": 0, "http_4xx": 0, "http_5xx": 1, "timeout": 0, "connection": 0, "dropped": 1}
+    assert (a["requests"], a["errors"], a["late"], a["resent"]) == (2, 2, 1, 1)
+    assert sum(a["histogram"]) == 1 and a["latency_sum_s"] == pytest.approx(0.3)
+    assert WorkerTotals.from_json(wire) == totals
+    merged = totals.phases["-"] + totals.phases["a"]
+    assert merged.by_class == ClassCounts(ok=1, http_5xx=1, dropped=1) and merged.latency().total == 2
