@@ -49,9 +49,10 @@ from typing import Any
 from bench_fleet import start_nginx
 
 from pytest_rollout.judge.prometheus import LocalPrometheus, PromClient, write_targets
-from pytest_rollout.load.fleet import LocalFleet
+from pytest_rollout.load.fleet import Fleet, LocalFleet
+from pytest_rollout.load.launch import clock_skew, launch, steady
 from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
-from pytest_rollout.load.schedule import Segment
+from pytest_rollout.load.replies import ClassCounts
 from pytest_rollout.procs import ProcessSet, http_get, proc_cpu_seconds
 
 
@@ -95,7 +96,7 @@ def one_run(
 
 
 def measure(
-    fleet: Any,
+    fleet: Fleet,
     url: str,
     run_id: str,
     workers: int,
@@ -109,20 +110,18 @@ def measure(
     workers_cpu: Callable[[], float] | None,
 ) -> dict[str, Any]:
     """Hold *rps* over the started *fleet* for *seconds*, with one phase edge in the plan and two announced."""
-    start_at = time.time() + max(fleet.start_lead_s, 0.5 + 0.01 * workers)
     plan = Plan(
         url=url,
-        segments=(),
-        start_at=start_at,
-        deadline=start_at + seconds,
+        segments=steady(rps),
+        start_at=0.0,
+        deadline=seconds,
         max_inflight=inflight_cap(rps / workers),
-        phases=(("first", start_at),),  # an edge known in advance travels in the plan
+        phases=(("first", 0.0),),  # an edge known in advance travels in the plan
         engine="fast",
     )
-    began = time.monotonic()
-    fleet.begin(plan, [Segment(None, rps, rps)])
-    plan_s = time.monotonic() - began
-    skew = max(abs(offset) for offset in fleet.clocks())
+    launched = launch(fleet, plan, lead_s=max(fleet.start_lead_s, 0.5 + 0.01 * workers))
+    start_at = launched.start_at
+    skew = clock_skew(fleet)
     worker_cpu_before = workers_cpu() if workers_cpu else 0.0
     for name, fraction in (("second", 1 / 3), ("third", 2 / 3)):  # edges decided during the run
         time.sleep(max(0.0, start_at + seconds * fraction - fleet.edge_lead_s - time.time()))
@@ -136,23 +135,19 @@ def measure(
     time.sleep(2 * client.scrape_interval(run_id) + 1.0)
     series = client.query(f'count by (worker) ({{run="{run_id}"}})', time.time())
     controller_cpu = self_cpu() - cpu_before
-    by_class: dict[str, int] = {}
-    for worker in totals.workers:
-        for phase in worker["phases"].values():
-            for klass, count in phase["by_class"].items():
-                by_class[klass] = by_class.get(klass, 0) + int(count)
+    by_class = sum((phase.by_class for worker in totals.workers for phase in worker.phases.values()), ClassCounts())
     requests = totals.requests
     return {
         "workers_seen_by_prometheus": seen,
         "fleet_start_s": start_s,
-        "plan_s": plan_s,
+        "plan_s": launched.plan_s,
         "spawn_to_sending_s": start_at - spawned_wall,
         "requests": requests,
         "schedule": round(rps * seconds),
         "exact": requests == round(rps * seconds),
-        "held_rps": (requests - by_class.get("dropped", 0)) / seconds,
+        "held_rps": (requests - by_class.dropped) / seconds,
         "errors": {k: v for k, v in by_class.items() if k != "ok"},
-        "max_lag_ms": max(float(w["max_lag_s"]) for w in totals.workers) * 1000,
+        "max_lag_ms": totals.max_lag_s * 1000,
         "clock_skew_ms": skew * 1000,
         "edge_late_ms": max(fleet.edges.values()) * 1000,
         "controller_cpu_s": controller_cpu,

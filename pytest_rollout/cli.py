@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_rollout.errors import RolloutError, RolloutUsageError
 from pytest_rollout.load.attack import attack, capacity
-from pytest_rollout.load.calibration import CALIBRATION_SHARE, calibration_path
+from pytest_rollout.load.calibration import CALIBRATION_SHARE, record_calibration
 from pytest_rollout.slo import parse_duration
 
 __all__ = ["main"]
@@ -221,18 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         trial_s = _duration(args.seconds, "--seconds")
         result = capacity(args.url, args.engine, trial_s, 2 * trial_s, start_rps=args.start_rps)
-        path = calibration_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            recorded = json.loads(path.read_text())
-        except (OSError, ValueError):
-            recorded = {}
-        recorded.setdefault("engines", {})[args.engine] = {
-            "held_rps": result["held_rps"],
-            "at": time.time(),
-            "url": args.url,
-        }
-        path.write_text(json.dumps(recorded, indent=2))
+        path = record_calibration(args.engine, result["held_rps"], args.url)
         if args.json:
             print(json.dumps(result))
         else:

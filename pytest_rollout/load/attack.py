@@ -15,9 +15,8 @@ from typing import Any
 
 from pytest_rollout.errors import RolloutError, RolloutUsageError
 from pytest_rollout.load.fleet import LocalFleet
-from pytest_rollout.load.histogram import Histogram
-from pytest_rollout.load.protocol import CLASSES, Aim, Plan, inflight_cap, split_headers
-from pytest_rollout.load.schedule import Segment
+from pytest_rollout.load.launch import launch, steady
+from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
 from pytest_rollout.procs import ProcessSet, proc_cpu_seconds
 
 __all__ = ["PHASE", "attack", "capacity", "held_within", "highest_rate"]
@@ -54,35 +53,32 @@ def attack(
             spawned = time.monotonic()
             fleet.start()
             start_s = time.monotonic() - spawned
-            # the plans go out all at once; the lead leaves a big fleet time to get them before the first request
-            start = time.time() + 0.3 + 0.01 * workers
-            segments = [Segment(ramp_s, 0.0, rps)] if ramp_s > 0 else []
-            segments.append(Segment(None, rps, rps))
-            template = Plan(
+            plan = Plan(
                 url=url,
-                segments=(),
-                start_at=start,
-                deadline=start + ramp_s + duration_s,
+                segments=steady(rps, ramp_s),
+                start_at=0.0,
+                deadline=ramp_s + duration_s,
                 method=method,
                 headers=public,
                 body=body,
                 timeout_s=timeout_s,
                 max_inflight=max_inflight or inflight_cap(rps / workers),
-                phases=(("ramp", start), (PHASE, start + ramp_s)) if ramp_s > 0 else ((PHASE, start),),
+                phases=(("ramp", 0.0), (PHASE, ramp_s)) if ramp_s > 0 else ((PHASE, 0.0),),
                 engine=engine,
                 resend_reused=resend_reused,
             )
-            began = time.monotonic()
-            engines = fleet.begin(template, segments)
-            plan_s = time.monotonic() - began
+            # the plans go out all at once; the lead leaves a big fleet time to get them before the first request
+            launched = launch(fleet, plan, lead_s=0.3 + 0.01 * workers)
             cpu_before = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
-            end = start + ramp_s + duration_s
-            while time.time() < end:
+            while time.time() < launched.end_at:
                 dead = fleet.dead_processes()
                 if dead:
                     raise RolloutError(f"load worker {dead[0].describe()} died:\n{dead[0].log_tail()}")
-                time.sleep(min(0.2, max(0.0, end - time.time())))
+                time.sleep(min(0.2, max(0.0, launched.end_at - time.time())))
             cpu_after = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
+            # each worker ends its schedule at the deadline by itself: wait for that (bounded) before the stop, so
+            # that a worker still behind at the end counts every request due, sent or dropped, not a stopped few
+            fleet.drain(settle_s=timeout_s + 2.0)
             fleet.stop_load()
             fleet.drain(settle_s=timeout_s + 2.0)
             totals = fleet.totals()
@@ -90,21 +86,13 @@ def attack(
         finally:
             fleet.shutdown()
             procs.stop_all()
-    hist = Histogram()
-    by_class = dict.fromkeys(CLASSES, 0)
-    late = 0
-    resent = 0
-    max_lag = 0.0
-    for w in totals.workers:
-        phase = w["phases"][PHASE]
-        hist.merge(Histogram.from_list(phase["histogram"], phase["latency_sum_s"]))
-        for k, v in phase["by_class"].items():
-            by_class[k] += int(v)
-        late += int(phase["late"])
-        resent += int(phase.get("resent", 0))
-        max_lag = max(max_lag, float(w["max_lag_s"]))
-    requests = sum(by_class.values())
-    held = requests - by_class["dropped"]  # the late were not sent: they are counted dropped too
+    phase = totals.merged(PHASE)
+    if phase is None:
+        raise RolloutError(f"a load worker counted nothing for phase {PHASE!r}")
+    hist = phase.latency()
+    by_class = phase.by_class
+    requests = phase.requests
+    held = requests - by_class.dropped  # the late were not sent: they are counted dropped too
     cpu = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=False))
 
     def ms(q: float) -> float | None:
@@ -113,23 +101,23 @@ def attack(
 
     return {
         "url": url,
-        "engine": ",".join(sorted(set(engines))),
+        "engine": ",".join(sorted(set(launched.engines))),
         "workers": workers,
         "duration_s": duration_s,
         "requested_rps": rps,
         "held_rps": round(held / duration_s, 1),
         "requests": requests,
-        "ok": by_class["ok"],
+        "ok": by_class.ok,
         "errors": {k: v for k, v in by_class.items() if k != "ok"},
-        "late": late,
-        "resent": resent,
-        "max_lag_ms": round(max_lag * 1000.0, 3),
+        "late": phase.late,
+        "resent": phase.resent,
+        "max_lag_ms": round(totals.max_lag_s * 1000.0, 3),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999)},
         "worker_cpu_s": round(cpu, 3),
         "cpu_us_per_request": round(cpu / requests * 1e6, 2) if requests else None,
         # the controller: spawn to every worker ready, plans handed out (all at once), its own CPU for the run
         "fleet_start_s": round(start_s, 3),
-        "plan_s": round(plan_s, 4),
+        "plan_s": round(launched.plan_s, 4),
         "controller_cpu_s": round(controller_cpu, 3),
     }
 

@@ -19,6 +19,7 @@ from pytest_rollout.errors import FleetError, PrometheusError, RolloutError
 from pytest_rollout.judge.prometheus import remove_targets, write_targets
 from pytest_rollout.judge.promql import last_scrape
 from pytest_rollout.load.fleet import Fleet, FleetTotals
+from pytest_rollout.load.launch import clock_skew, launch, steady
 from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
 from pytest_rollout.load.schedule import Segment
 from pytest_rollout.platforms.base import Platform
@@ -140,23 +141,17 @@ def start_load(
             f"after {fleet.discovery_s:g}s. {fleet.discovery_hint(sd_dir)}"
         )
     rps = spec.requested_rps
-    segments: list[Segment] = []
-    if spec.ramp_s > 0:
-        segments.append(Segment(spec.ramp_s, 0.0, rps))
-    segments.append(Segment(None, rps, rps))
-    start_at = time.time() + fleet.start_lead_s
-    baseline_at = start_at + spec.ramp_s
-    phases = [("baseline", baseline_at)]
+    phases = [("baseline", spec.ramp_s)]  # seconds from the start
     if spec.end_when_held is None:  # else announced when the baseline ends (Rollout._hold_until)
-        phases.append(("between", baseline_at + spec.hold_s))
+        phases.append(("between", spec.ramp_s + spec.hold_s))
     if spec.ramp_s > 0:
-        phases.insert(0, ("ramp", start_at))
+        phases.insert(0, ("ramp", 0.0))
     total = spec.ramp_s + spec.hold_s + upgrade_timeout_s + spec.after_s + 30.0
-    template = Plan(
+    plan = Plan(
         url=platform.url + spec.path,
-        segments=(),
-        start_at=start_at,
-        deadline=start_at + total,
+        segments=steady(rps, spec.ramp_s),
+        start_at=0.0,
+        deadline=total,
         method=spec.method,
         headers=public_headers,
         body=spec.body,
@@ -167,20 +162,18 @@ def start_load(
         resend_reused=spec.client != "strict",
     )
     try:
-        began = time.monotonic()
-        engines = fleet.begin(template, segments)
-        plan_s = time.monotonic() - began
-        skew = max((abs(o) for o in fleet.clocks()), default=0.0)
+        launched = launch(fleet, plan)
+        skew = clock_skew(fleet)
     except BaseException:
         fleet.shutdown()
         raise
     return LoadRun(
-        plan_s=plan_s,
+        plan_s=launched.plan_s,
         clock_skew_s=skew,
         fleet=fleet,
-        segments=tuple(segments),
-        start_at=start_at,
-        engines=engines,
+        segments=launched.segments,
+        start_at=launched.start_at,
+        engines=launched.engines,
         scrape_interval=scrape_interval,
         sd_dir=sd_dir,
         run_id=run_id,
