@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import run_fleet, start_app
+from helpers import on_time_as_said, run_fleet, schedule_kept, start_app
 
 from pytest_rollout.load.aiohttp_engine import AiohttpEngine
 from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.engine import FastEngine, build_request, choose_engine
-from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import Plan
 from pytest_rollout.procs import ProcessSet, free_port
 
@@ -16,8 +15,9 @@ from pytest_rollout.procs import ProcessSet, free_port
 def run_engine(make_fleet, url: str, engine: str, rps: float = 200, seconds: float = 1.5, **plan: object):  # type: ignore[no-untyped-def]
     totals, (ran,) = run_fleet(make_fleet(1, url), url, rps, seconds, engine=engine, **plan)
     assert ran == engine
-    phase = totals.workers[0]["phases"]["p"]
-    return phase["by_class"], Histogram.from_list(phase["histogram"])
+    (worker,) = totals.workers
+    on_time_as_said(worker)
+    return worker.phases["p"]
 
 
 @pytest.mark.parametrize(
@@ -34,19 +34,24 @@ def run_engine(make_fleet, url: str, engine: str, rps: float = 200, seconds: flo
 def test_engines_agree(
     procs: ProcessSet, make_fleet, flags: tuple[str, ...] | None, path: str, plan: dict, expected: str
 ) -> None:
+    """Both engines count the same schedule and class every answer the same. (Which requests a busy machine
+    made late differs from run to run, so the two are compared on the requests each sent.)"""
     port = start_app(procs, "app", *flags) if flags is not None else free_port()
     url = f"http://127.0.0.1:{port}{path}"
-    fast, fast_hist = run_engine(make_fleet, url, "fast", **plan)
-    slow, slow_hist = run_engine(make_fleet, url, "aiohttp", **plan)
-    assert fast == slow, (fast, slow)
-    assert fast[expected] == sum(fast.values()) == 300
+    fast = run_engine(make_fleet, url, "fast", **plan)
+    slow = run_engine(make_fleet, url, "aiohttp", **plan)
+    for phase in (fast, slow):
+        schedule_kept(phase, 300, expected)  # 1.5 s x 200 rps; every request sent answered as *expected*
+    fast_hist, slow_hist = fast.latency(), slow.latency()
+    assert fast_hist.total == fast.requests - fast.late and slow_hist.total == slow.requests - slow.late
     if expected == "ok":
+        # the server's 20 ms is in every latency; the upper bound leaves room for a busy machine's stalls
         for q in (0.5, 0.9):
-            assert 0.019 < fast_hist.quantile(q) < 0.05 and 0.019 < slow_hist.quantile(q) < 0.05
+            assert 0.019 < fast_hist.quantile(q) < 0.25 and 0.019 < slow_hist.quantile(q) < 0.25
     if expected == "timeout":
         # a timeout is recorded when it is found (the fast engine sweeps every 50 ms); quantiles are
         # interpolated inside buckets about 9% wide, so a 0.2 s latency may read as 0.18 s
-        assert 0.18 <= fast_hist.quantile(0.5) < 0.3 and 0.18 <= slow_hist.quantile(0.5) < 0.3
+        assert 0.18 <= fast_hist.quantile(0.5) < 0.5 and 0.18 <= slow_hist.quantile(0.5) < 0.5
 
 
 def test_choose_engine() -> None:
@@ -220,8 +225,8 @@ def test_a_request_never_goes_onto_a_connection_the_server_has_closed() -> None:
         await request()
 
     stats, server = _run_fast_engine(scenario)
-    by_class = stats.totals()["phases"]["-"]["by_class"]
-    assert by_class["ok"] == 2 and by_class["connection"] == 0, by_class
+    by_class = stats.by_phase()["-"].by_class
+    assert by_class.ok == 2 and by_class.connection == 0, by_class
     assert server.accepted == 2 and server.served == 2
 
 
@@ -234,12 +239,15 @@ def test_the_fast_engine_closes_idle_connections_before_a_server_would() -> None
         await request()
         await request()  # reuses the connection: it was idle well under IDLE_CLOSE_S
         assert server.accepted == 1
-        await asyncio.sleep(IDLE_CLOSE_S + 0.3)  # the sweep (every 50 ms) closes it
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        while engine.idle and loop.time() < idle_since + IDLE_CLOSE_S + 10:  # the sweep (every 50 ms) closes it
+            await asyncio.sleep(0.01)
         assert engine.idle == []
         await request()  # on a new connection
 
     stats, server = _run_fast_engine(scenario)
-    assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 3
+    assert stats.by_phase()["-"].by_class.ok == 3
     import time
 
     for _ in range(100):  # the server thread sees the client's close
@@ -279,7 +287,7 @@ def test_a_burst_opens_at_most_max_connecting_connections_at_once() -> None:
 
     stats, server = _run_fast_engine(scenario)
     assert max(most) == MAX_CONNECTING
-    assert stats.totals()["phases"]["-"]["by_class"]["ok"] == 500 and stats.total == 500
+    assert stats.by_phase()["-"].by_class.ok == 500 and stats.total == 500
     # (the server's accept thread may not have taken every connection made in the kernel's backlog yet)
     assert server.served == 500 and server.accepted <= len(most)
 
@@ -325,8 +333,8 @@ def test_a_reused_connection_closed_unanswered_is_resent_once_as_clients_do(
             await request()
 
     stats, server = _run_fast_engine(scenario, engine_class, **plan)
-    phase = stats.totals()["phases"]["-"]
-    got = {"ok": phase["by_class"]["ok"], "connection": phase["by_class"]["connection"], "resent": phase["resent"]}
+    phase = stats.by_phase()["-"]
+    got = {"ok": phase.by_class.ok, "connection": phase.by_class.connection, "resent": phase.resent}
     got["dropped"] = server.dropped
     if "accepted" in expected:
         got["accepted"] = server.accepted

@@ -18,11 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import run_fleet
+from helpers import run_fleet, schedule_kept
 
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.fleet import LocalFleet
+from pytest_rollout.load.replies import WorkerStatus, WorkerTotals
 from pytest_rollout.procs import ProcessSet
 
 MakeFleet = Callable[..., LocalFleet]
@@ -122,14 +123,15 @@ def test_a_worker_obeys_only_calls_that_carry_its_runs_token(make_fleet: MakeFle
     time.sleep(1.5)  # the refused plan would have sent ~100 requests by now
     assert target.seen == []
     assert proc.alive()  # the refused /quit changed nothing
-    status = fleet._call(fleet.workers[0], "GET", "/status")
-    assert status["state"] == "idle" and status["scheduled"] == 0
+    status = WorkerStatus.from_json(fleet._call(fleet.workers[0], "GET", "/status"))
+    assert status.state == "idle" and status.scheduled == 0
     for path in sorted(protocol.OPEN_PATHS):  # Prometheus and probes need no token
         assert call(port, "GET", path)[0] == 200
     # the same plan with the token is obeyed: the check above could have failed
     totals, _ = run_fleet(fleet, target.url, rps=100, seconds=1)
-    requests, errors = totals.phase("p")  # type: ignore[misc]
-    assert requests == 100 and errors == 0 and len(target.seen) == requests
+    (phase,) = (w.phases["p"] for w in totals.workers)
+    schedule_kept(phase, 100, "ok")  # (a request a busy machine made late is not sent: it is dropped)
+    assert len(target.seen) == phase.by_class.ok > 0
 
 
 def test_a_worker_refuses_a_plan_aimed_anywhere_but_its_target(make_fleet: MakeFleet, targets) -> None:  # type: ignore[no-untyped-def]
@@ -147,8 +149,9 @@ def test_a_worker_refuses_a_plan_aimed_anywhere_but_its_target(make_fleet: MakeF
     assert elsewhere.seen == [] and target.seen == []
     # any path of the target is fine
     totals, _ = run_fleet(fleet, target.url + "any/path?x=1", rps=50, seconds=1)
-    requests, errors = totals.phase("p")  # type: ignore[misc]
-    assert requests == 50 and errors == 0 and len(target.seen) == requests
+    (phase,) = (w.phases["p"] for w in totals.workers)
+    schedule_kept(phase, 50, "ok")
+    assert len(target.seen) == phase.by_class.ok > 0
 
 
 @pytest.mark.parametrize("engine", ["fast", "aiohttp"])
@@ -157,9 +160,9 @@ def test_redirects_are_never_followed(make_fleet: MakeFleet, targets, engine: st
     target = targets(redirect_to=elsewhere.url)
     totals, (ran,) = run_fleet(make_fleet(1, target.url), target.url, rps=50, seconds=1, engine=engine)
     assert ran == engine
-    phase = totals.workers[0]["phases"]["p"]
-    assert phase["by_class"]["ok"] == phase["requests"] == 50  # a 3xx is the target's answer
-    assert len(target.seen) == phase["requests"] and elsewhere.seen == []
+    phase = totals.workers[0].phases["p"]
+    schedule_kept(phase, 50, "ok")  # a 3xx is the target's answer
+    assert len(target.seen) == phase.by_class.ok > 0 and elsewhere.seen == []
 
 
 SECRET = "Bearer s3cret-7f1c"
@@ -175,8 +178,9 @@ def test_secret_headers_reach_the_target_and_nothing_else(
     target = targets()
     fleet = make_fleet(1, target.url, {"Authorization": SECRET, "X-Api-Key": API_KEY})
     ((proc, port),) = fleet.workers
-    run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Accept": "text/plain"})
-    assert len(target.seen) == 50
+    totals, _ = run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Accept": "text/plain"})
+    schedule_kept(totals.workers[0].phases["p"], 50, "ok")
+    assert len(target.seen) == totals.workers[0].phases["p"].by_class.ok > 0
     assert all(
         h["authorization"] == SECRET and h["x-api-key"] == API_KEY and h["accept"] == "text/plain" for h in target.seen
     )
@@ -262,8 +266,14 @@ def test_a_worker_reads_its_token_and_headers_from_a_secrets_folder(procs: Proce
     port = LocalFleet._read_ready(proc, time.monotonic() + 20)
     assert call(port, "GET", "/status", token="tok-from-file")[0] == 200
     assert call(port, "POST", "/start", plan_for(target.url, rps=20), token="tok-from-file")[0] == 200
-    deadline = time.monotonic() + 5
-    while len(target.seen) < 20 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(target.seen) == 20 and all(h["authorization"] == SECRET for h in target.seen)
+    deadline = time.monotonic() + 30
+    while True:  # until the worker says its 1 s plan is done and every request it sent answered
+        totals = WorkerTotals.from_json(json.loads(call(port, "GET", "/totals", token="tok-from-file")[2]))
+        if totals.finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert totals.state == "stopped"
+    schedule_kept(totals.phases["-"], 20, "ok")
+    assert len(target.seen) == totals.phases["-"].by_class.ok > 0
+    assert all(h["authorization"] == SECRET for h in target.seen)
     proc.stop(grace=5.0)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from pytest_rollout.load.fleet import FleetTotals, LocalFleet
-from pytest_rollout.load.protocol import Plan
-from pytest_rollout.load.schedule import Segment
+from pytest_rollout.load.launch import launch, steady
+from pytest_rollout.load.protocol import LATE_S, Plan
+from pytest_rollout.load.replies import PhaseTotals, WorkerTotals
 from pytest_rollout.procs import ProcessSet, free_port, http_get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,17 +52,42 @@ def listening() -> set[str]:
     return out
 
 
-def run_fleet(fleet: LocalFleet, url: str, rps: float, seconds: float, **plan: object) -> tuple[FleetTotals, list[str]]:
-    """Hold *rps* against *url* for *seconds* in one phase ``"p"``; the totals and the engines that ran."""
-    start = time.time() + 0.3
-    template = Plan(url=url, segments=(), start_at=start, deadline=start + seconds, phases=(("p", start),), **plan)  # type: ignore[arg-type]
-    engines = fleet.begin(template, [Segment(None, rps, rps)])
-    time.sleep(seconds + 0.4)
-    fleet.stop_load()
-    fleet.drain(settle_s=5)
-    totals = fleet.totals()
+def run_fleet(fleet: LocalFleet, url: str, rps: float, seconds: float, **plan: Any) -> tuple[FleetTotals, list[str]]:
+    """Hold *rps* against *url* for *seconds* in one phase ``"p"``; the totals and the engines that ran.
+
+    Each worker ends the schedule by itself at its deadline: this waits for that (every worker reports its
+    plan finished and its requests in flight ended), bounded, rather than for a fixed time; a busy machine
+    only makes it wait longer. So every request due is counted, sent or dropped, whatever the scheduler did.
+    """
+    launched = launch(
+        fleet,
+        Plan(url=url, segments=steady(rps), start_at=0.0, deadline=seconds, phases=(("p", 0.0),), **plan),
+        lead_s=0.3,
+    )
+    timeout_s = float(plan.get("timeout_s", 5.0))
+    fleet.drain(settle_s=launched.end_at - time.time() + timeout_s + 30.0)
+    totals = fleet.totals(settle_s=0.0)
     assert len(totals.workers) == fleet.size
-    return totals, engines
+    assert all(w.finished for w in totals.workers), [w.state for w in totals.workers]
+    return totals, launched.engines
+
+
+def schedule_kept(phase: PhaseTotals, scheduled: int, answered: str) -> None:
+    """The invariants of one phase that hold whatever the scheduler did.
+
+    Every request due is counted exactly once (*scheduled* in all); the only requests not sent are the ones
+    the worker could not send within 50 ms of their time (``late``, counted ``dropped``); every one sent was
+    answered as class *answered*.
+    """
+    counts = dict(phase.by_class.items())
+    assert phase.requests == scheduled, counts
+    assert counts["dropped"] == phase.late, (counts, phase.late)
+    assert counts[answered] + phase.late == scheduled, (counts, phase.late)
+
+
+def on_time_as_said(worker: WorkerTotals) -> None:
+    """A worker counts requests late exactly when it says it fell more than 50 ms behind (its max lag)."""
+    assert (worker.late > 0) == (worker.max_lag_s > LATE_S), (worker.late, worker.max_lag_s)
 
 
 def closed_port() -> int:
