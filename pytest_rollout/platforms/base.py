@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_rollout.errors import RolloutUsageError
@@ -20,12 +20,54 @@ if TYPE_CHECKING:
     from pytest_rollout.load.fleet import Fleet
     from pytest_rollout.load.protocol import Aim
 
-__all__ = ["Platform", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
+__all__ = ["Platform", "TargetOptions", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
 
 
-@dataclass(frozen=True)
+#: How a version is given, exactly one of them per call: never inherited from the version before.
+_FORMS = ("command", "image", "manifests")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetOptions:
+    """What one ``rollout.deploy()`` / ``upgrade()`` call gave, as given; ``None``: not given.
+
+    A setting not given is inherited, in one place (:meth:`inherit`): from the deployed version on
+    ``upgrade()``, from the platform's and the built-in defaults on ``deploy()``. Every check is in one place
+    too, :meth:`TargetSpec.build`. A new option is a field here, its check in ``build``, its field on
+    :class:`TargetSpec`, and the platform that reads it.
+    """
+
+    command: Sequence[str | os.PathLike[str]] | None = None
+    image: str | None = None
+    manifests: Sequence[str | os.PathLike[str]] | None = None
+    replicas: int | None = None
+    ready_path: str | None = None
+    env: Mapping[str, str] | None = None
+    ready_timeout: float | None = None
+    grace_period: float | None = None
+    cwd: str | os.PathLike[str] | None = None
+    port: int | None = None
+    pre_stop: float | str | None = None
+
+    def inherit(self, base: TargetOptions) -> TargetOptions:
+        """These options, each setting not given here taken from *base*; the version itself never is."""
+        taken = {
+            f.name: getattr(base, f.name)
+            for f in fields(self)
+            if f.name not in _FORMS and getattr(self, f.name) is None
+        }
+        return replace(self, **taken)
+
+
+#: A version's settings when neither the call nor the platform gives them (no cwd: the current directory).
+_DEFAULTS = TargetOptions(
+    replicas=1, ready_path="/healthz", env={}, ready_timeout=30.0, grace_period=10.0, port=8080, pre_stop=0.0
+)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TargetSpec:
-    """One version of the target, as ``rollout.deploy()`` / ``upgrade()`` describe it.
+    """One version of the target, as ``rollout.deploy()`` / ``upgrade()`` describe it: made by :meth:`build`.
 
     Exactly one of *command* (a process per replica: the ``local`` platform),
     *image* or *manifests* (the ``kubernetes`` platform) is set.
@@ -43,6 +85,8 @@ class TargetSpec:
     manifests: tuple[str, ...] = ()
     port: int = 8080
     pre_stop_s: float = 0.0  # lifecycle.preStop.sleep: serve untouched this long before SIGTERM
+    #: the options this version was built from, every setting filled in: what the next version inherits
+    options: TargetOptions = field(default_factory=TargetOptions, compare=False, repr=False)
 
     @property
     def form(self) -> str:
@@ -57,28 +101,18 @@ class TargetSpec:
         return "manifests " + ", ".join(self.manifests)
 
     @classmethod
-    def build(
-        cls,
-        command: Sequence[str] | None,
-        *,
-        version: str,
-        replicas: int,
-        ready_path: str,
-        env: Mapping[str, str] | None,
-        ready_timeout: float,
-        grace_period: float,
-        cwd: str | os.PathLike[str] | None,
-        what: str,
-        image: str | None = None,
-        manifests: Sequence[str | os.PathLike[str]] | None = None,
-        port: int = 8080,
-        pre_stop: float | str = 0.0,
-    ) -> TargetSpec:
-        given = [
-            name
-            for name, value in (("command", command), ("image", image), ("manifests", manifests))
-            if value is not None
-        ]
+    def build(cls, options: TargetOptions, *, version: str, what: str) -> TargetSpec:
+        """Check *options* (settings not given: the built-in defaults) and make version *version* of them.
+
+        *what* (``deploy`` or ``upgrade``) names the call in the :class:`RolloutUsageError` a bad value raises.
+        """
+        options = options.inherit(_DEFAULTS)
+        command, image, manifests, cwd = options.command, options.image, options.manifests, options.cwd
+        given = [name for name in _FORMS if getattr(options, name) is not None]
+        if not given and what == "upgrade":
+            raise RolloutUsageError(
+                "rollout.upgrade() needs the new version: command=[...], image=... or manifests=[...]"
+            )
         if not given:
             raise RolloutUsageError(
                 f"rollout.{what}() needs command=[...] (the argv that starts one replica, local platform), "
@@ -112,6 +146,7 @@ class TargetSpec:
                 raise RolloutUsageError(f"rollout.{what}(manifests=[]) is empty")
             base = os.fspath(cwd) if cwd is not None else os.getcwd()
             paths = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in paths)
+        replicas, port, ready_path, env = options.replicas, options.port, options.ready_path, options.env
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise RolloutUsageError(f"rollout.{what}(replicas={replicas!r}) must be an int >= 1")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -122,22 +157,23 @@ class TargetSpec:
             raise RolloutUsageError(f"rollout.{what}(env=...) must map str to str")
         if "PORT" in (env or {}):
             raise RolloutUsageError(f"rollout.{what}(env=...) must not set PORT: the platform assigns it")
-        for name, value in (("ready_timeout", ready_timeout), ("grace_period", grace_period)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise RolloutUsageError(f"rollout.{what}({name}={value!r}) must be a number of seconds > 0")
+        ready_timeout_s = _seconds(options.ready_timeout, "ready_timeout", what)
+        grace_period_s = _seconds(options.grace_period, "grace_period", what)
         from pytest_rollout.errors import SLOSpecError
         from pytest_rollout.slo import parse_duration
 
+        pre_stop = options.pre_stop
         try:
             pre_stop_s = parse_duration(pre_stop, "pre_stop")
         except SLOSpecError:
             raise RolloutUsageError(
                 f"rollout.{what}(pre_stop={pre_stop!r}) must be a duration such as '5s' or a number of seconds >= 0"
             ) from None
-        if pre_stop_s >= grace_period:
+        if pre_stop_s >= grace_period_s:
             raise RolloutUsageError(
-                f"rollout.{what}(pre_stop={pre_stop!r}) must be shorter than grace_period={grace_period!r}: the grace "
-                "period counts from the start of termination, preStop included, so SIGKILL would come before SIGTERM"
+                f"rollout.{what}(pre_stop={pre_stop!r}) must be shorter than grace_period={options.grace_period!r}: "
+                "the grace period counts from the start of termination, preStop included, so SIGKILL would come "
+                "before SIGTERM"
             )
         return cls(
             command=argv,
@@ -145,14 +181,22 @@ class TargetSpec:
             replicas=replicas,
             ready_path=ready_path,
             env=dict(env or {}),
-            ready_timeout_s=float(ready_timeout),
-            grace_period_s=float(grace_period),
+            ready_timeout_s=ready_timeout_s,
+            grace_period_s=grace_period_s,
             cwd=os.fspath(cwd) if cwd is not None else None,
             image=image,
             manifests=paths,
             port=port,
             pre_stop_s=pre_stop_s,
+            options=options,
         )
+
+
+def _seconds(value: object, name: str, what: str) -> float:
+    """*value*, a number of seconds > 0, as a float; else what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise RolloutUsageError(f"rollout.{what}({name}={value!r}) must be a number of seconds > 0")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_rollout.judge.rules import error_budget
 from pytest_rollout.judge.verdict import TestResult
@@ -11,13 +12,82 @@ from pytest_rollout.numeric import number_or_none
 from pytest_rollout.slo import quantile_name
 
 if TYPE_CHECKING:
-    from pytest_rollout.run.rollout import Rollout
+    from pytest_rollout.judge.risk import RiskBudget
+    from pytest_rollout.judge.verdict import Verdict
+    from pytest_rollout.platforms.base import UpgradeEvent
+    from pytest_rollout.slo import SLOSpec
 
-__all__ = ["run_record"]
+__all__ = ["RunFacts", "run_record"]
 
 
-def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
-    """The test's entry in the JSON report (see :mod:`pytest_rollout.report.json_report` for the stable keys)."""
+class _Span(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+
+
+class _Totals(Protocol):
+    def phase(self, name: str) -> tuple[int, int] | None: ...
+
+
+class _Fleet(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class _Load(Protocol):
+    @property
+    def fleet(self) -> _Fleet: ...
+    @property
+    def engines(self) -> Sequence[str]: ...
+    @property
+    def totals(self) -> _Totals | None: ...
+    def fleet_facts(self) -> dict[str, Any]: ...
+
+
+class RunFacts(Protocol):
+    """What a record is made of: the facts one run (a :class:`~pytest_rollout.run.rollout.Rollout`) holds."""
+
+    @property
+    def nodeid(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def spec(self) -> SLOSpec: ...
+    @property
+    def verdict(self) -> Verdict | None: ...
+    @property
+    def failure(self) -> str | None: ...
+    @property
+    def phases(self) -> Sequence[_Span]: ...
+    @property
+    def load(self) -> _Load | None: ...
+    @property
+    def scrape_interval(self) -> float: ...
+    @property
+    def events(self) -> Sequence[UpgradeEvent]: ...
+    @property
+    def rollback_note(self) -> str | None: ...
+    @property
+    def abort_note(self) -> str | None: ...
+    @property
+    def ended_early(self) -> Sequence[str]: ...
+    @property
+    def provable(self) -> Sequence[str]: ...
+    @property
+    def budget(self) -> RiskBudget: ...
+    @property
+    def series(self) -> dict[str, Any]: ...
+
+
+def run_record(run: RunFacts, outcome: str, *, platform: str) -> dict[str, Any]:
+    """The test's entry in the JSON report (see :mod:`pytest_rollout.report.json_report` for the stable keys).
+
+    *platform*: the name of the platform the run asked for (``--rollout-platform``).
+    """
     verdict = run.verdict
     phases: dict[str, Any] = {}
     for m in verdict.phases if verdict else ():
@@ -62,7 +132,7 @@ def run_record(run: Rollout, outcome: str) -> dict[str, Any]:
         "requested_rps": run.spec.requested_rps,
         "declared_rps": run.spec.rps,
         "run_id": run.run_id,
-        "platform": run.session.settings.platform,
+        "platform": platform,
         "scrape_interval_s": run.scrape_interval,
         "workers": run.load.fleet.size if run.load else 0,
         "engine": ",".join(sorted(set(run.load.engines))) if run.load else None,

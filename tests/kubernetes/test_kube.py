@@ -24,7 +24,7 @@ from controlplane import UNREADY, ControlPlane
 
 from pytest_rollout.errors import FleetError, KubernetesError, ReplicaNotReady, UpgradeFailed
 from pytest_rollout.load.protocol import TOKEN_HEADER, Aim
-from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent
+from pytest_rollout.platforms.base import TargetOptions, TargetSpec, UpgradeEvent
 from pytest_rollout.platforms.kubernetes.api import KubeSettings, raw_request, reap_stale
 from pytest_rollout.platforms.kubernetes.objects import (
     ANN_EXPIRES,
@@ -77,34 +77,15 @@ def make(platforms: list[KubePlatform], settings: KubeSettings, run_id: str, lif
 
 
 def image_target(image: str, replicas: int = 3, version: str = "v1", ready_timeout: float = 30.0) -> TargetSpec:
-    return TargetSpec.build(
-        None,
-        version=version,
-        replicas=replicas,
-        ready_path="/healthz",
-        env={"MODE": "test"},
-        ready_timeout=ready_timeout,
-        grace_period=5,
-        cwd=None,
-        what="deploy",
-        image=image,
-        port=8080,
+    options = TargetOptions(
+        image=image, replicas=replicas, env={"MODE": "test"}, ready_timeout=ready_timeout, grace_period=5, port=8080
     )
+    return TargetSpec.build(options, version=version, what="deploy")
 
 
 def manifest_target(*paths: Path, version: str = "v1", ready_timeout: float = 30.0) -> TargetSpec:
-    return TargetSpec.build(
-        None,
-        version=version,
-        replicas=1,
-        ready_path="/healthz",
-        env=None,
-        ready_timeout=ready_timeout,
-        grace_period=5,
-        cwd=None,
-        what="deploy",
-        manifests=[str(p) for p in paths],
-    )
+    options = TargetOptions(manifests=[str(p) for p in paths], ready_timeout=ready_timeout, grace_period=5)
+    return TargetSpec.build(options, version=version, what="deploy")
 
 
 def replica_sets(api: Any, namespace: str) -> list[Any]:

@@ -7,6 +7,7 @@ parts are in tests/e2e.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from fakes import FakePlatform, FakeSession, fake_config
 
 from pytest_rollout.errors import RolloutUsageError
 from pytest_rollout.judge.verdict import Outcome, TestResult
+from pytest_rollout.platforms.base import TargetOptions, TargetSpec
 from pytest_rollout.run.rollout import Rollout
 from pytest_rollout.slo import parse_slo
 
@@ -126,4 +128,52 @@ def test_a_bad_surge_is_refused_before_anything_moves(tmp_path: Path) -> None:
     with pytest.raises(RolloutUsageError, match="max_surge"):
         run.upgrade(command=COMMAND, max_surge="lots")
     assert "upgrade v2" not in platform.calls and "start upgrade" not in log
+    run.close()
+
+
+def test_a_new_version_inherits_every_setting_its_call_does_not_give(tmp_path: Path) -> None:
+    run, _, _ = make(tmp_path)
+    run.deploy(command=COMMAND, replicas=3, env={"MODE": "a"}, grace_period=5, pre_stop="2s")
+    run.ramp()
+    run.upgrade(command=[*COMMAND, "v2"], env={"MODE": "b"})
+    v2 = run.target.deployed
+    assert v2 is not None and v2.version == "v2" and v2.command == (*COMMAND, "v2")
+    assert (v2.replicas, dict(v2.env), v2.grace_period_s, v2.pre_stop_s) == (3, {"MODE": "b"}, 5.0, 2.0)
+    assert v2.ready_timeout_s == FakePlatform.ready_timeout_s and v2.cwd == str(tmp_path)  # the platform's, rootdir
+    run.close()
+
+
+def test_options_are_inherited_in_one_place_and_the_version_never_is() -> None:
+    v1 = TargetSpec.build(TargetOptions(command=["app"], replicas=2, port=9000), version="v1", what="deploy")
+    assert (v1.replicas, v1.port, v1.ready_path, v1.ready_timeout_s, v1.grace_period_s) == (2, 9000, "/healthz", 30, 10)
+    given = TargetOptions(image="shop/app:v2", ready_path="/ready")
+    v2 = TargetSpec.build(given.inherit(v1.options), version="v2", what="upgrade")
+    assert (v2.form, v2.image, v2.replicas, v2.port, v2.ready_path) == ("image", "shop/app:v2", 2, 9000, "/ready")
+    assert v2.command == ()  # the deployed command is not the new version's
+    with pytest.raises(TypeError):
+        TargetOptions(["app"])  # type: ignore[misc]  # keyword-only: two settings cannot be swapped by position
+
+
+@pytest.mark.parametrize(
+    ("options", "what", "message"),
+    [
+        (TargetOptions(), "upgrade", "rollout.upgrade() needs the new version: command=[...], image=..."),
+        (TargetOptions(), "deploy", "rollout.deploy() needs command=[...] (the argv that starts one replica"),
+        (TargetOptions(command=["a"], image="a:1"), "deploy", "takes one of command=, image=, manifests=; got"),
+        (TargetOptions(command=["a"], grace_period=0), "upgrade", "rollout.upgrade(grace_period=0) must be a number"),
+        (TargetOptions(command=["a"], pre_stop="10s"), "deploy", "pre_stop='10s') must be shorter than grace_period"),
+    ],
+)
+def test_every_setting_is_checked_in_one_place(options: TargetOptions, what: str, message: str) -> None:
+    with pytest.raises(RolloutUsageError, match=re.escape(message)):
+        TargetSpec.build(options, version="v1", what=what)
+
+
+def test_a_bad_rollback_flag_is_refused_before_the_version_is_built(tmp_path: Path) -> None:
+    run, platform, _ = make(tmp_path)
+    run.deploy(command=COMMAND)
+    run.ramp()
+    with pytest.raises(RolloutUsageError, match=r"rollback_on_breach='yes'\) must be True or False"):
+        run.upgrade(rollback_on_breach="yes")  # type: ignore[arg-type]
+    assert "upgrade v2" not in platform.calls
     run.close()

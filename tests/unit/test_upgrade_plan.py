@@ -6,6 +6,7 @@ import pytest
 
 from pytest_rollout.errors import RolloutUsageError
 from pytest_rollout.platforms.rolling import next_step, resolve_surge
+from pytest_rollout.run.target import UpgradeStrategy
 
 
 @pytest.mark.parametrize(
@@ -61,3 +62,14 @@ def test_surge_first_when_nothing_may_be_unavailable() -> None:
     assert (step.retire, step.start) == (0, 1)
     step = next_step(3, 1, 0, old=3, new_ready=1, new_pending=0)
     assert (step.retire, step.start) == (1, 1)
+
+
+def test_an_upgrade_strategy_is_checked_before_anything_moves() -> None:
+    UpgradeStrategy().check(3)  # the defaults: 25% and 25%
+    UpgradeStrategy(max_surge=0, max_unavailable=1).check(3)
+    with pytest.raises(RolloutUsageError, match="max_surge"):
+        UpgradeStrategy(max_surge="lots").check(3)
+    with pytest.raises(RolloutUsageError, match=r"rollback_on_breach=1\) must be True or False"):
+        UpgradeStrategy(rollback_on_breach=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        UpgradeStrategy(1, 0)  # type: ignore[misc]  # keyword-only: surge and unavailable cannot be swapped
