@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_rollout.errors import ReplicaNotReady, RolloutUsageError, UpgradeFailed
+from pytest_rollout.errors import ProcessStartError, ReplicaNotReady, RolloutUsageError, UpgradeFailed
 from pytest_rollout.load.fleet import LocalFleet
 from pytest_rollout.load.protocol import Aim
 from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent, UpgradeResult
@@ -220,7 +220,13 @@ class LocalPlatform:
         port = free_port()
         env = dict(target.env)
         env["PORT"] = str(port)
-        process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd, nice=TARGET_NICE)
+        try:
+            process = self.procs.start(f"replica-{name}", target.command, env=env, cwd=target.cwd, nice=TARGET_NICE)
+        except ProcessStartError as exc:
+            if isinstance(exc.__cause__, (FileNotFoundError, PermissionError)):
+                # the test's own command names nothing runnable: its mistake, not the run's (exit 1, not 6)
+                raise RolloutUsageError(f"{exc} (the command the test gave for {target.version})") from None
+            raise
         replica = Replica(name=name, port=port, process=process, target=target, started=time.time())
         on_event(UpgradeEvent(time.time(), "start", name, f"pid {process.pid}, port {port}"))
         return replica
