@@ -49,7 +49,11 @@ class FleetTotals:
     workers: list[WorkerTotals]
 
     def merged(self, name: str) -> PhaseTotals | None:
-        """Phase *name* over all workers, counts added; None if a worker lacks it."""
+        """Phase *name* over all workers, counts and latency histograms added; None if a worker lacks it.
+
+        Raises ValueError, naming the lengths, if the workers' histograms differ in length (workers of another
+        release of pytest-rollout): use :meth:`phase` where only the counts are needed.
+        """
         merged = PhaseTotals()
         for totals in self.workers:
             phase = totals.phases.get(name)
@@ -59,9 +63,19 @@ class FleetTotals:
         return merged
 
     def phase(self, name: str) -> tuple[int, int] | None:
-        """``(requests, errors)`` due in phase *name* over all workers; None if a worker lacks it."""
-        merged = self.merged(name)
-        return None if merged is None else (merged.requests, merged.errors)
+        """``(requests, errors)`` due in phase *name* over all workers; None if a worker lacks it.
+
+        The counts alone, added directly: no histogram is merged, so workers whose histograms differ in length
+        still give their cross-check.
+        """
+        requests = errors = 0
+        for totals in self.workers:
+            phase = totals.phases.get(name)
+            if phase is None:
+                return None
+            requests += phase.requests
+            errors += phase.errors
+        return requests, errors
 
     @property
     def requests(self) -> int:

@@ -108,7 +108,16 @@ class PhaseTotals:
         return Histogram.from_list(self.histogram, self.latency_sum_s)
 
     def __add__(self, other: PhaseTotals) -> PhaseTotals:
-        """Two workers' counts for the same phase, merged (exactly: counts add)."""
+        """Two workers' counts for the same phase, merged (exactly: counts add).
+
+        Raises ValueError if their latency histograms differ in length: workers of different releases of
+        pytest-rollout, whose buckets cannot be added.
+        """
+        if len(self.histogram) != len(other.histogram):
+            raise ValueError(
+                f"cannot merge latency histograms of {len(self.histogram)} and {len(other.histogram)} buckets: "
+                "are the load workers from different releases of pytest-rollout?"
+            )
         return PhaseTotals(
             by_class=self.by_class + other.by_class,
             late=self.late + other.late,

@@ -82,3 +82,21 @@ def test_the_totals_reply_travels_as_it_always_did() -> None:
     assert WorkerTotals.from_json(wire) == totals
     merged = totals.phases["-"] + totals.phases["a"]
     assert merged.by_class == ClassCounts(ok=1, http_5xx=1, dropped=1) and merged.latency().total == 2
+
+
+def test_the_cross_check_counts_add_whatever_the_workers_histograms() -> None:
+    """The run's cross-checks need only requests and errors: FleetTotals.phase adds those up directly, so workers
+    whose histograms differ in length (another release's image) still give them; merging the histograms says
+    what is wrong instead of failing inside zip()."""
+    from pytest_rollout.load.fleet import FleetTotals
+    from pytest_rollout.load.replies import PhaseTotals
+
+    new = PhaseTotals(by_class=ClassCounts(ok=7, http_5xx=2), histogram=(0,) * 156)
+    old = PhaseTotals(by_class=ClassCounts(ok=5, dropped=1), histogram=(0,) * 100)
+    fleet = FleetTotals([WorkerTotals(phases={"p": new}), WorkerTotals(phases={"p": old})])
+    assert fleet.phase("p") == (15, 3)
+    assert fleet.phase("q") is None
+    assert FleetTotals([WorkerTotals(phases={"p": new}), WorkerTotals()]).phase("p") is None
+    with pytest.raises(ValueError, match="latency histograms of 156 and 100 buckets.*different releases"):
+        fleet.merged("p")
+    assert FleetTotals([WorkerTotals(phases={"p": new})] * 2).merged("p") == new + new
