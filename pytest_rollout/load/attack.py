@@ -5,7 +5,6 @@ Requests go only where the URL says; every run is bounded by its duration."""
 
 from __future__ import annotations
 
-import math
 import resource
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pytest_rollout.errors import RolloutError, RolloutUsageError
 from pytest_rollout.load.fleet import LocalFleet
 from pytest_rollout.load.launch import launch, steady
 from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
+from pytest_rollout.numeric import number_or_none
 from pytest_rollout.procs import ProcessSet, proc_cpu_seconds
 
 __all__ = ["PHASE", "attack", "capacity", "held_within", "highest_rate"]
@@ -96,8 +96,8 @@ def attack(
     cpu = sum(a - b for a, b in zip(cpu_after, cpu_before, strict=False))
 
     def ms(q: float) -> float | None:
-        value = hist.quantile(q)
-        return None if math.isnan(value) else round(value * 1000.0, 3)
+        value = number_or_none(hist.quantile(q))
+        return None if value is None else round(value * 1000.0, 3)
 
     return {
         "url": url,
