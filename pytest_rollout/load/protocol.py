@@ -1,7 +1,7 @@
 """The worker control protocol's shared words: who may command a worker, and where it may aim.
 
 Both sides import this module: the worker process (:mod:`pytest_rollout.load.worker`)
-and the controllers (:mod:`pytest_rollout.load.fleet`, :mod:`pytest_rollout.platforms.kubernetes.platform`).
+and the controllers (:mod:`pytest_rollout.load.fleet`, :mod:`pytest_rollout.platforms.kubernetes.fleet`).
 It imports nothing from either.
 
 - Every control call carries the run's token in :data:`TOKEN_HEADER`. (Not
@@ -175,12 +175,17 @@ def inflight_cap(peak_rps: float) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a worker is told to do."""
+    """What a worker is told to do.
+
+    Its times are Unix seconds as a worker gets it. A caller builds it counted from 0 (``start_at`` 0, the
+    deadline and each phase's start as offsets) and hands it to :func:`pytest_rollout.load.launch.launch`,
+    which shifts every time to a start a lead ahead of now.
+    """
 
     url: str
     segments: tuple[Segment, ...]
-    start_at: float  # Unix seconds
-    deadline: float  # Unix seconds: no request is scheduled after this
+    start_at: float  # when the first request is due: 0 before launch(), Unix seconds once launched
+    deadline: float  # no request is due at or after it: an offset from start_at before launch(), then Unix seconds
     method: str = "GET"
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
@@ -189,7 +194,7 @@ class Plan:
     max_requests: int = 10_000_000
     max_inflight: int = 1024  # requests in flight at most; more are counted as dropped
     connections: int = 0  # keep-alive connections at most; 0: as many as max_inflight (open loop)
-    phases: tuple[tuple[str, float], ...] = ()  # (name, Unix start), in order
+    phases: tuple[tuple[str, float], ...] = ()  # (name, start), in order: offsets before launch(), then Unix
     engine: str = "auto"  # auto (fast where it can), fast or aiohttp
     resend_reused: bool = True  # resend an idempotent request once when its reused connection closed unanswered
 
