@@ -12,7 +12,6 @@ such a skip fails the test instead, unless the README's "What may skip" lists it
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ import requests  # noqa: F401, E402
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from controlplane import ControlPlane, missing  # noqa: E402 - support/ is on the path only from here
+from helpers import ci_skips  # noqa: E402
 
 from pytest_rollout.load.fleet import LocalFleet  # noqa: E402
 from pytest_rollout.load.protocol import Aim  # noqa: E402
@@ -41,16 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("ROLLOUT_CI") == "1"
 
 
-def _ci_skips() -> Any:
-    """``.ci/skips.py``: the README's "What may skip" list and its matching, the code ``.ci/run`` checks with."""
-    spec = importlib.util.spec_from_file_location("ci_skips", ROOT / ".ci" / "skips.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CI_SKIPS = _ci_skips()
+CI_SKIPS = ci_skips()  # .ci/skips.py, as .ci/run uses it
 ALLOWED_SKIPS: list[str] = CI_SKIPS.allowed_skips((ROOT / "README.md").read_text()) if CI else []
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,6 +21,20 @@ from pytest_rollout.procs import ProcessSet, free_port, http_get
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "app.py"
+
+
+@functools.cache
+def ci_skips() -> ModuleType:
+    """``.ci/skips.py``: the README's "What may skip" list and its matching, the code ``.ci/run`` checks with.
+
+    Loaded once, from its file (``.ci/`` is no package): ``tests/conftest.py`` fails unlisted skips with it, and
+    ``tests/unit/test_docs.py`` tests it; both get this same module.
+    """
+    spec = importlib.util.spec_from_file_location("ci_skips", ROOT / ".ci" / "skips.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def app_command(*flags: str) -> list[str]:

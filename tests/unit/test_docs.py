@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from helpers import ci_skips
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
@@ -38,14 +37,6 @@ def test_the_example_workflow_and_script_are_well_formed() -> None:
     assert "--rollout-platform kubernetes" in gate["run"] and '"$status" = 6' in gate["run"]
     subprocess.run(["bash", "-n", str(ROOT / "examples" / "kind" / "run.sh")], check=True)
     subprocess.run(["bash", "-n", str(ROOT / "scripts" / "build-control-plane")], check=True)
-
-
-def ci_skips() -> Any:
-    spec = importlib.util.spec_from_file_location("ci_skips", ROOT / ".ci" / "skips.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ci_fails_on_every_skip_the_readme_does_not_list(pytester: pytest.Pytester) -> None:
