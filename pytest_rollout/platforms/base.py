@@ -9,10 +9,12 @@ at the end. ``local`` is built in; others come from the
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 from pytest_rollout.errors import RolloutUsageError
 
@@ -20,7 +22,37 @@ if TYPE_CHECKING:
     from pytest_rollout.load.fleet import Fleet
     from pytest_rollout.load.protocol import Aim
 
-__all__ = ["Platform", "TargetOptions", "TargetSpec", "UpgradeEvent", "UpgradeResult"]
+__all__ = [
+    "Platform",
+    "TargetOptions",
+    "TargetSpec",
+    "UNSET",
+    "Unset",
+    "UpgradeEvent",
+    "UpgradeResult",
+    "unset_if_none",
+]
+
+_T = TypeVar("_T")
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`: a setting that a call did not give (httpx's sentinel for "not given")."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: A setting not given, so inherited. Distinct from ``None``, which a call can give, and which is then checked as a
+#: value (``rollout.deploy(replicas=None)`` is refused as it always was, never read as "the default").
+UNSET: Final = Unset.UNSET
+
+
+def unset_if_none(value: _T | None) -> _T | Unset:
+    """*value*, or :data:`UNSET` for ``None``: for a parameter whose documented ``None`` means "not given"."""
+    return UNSET if value is None else value
 
 
 #: How a version is given, exactly one of them per call: never inherited from the version before.
@@ -29,39 +61,48 @@ _FORMS = ("command", "image", "manifests")
 
 @dataclass(frozen=True, kw_only=True)
 class TargetOptions:
-    """What one ``rollout.deploy()`` / ``upgrade()`` call gave, as given; ``None``: not given.
+    """What one ``rollout.deploy()`` / ``upgrade()`` call gave, as given; :data:`UNSET`: not given.
 
     A setting not given is inherited, in one place (:meth:`inherit`): from the deployed version on
     ``upgrade()``, from the platform's and the built-in defaults on ``deploy()``. Every check is in one place
-    too, :meth:`TargetSpec.build`. A new option is a field here, its check in ``build``, its field on
-    :class:`TargetSpec`, and the platform that reads it.
+    too, :meth:`TargetSpec.build`. The forms (*command*, *image*, *manifests*) are never inherited: ``None`` is
+    "not this form". A new option is: a parameter of ``Rollout.deploy()`` and ``Rollout.upgrade()``
+    (:mod:`pytest_rollout.run.rollout`) passed on here, a field here (and its default in ``_DEFAULTS``), its
+    check in ``build``, its field on :class:`TargetSpec`, and the platform that reads it.
     """
 
     command: Sequence[str | os.PathLike[str]] | None = None
     image: str | None = None
     manifests: Sequence[str | os.PathLike[str]] | None = None
-    replicas: int | None = None
-    ready_path: str | None = None
-    env: Mapping[str, str] | None = None
-    ready_timeout: float | None = None
-    grace_period: float | None = None
-    cwd: str | os.PathLike[str] | None = None
-    port: int | None = None
-    pre_stop: float | str | None = None
+    replicas: int | Unset = UNSET
+    ready_path: str | Unset = UNSET
+    env: Mapping[str, str] | None | Unset = UNSET  # None: no variables of its own
+    ready_timeout: float | Unset = UNSET
+    grace_period: float | Unset = UNSET
+    cwd: str | os.PathLike[str] | None | Unset = UNSET  # None: the current directory
+    port: int | Unset = UNSET
+    pre_stop: float | str | Unset = UNSET
 
     def inherit(self, base: TargetOptions) -> TargetOptions:
         """These options, each setting not given here taken from *base*; the version itself never is."""
         taken = {
             f.name: getattr(base, f.name)
             for f in fields(self)
-            if f.name not in _FORMS and getattr(self, f.name) is None
+            if f.name not in _FORMS and getattr(self, f.name) is UNSET
         }
         return replace(self, **taken)
 
 
 #: A version's settings when neither the call nor the platform gives them (no cwd: the current directory).
 _DEFAULTS = TargetOptions(
-    replicas=1, ready_path="/healthz", env={}, ready_timeout=30.0, grace_period=10.0, port=8080, pre_stop=0.0
+    replicas=1,
+    ready_path="/healthz",
+    env=MappingProxyType({}),
+    ready_timeout=30.0,
+    grace_period=10.0,
+    cwd=None,
+    port=8080,
+    pre_stop=0.0,
 )
 
 
@@ -105,9 +146,12 @@ class TargetSpec:
         """Check *options* (settings not given: the built-in defaults) and make version *version* of them.
 
         *what* (``deploy`` or ``upgrade``) names the call in the :class:`RolloutUsageError` a bad value raises.
+        The version keeps its options normalised (its own copy of *env*, seconds as floats, *cwd* a string):
+        what the next version inherits, and what its errors quote, whatever the caller does with its values.
         """
         options = options.inherit(_DEFAULTS)
-        command, image, manifests, cwd = options.command, options.image, options.manifests, options.cwd
+        command, image, manifests = options.command, options.image, options.manifests
+        cwd = None if options.cwd is None or options.cwd is UNSET else os.fspath(options.cwd)
         given = [name for name in _FORMS if getattr(options, name) is not None]
         if not given and what == "upgrade":
             raise RolloutUsageError(
@@ -144,7 +188,7 @@ class TargetSpec:
             paths = tuple(os.fspath(m) for m in manifests)
             if not paths:
                 raise RolloutUsageError(f"rollout.{what}(manifests=[]) is empty")
-            base = os.fspath(cwd) if cwd is not None else os.getcwd()
+            base = cwd if cwd is not None else os.getcwd()
             paths = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in paths)
         replicas, port, ready_path, env = options.replicas, options.port, options.ready_path, options.env
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
@@ -153,9 +197,10 @@ class TargetSpec:
             raise RolloutUsageError(f"rollout.{what}(port={port!r}) must be a TCP port (1-65535)")
         if not isinstance(ready_path, str) or not ready_path.startswith("/"):
             raise RolloutUsageError(f"rollout.{what}(ready_path={ready_path!r}) must start with '/'")
-        if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        env = {} if env is None or env is UNSET else dict(env)  # a copy: the caller's dict may change after the call
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise RolloutUsageError(f"rollout.{what}(env=...) must map str to str")
-        if "PORT" in (env or {}):
+        if "PORT" in env:
             raise RolloutUsageError(f"rollout.{what}(env=...) must not set PORT: the platform assigns it")
         ready_timeout_s = _seconds(options.ready_timeout, "ready_timeout", what)
         grace_period_s = _seconds(options.grace_period, "grace_period", what)
@@ -180,15 +225,22 @@ class TargetSpec:
             version=version,
             replicas=replicas,
             ready_path=ready_path,
-            env=dict(env or {}),
+            env=env,
             ready_timeout_s=ready_timeout_s,
             grace_period_s=grace_period_s,
-            cwd=os.fspath(cwd) if cwd is not None else None,
+            cwd=cwd,
             image=image,
             manifests=paths,
             port=port,
             pre_stop_s=pre_stop_s,
-            options=options,
+            options=replace(
+                options,
+                env=env,
+                ready_timeout=ready_timeout_s,
+                grace_period=grace_period_s,
+                cwd=cwd,
+                pre_stop=pre_stop_s,
+            ),
         )
 
 

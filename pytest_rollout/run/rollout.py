@@ -27,7 +27,7 @@ import pytest
 from pytest_rollout.errors import FleetError, RolloutUsageError, UpgradeFailed
 from pytest_rollout.judge.risk import RiskBudget, budget_for
 from pytest_rollout.judge.verdict import Verdict
-from pytest_rollout.platforms.base import Platform, TargetOptions, UpgradeEvent
+from pytest_rollout.platforms.base import Platform, TargetOptions, UpgradeEvent, unset_if_none
 from pytest_rollout.procs import ProcessSet
 from pytest_rollout.report.progress import Progress
 from pytest_rollout.report.record import run_record
@@ -131,6 +131,7 @@ class Rollout:
             raise RolloutUsageError(
                 f"no platform called {name!r}: use --rollout-platform local, or install a plugin that provides it"
             )
+        # None is "not given" only where documented (ready_timeout, cwd); replicas=None, say, is refused
         given = TargetOptions(
             command=command,
             image=image,
@@ -138,9 +139,9 @@ class Rollout:
             replicas=replicas,
             ready_path=ready_path,
             env=env,
-            ready_timeout=ready_timeout,
+            ready_timeout=unset_if_none(ready_timeout),
             grace_period=grace_period,
-            cwd=cwd,
+            cwd=unset_if_none(cwd),
             port=port,
             pre_stop=pre_stop,
         )
@@ -214,17 +215,18 @@ class Rollout:
         strategy = UpgradeStrategy(
             max_surge=max_surge, max_unavailable=max_unavailable, rollback_on_breach=rollback_on_breach
         )
+        # None is "not given" here, as documented: the deployed version's setting
         given = TargetOptions(
             command=command,
             image=image,
             manifests=manifests,
-            replicas=replicas,
-            ready_path=ready_path,
-            env=env,
-            ready_timeout=ready_timeout,
-            grace_period=grace_period,
-            cwd=cwd,
-            pre_stop=pre_stop,
+            replicas=unset_if_none(replicas),
+            ready_path=unset_if_none(ready_path),
+            env=unset_if_none(env),
+            ready_timeout=unset_if_none(ready_timeout),
+            grace_period=unset_if_none(grace_period),
+            cwd=unset_if_none(cwd),
+            pre_stop=unset_if_none(pre_stop),
         )
         target = self.target.next_version(given, strategy)
         self._step(lambda: self.clock.upgrade(platform, target, strategy))

@@ -177,3 +177,81 @@ def test_a_bad_rollback_flag_is_refused_before_the_version_is_built(tmp_path: Pa
         run.upgrade(rollback_on_breach="yes")  # type: ignore[arg-type]
     assert "upgrade v2" not in platform.calls
     run.close()
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("replicas", "rollout.deploy(replicas=None) must be an int >= 1"),
+        ("port", "rollout.deploy(port=None) must be a TCP port (1-65535)"),
+        ("ready_path", "rollout.deploy(ready_path=None) must start with '/'"),
+        ("grace_period", "rollout.deploy(grace_period=None) must be a number of seconds > 0"),
+        ("pre_stop", "rollout.deploy(pre_stop=None) must be a duration such as '5s' or a number of seconds >= 0"),
+    ],
+)
+def test_deploy_refuses_none_where_its_default_is_a_value(tmp_path: Path, argument: str, message: str) -> None:
+    """None given is a value, checked as one, as it always was: never read as "not given" (UNSET is)."""
+    run, platform, _ = make(tmp_path)
+    with pytest.raises(RolloutUsageError, match=f"^{re.escape(message)}$"):
+        run.deploy(command=COMMAND, **{argument: None})
+    assert platform.calls == []
+    run.close()
+
+
+def test_deploy_takes_none_as_not_given_where_documented(tmp_path: Path) -> None:
+    run, _, _ = make(tmp_path)
+    run.deploy(command=COMMAND, env=None, ready_timeout=None, cwd=None)
+    v1 = run.target.deployed
+    assert v1 is not None and dict(v1.env) == {} and v1.ready_timeout_s == FakePlatform.ready_timeout_s
+    assert v1.cwd == str(tmp_path)
+    run.close()
+
+
+def test_upgrade_takes_none_as_the_deployed_setting(tmp_path: Path) -> None:
+    run, _, _ = make(tmp_path)
+    run.deploy(command=COMMAND, replicas=3, ready_path="/up", grace_period=5, pre_stop=1)
+    run.ramp()
+    run.upgrade(command=COMMAND, replicas=None, ready_path=None, grace_period=None, pre_stop=None, env=None)
+    v2 = run.target.deployed
+    assert v2 is not None and (v2.replicas, v2.ready_path, v2.grace_period_s, v2.pre_stop_s) == (3, "/up", 5.0, 1.0)
+    run.close()
+
+
+def test_a_deployed_version_keeps_its_own_settings_whatever_the_caller_does_with_its_values(tmp_path: Path) -> None:
+    """The env dict given to deploy() is copied: changing it afterwards changes neither v1 nor what v2 inherits."""
+    run, _, _ = make(tmp_path)
+    env = {"MODE": "a"}
+    run.deploy(command=COMMAND, env=env)
+    env["MODE"] = "changed"
+    env["EXTRA"] = "1"
+    v1 = run.target.deployed
+    assert v1 is not None and dict(v1.env) == {"MODE": "a"}
+    run.ramp()
+    run.upgrade(command=COMMAND)
+    v2 = run.target.deployed
+    assert v2 is not None and dict(v2.env) == {"MODE": "a"}
+    run.close()
+
+
+def test_the_built_in_env_is_never_shared() -> None:
+    one = TargetSpec.build(TargetOptions(command=["a"]), version="v1", what="deploy")
+    other = TargetSpec.build(TargetOptions(command=["a"]), version="v1", what="deploy")
+    one.env["LEAK"] = "1"  # type: ignore[index]  # a Mapping to readers; a platform might still write to it
+    assert (
+        dict(other.env) == {}
+        and dict(TargetSpec.build(TargetOptions(command=["a"]), version="v2", what="deploy").env) == {}
+    )
+
+
+def test_upgrade_errors_quote_the_deployed_settings_normalised(tmp_path: Path) -> None:
+    """What v2 inherits is v1's settings as checked: pre_stop="2s" is quoted as 2.0, as before the refactor."""
+    run, _, _ = make(tmp_path)
+    run.deploy(command=COMMAND, grace_period=5, pre_stop="2s")
+    run.ramp()
+    with pytest.raises(RolloutUsageError) as info:
+        run.upgrade(command=COMMAND, grace_period=1)
+    assert str(info.value).startswith("rollout.upgrade(pre_stop=2.0) must be shorter than grace_period=1: ")
+    with pytest.raises(RolloutUsageError) as info:
+        run.upgrade(command=COMMAND, pre_stop=6)
+    assert str(info.value).startswith("rollout.upgrade(pre_stop=6) must be shorter than grace_period=5.0: ")
+    run.close()
