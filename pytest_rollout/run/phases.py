@@ -94,11 +94,12 @@ class PhaseClock:
             raise
         self._end(name, start, end)
 
-    def upgrade(self, platform: Platform, target: TargetSpec, strategy: UpgradeStrategy) -> None:
-        """The upgrade phase, in which the ``pytest_rollout_upgrade`` hook rolls *platform* to *target*; then ``after``.
+    def upgrade(self, platform: Platform, target: TargetSpec, strategy: UpgradeStrategy) -> tuple[float, float]:
+        """The upgrade phase, in which the ``pytest_rollout_upgrade`` hook rolls *platform* to *target*.
 
         A phase edge is announced ahead (``edge_lead_s``), so that every worker counts the requests due from
         the edge on for the new phase however long the word took to reach it; nothing moves before the edge.
+        Returns the phase's start and end (the ``after`` phase's announced start), which :meth:`after` takes.
         """
         load = self._load()
         lead = load.fleet.edge_lead_s
@@ -127,6 +128,16 @@ class PhaseClock:
         if self.spec.end_when_held is None:  # else announced when the after phase ends (_hold_until)
             load.fleet.announce("tail", end + self.spec.after_s)
         self._end("upgrade", start, end)
+        return start, end
+
+    def after(self, upgrade: tuple[float, float]) -> None:
+        """The ``after`` phase, from the end of *upgrade* (its start and end, as :meth:`upgrade` returned them).
+
+        The upgrade's data are checked once more at its end, then on through the ``after`` phase until its last
+        requests are all in.
+        """
+        start, end = upgrade
+        load = self._load()
         time.sleep(max(0.0, end - time.time()))
         self.live.check_now()
         breach = self.live.breach_so_far("upgrade", start)

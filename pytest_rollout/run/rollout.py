@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from pytest_rollout.plugin.session import RolloutSession
 
 __all__ = ["Phase", "Rollout"]
+
+_T = TypeVar("_T")
 
 
 class Rollout:
@@ -229,14 +231,14 @@ class Rollout:
             pre_stop=unset_if_none(pre_stop),
         )
         target = self.target.next_version(given, strategy)
-        self._step(lambda: self.clock.upgrade(platform, target, strategy))
-        self.target.deployed = target
+        upgraded = self._step(lambda: self.clock.upgrade(platform, target, strategy))
+        self.target.deployed = target  # the platform runs it from the upgrade's end, whatever the after phase shows
+        self._step(lambda: self.clock.after(upgraded))
 
     def verify(self) -> Verdict:
         """Stop the load, judge every SLO over every phase from Prometheus, and return the verdict.
 
-        Fails the test (``pytest.fail``) when any SLO is broken or the data do
-        not suffice to judge it.
+        Fails the test (``pytest.fail``) when any SLO is broken or the data do not suffice to judge it.
         """
         verdict = self.judge()
         if not verdict.passed:
@@ -314,8 +316,8 @@ class Rollout:
                 problems.extend(self.procs.stop_all())
         return problems
 
-    def _step(self, step: Callable[[], None]) -> None:
-        """Run *step*; a failed upgrade (the release's), a dead worker (the run's) or a proven breach fails the test."""
+    def _step(self, step: Callable[[], _T]) -> _T:
+        """*step*'s value; a failed upgrade (the release's), a dead worker (the run's) or a proven breach fails the test."""
         stopped: str | None = None
         try:
             return step()

@@ -51,7 +51,7 @@ class Target:
         self._on_event = on_event
         self._versions = 0
         self.platform: Platform | None = None
-        self.deployed: TargetSpec | None = None  # the version the platform runs
+        self.deployed: TargetSpec | None = None  # the version the platform runs (the new one from the upgrade's end)
         self.strategy: UpgradeStrategy | None = None  # how the upgrade rolls, once it began
 
     def deploy(self, platform: Platform, given: TargetOptions) -> None:
@@ -67,8 +67,7 @@ class Target:
 
         A bad value, of the version or of *strategy*, fails here, before anything moves.
         """
-        if self.deployed is None:
-            raise RolloutUsageError("call rollout.deploy(...) and rollout.ramp() before rollout.upgrade()")
+        assert self.deployed is not None, "Rollout.upgrade() asks for a version only once one was deployed"
         target = self._version(given.inherit(self.deployed.options), "upgrade")
         strategy.check(target.replicas)
         self.strategy = strategy

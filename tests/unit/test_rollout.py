@@ -255,3 +255,35 @@ def test_upgrade_errors_quote_the_deployed_settings_normalised(tmp_path: Path) -
         run.upgrade(command=COMMAND, pre_stop=6)
     assert str(info.value).startswith("rollout.upgrade(pre_stop=6) must be shorter than grace_period=5.0: ")
     run.close()
+
+
+def test_the_new_version_is_the_deployed_one_from_the_upgrades_end(tmp_path: Path) -> None:
+    """As before the refactor: a failure in the after phase leaves the target at v2, the version the platform
+    runs; an upgrade that fails leaves it at v1."""
+    run, platform, _ = make(tmp_path)
+    run.deploy(command=COMMAND)
+    run.ramp()
+    fleet = platform.fleets[-1]
+    announce = fleet.announce
+
+    def dies_from_the_after_phase(phase: str, at: float) -> None:  # an event, not a time: a busy machine can stall
+        announce(phase, at)
+        if phase == "after":
+            fleet.die_at = at
+
+    fleet.announce = dies_from_the_after_phase  # type: ignore[method-assign]
+    with pytest.raises(pytest.fail.Exception, match="died during phase after"):
+        run.upgrade(command=[*COMMAND, "v2"])
+    assert [p.name for p in run.phases][-2:] == ["upgrade", "after"]
+    deployed = run.target.deployed
+    assert deployed is not None and deployed.version == "v2"
+    run.close()
+
+    failing, platform, _ = make(tmp_path / "failing", FakePlatform(fail_upgrade="1 new pod never ready"))
+    failing.deploy(command=COMMAND)
+    failing.ramp()
+    with pytest.raises(pytest.fail.Exception, match="never ready"):
+        failing.upgrade(command=[*COMMAND, "v2"])
+    deployed = failing.target.deployed
+    assert deployed is not None and deployed.version == "v1"
+    failing.close()
