@@ -13,10 +13,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_rollout.errors import FleetError, PrometheusError, RolloutError
-from pytest_rollout.judge.prometheus import remove_targets, write_targets
+from pytest_rollout.judge.prometheus import PrometheusAPI, remove_targets, write_targets
 from pytest_rollout.judge.promql import last_scrape
 from pytest_rollout.load.fleet import Fleet, FleetTotals
 from pytest_rollout.load.launch import clock_skew, launch, steady
@@ -25,7 +25,13 @@ from pytest_rollout.load.schedule import Segment
 from pytest_rollout.platforms.base import Platform
 from pytest_rollout.slo import SLOSpec
 
-__all__ = ["LoadRun", "start_load"]
+__all__ = ["LoadRun", "PrometheusSource", "prometheus_or_none", "start_load"]
+
+
+class PrometheusSource(Protocol):
+    """Where a run gets its Prometheus client (the plugin's session): the client, and what else it started."""
+
+    def prometheus(self) -> tuple[PrometheusAPI, object]: ...
 
 
 @dataclass
@@ -64,8 +70,9 @@ class LoadRun:
                 f"{phase} ({', '.join(dead)}); the fleet cannot hold {requested_rps:,.0f} rps"
             )
 
-    def finish(self, prometheus: Any, settle_s: float) -> None:
-        """Stop the load, let requests in flight end, and wait until Prometheus has scraped the final counts."""
+    def finish(self, prometheus: PrometheusAPI | None, settle_s: float) -> None:
+        """Stop the load, let requests in flight end, and wait until Prometheus (if any) has scraped the final
+        counts."""
         if self.stopped:
             return
         self.stopped = True
@@ -93,7 +100,7 @@ class LoadRun:
         self.fleet.shutdown()
         remove_targets(self.sd_dir, self.run_id)
 
-    def _await_scrape_after(self, prometheus: Any, after: float) -> None:
+    def _await_scrape_after(self, prometheus: PrometheusAPI | None, after: float) -> None:
         """Wait (bounded) until Prometheus holds a sample of every worker newer than *after*."""
         if prometheus is None:
             return
@@ -110,7 +117,7 @@ class LoadRun:
 
 def start_load(
     platform: Platform,
-    client: Any,
+    client: PrometheusAPI,
     spec: SLOSpec,
     *,
     run_id: str,
@@ -142,7 +149,7 @@ def start_load(
         )
     rps = spec.requested_rps
     phases = [("baseline", spec.ramp_s)]  # seconds from the start
-    if spec.end_when_held is None:  # else announced when the baseline ends (Rollout._hold_until)
+    if spec.end_when_held is None:  # else announced when the baseline ends (PhaseClock._hold_until)
         phases.append(("between", spec.ramp_s + spec.hold_s))
     if spec.ramp_s > 0:
         phases.insert(0, ("ramp", 0.0))
@@ -180,7 +187,7 @@ def start_load(
     )
 
 
-def prometheus_or_none(session: Any) -> Any:
+def prometheus_or_none(session: PrometheusSource) -> PrometheusAPI | None:
     """The session's Prometheus client, or None when there is none (the verdict then says why)."""
     try:
         client, _ = session.prometheus()
