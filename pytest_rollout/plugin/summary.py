@@ -68,7 +68,7 @@ def _before_any_load(record: dict[str, Any]) -> list[str]:
     """One line for a test its own code failed before any load: there is no table to show, nor anything to prove."""
     if record.get("result") != TEST_FAILED or record.get("phases"):
         return []
-    return [f"{record['nodeid']} TEST FAILED before any load: {record.get('failure')} (its traceback is above)"]
+    return [f"{record['nodeid']} TEST FAILED before any load: {record.get('failure')} (see its failure above)"]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

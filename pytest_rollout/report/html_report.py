@@ -34,6 +34,7 @@ body { font: 14px/1.45 system-ui, -apple-system, Segoe UI, Roboto, sans-serif; m
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; border-top: 1px solid #dee2e6; padding-top: 1rem; }
 .badge { display: inline-block; padding: .1rem .5rem; border-radius: .3rem; color: #fff; font-size: .85rem; }
 .passed { background: #2b8a3e; } .slo_broken { background: #c92a2a; } .not_proven { background: #e67700; }
+.test_failed { background: #495057; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; } td, th { border: 1px solid #dee2e6; padding: .2rem .5rem; }
 th { background: #f1f3f5; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.broken td { background: #fff5f5; } tr.not_proven td { background: #fff9db; } pre { background: #f8f9fa; padding: .5rem; overflow-x: auto; font-size: 12px; }
