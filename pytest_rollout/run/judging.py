@@ -4,6 +4,7 @@ entries judged, and a failure's hint."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pytest_rollout.judge.prometheus import PrometheusAPI
@@ -48,9 +49,18 @@ def judged_entries(
     baseline: Mapping[str, Any] | None,
     name: str,
     nodeid: str,
+    failure: str | None = None,
 ) -> list[VerdictEntry]:
-    """Every SLO judged over every phase and, when baseline *name* is compared, test *nodeid*'s regressions."""
+    """Every SLO judged over every phase and, when baseline *name* is compared, test *nodeid*'s regressions.
+
+    *failure*: what failed the run, if anything did. When it failed before any load (Prometheus unreachable, a
+    platform or a replica failing at deploy), the entry saying that no load was run names it, not
+    "call rollout.ramp()", which the test may well have called.
+    """
     entries = evaluate(spec, measured, budget)
+    if not measured and failure is not None and failure.strip():
+        what = failure.strip().splitlines()[0]
+        entries = [replace(e, reason=f"no load was run: {what}") if e.phase == "-" else e for e in entries]
     if baseline is not None:
         from pytest_rollout.judge.baseline import compare
 

@@ -271,7 +271,9 @@ class Rollout:
             self.machine.stop()
         measured, self.series = measure_run(client, self.spec, self.load, self.phases, self.machine)
         baseline, name = self.session.baseline, self.session.settings.compare or ""
-        entries = judged_entries(self.spec, measured, self.budget, baseline=baseline, name=name, nodeid=self.nodeid)
+        entries = judged_entries(
+            self.spec, measured, self.budget, baseline=baseline, name=name, nodeid=self.nodeid, failure=self.failure
+        )
         for extra in self.config.hook.pytest_rollout_add_verdicts(rollout=self, entries=list(entries)):
             if extra:
                 entries.extend(extra)

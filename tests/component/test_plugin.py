@@ -279,7 +279,14 @@ def test_unreachable_prometheus(pytester: pytest.Pytester) -> None:
     assert result.ret == 6
     result.stdout.fnmatch_lines(["*::test_x NOT PROVEN: *", "rollout: 1 SLO test(s) not proven*"])
     assert "Traceback" not in result.stdout.str() and "\nE   " not in result.stdout.str()
-    assert json.loads((pytester.path / "r.json").read_text())["tests"][0]["result"] == "not_proven"
+    (record,) = json.loads((pytester.path / "r.json").read_text())["tests"]
+    assert record["result"] == "not_proven"
+    # the test did call rollout.ramp(): the summary says what failed instead
+    assert "call rollout.ramp()" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["  load in -: no load was run: PrometheusError: Prometheus at http://127.0.0.1:* is unreachable*"]
+    )
+    assert record["verdicts"][0]["reason"].startswith("no load was run: PrometheusError: Prometheus at ")
 
 
 def test_url_that_is_not_prometheus(pytester: pytest.Pytester, not_prometheus: str) -> None:
