@@ -50,14 +50,14 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     finally:
         problems = run.close()
         # no call-phase report means the run was interrupted before or during the test body
-        record = run.to_json(item.stash.get(OUTCOME_KEY, "interrupted"))
+        result = _result(item, run)
+        record = run.to_json(item.stash.get(OUTCOME_KEY, "interrupted"), result=result)
         fault = item.stash.get(FAULT_KEY, None)
-        record["result"] = result_of(run.verdict, fault)
         if fault is not None and not record.get("failure"):
             record["failure"] = fault.message
         session.results.append(record)
         if run.verdict is not None:
-            session.measured[item.nodeid] = (run.verdict.phases, record["result"] == TestResult.PASSED)
+            session.measured[item.nodeid] = (run.verdict.phases, result == TestResult.PASSED)
         session.problems.extend(f"{item.nodeid}: {problem}" for problem in problems)
 
 
@@ -65,16 +65,22 @@ def rollout(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Verify the SLOs inside the call phase, so a breach is a test failure, not a teardown error.
 
-    An exception from the test body is settled by its category (:mod:`pytest_rollout.plugin.outcome`): the
-    test's own is raised as it came, traceback and all; the release's and the run's fail the test with their
-    message alone. A failure of the plugin's own verdict is its verdict's.
+    An exception from the test body, or from the automatic ``verify()`` after it (a bug in a
+    ``pytest_rollout_add_verdicts`` hook, say), is settled by its category (:mod:`pytest_rollout.plugin.outcome`):
+    the test's own is raised as it came, traceback and all; the release's and the run's fail the test with their
+    message alone. A failure the plugin raised itself (``Rollout.failed_with``: its verdict, a run stopped early) is
+    its verdict's.
     """
     try:
         try:
             result = yield
+            run = item.stash.get(ROLLOUT_KEY, None)
+            if run is not None and run.verdict is None:
+                run.verify()
+            return result
         except (Exception, pytest.fail.Exception) as exc:
             run = item.stash.get(ROLLOUT_KEY, None)
-            if isinstance(exc, pytest.fail.Exception) and run is not None and _failed_by_verdict(run):
+            if run is not None and exc is run.failed_with:
                 raise
             fault = fault_of(exc)
             item.stash[FAULT_KEY] = fault
@@ -85,10 +91,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                     _cut_at_the_package(exc)
                 raise
             raise pytest.fail.Exception(fault.message, pytrace=False) from None
-        run = item.stash.get(ROLLOUT_KEY, None)
-        if run is not None and run.verdict is None:
-            run.verify()
-        return result
     finally:
         run = item.stash.get(ROLLOUT_KEY, None)
         if run is not None:
@@ -108,9 +110,10 @@ def _cut_at_the_package(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
-def _failed_by_verdict(run: Any) -> bool:
-    """The plugin's own verdict failed the test (``verify()``, a phase cut short): it is judged, and not a pass."""
-    return run.verdict is not None and not run.verdict.passed
+def _result(item: pytest.Item, run: Any) -> str:
+    """The test's result, for every report alike (JSON, JUnit, a saved baseline): from its verdict, its fault and
+    whether the plugin failed it itself (:func:`~pytest_rollout.plugin.outcome.result_of`)."""
+    return result_of(run.verdict, item.stash.get(FAULT_KEY, None), failed=run.failed_with is not None)
 
 
 def _settle(run: Any, fault: Fault) -> None:
@@ -131,7 +134,7 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
     fault = item.stash.get(FAULT_KEY, None)
     if (verdict is None and fault is None) or any(name == "rollout_passed" for name, _ in item.user_properties):
         return
-    result = result_of(verdict, fault)
+    result = _result(item, run)
     item.user_properties.append(("rollout_passed", str(result == TestResult.PASSED).lower()))
     item.user_properties.append(("rollout_result", result))
     if verdict is None:

@@ -12,8 +12,10 @@ An exception that ends an SLO test is the test's, the release's or the run's (th
                     RolloutError: not proven, exit 6 when no other test failed
 
 A test failed by the plugin's own verdict (``rollout.verify()``, a phase cut short) carries no fault: its
-verdict decides. A test whose own code failed after load was run keeps "slo_broken" when the partial run
-already proved a breach (a fact about the release, and exit 1 either way); else it is "test_failed".
+verdict decides, and is never a pass there (a run stopped on a breach the live data proved, which the final
+look did not confirm, is not proven). A test whose own code failed after load was run keeps "slo_broken" when
+the partial run already proved a breach (a fact about the release, and exit 1 either way); else it is
+"test_failed".
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ def fault_of(exc: BaseException) -> Fault:
     return Fault(Blame.RUN, message)  # a RunError, or a RolloutError of no narrower category: the tool's
 
 
-def result_of(verdict: Verdict | None, fault: Fault | None) -> str:
-    """A test's result (the JSON report's ``result``, JUnit's ``rollout_result``): its verdict's, unless a fault
-    ended it (see the module's table). Never judged and no fault (interrupted, skipped) is not proven, as before."""
+def result_of(verdict: Verdict | None, fault: Fault | None, *, failed: bool = False) -> str:
+    """A test's result (the JSON report's ``result`` and ``passed``, JUnit's ``rollout_result`` and
+    ``rollout_passed``, what ``--rollout-save`` counts as a pass): its verdict's, unless a fault ended it (see the
+    module's table); *failed*: the plugin failed the test itself. Never judged and no fault (interrupted, skipped)
+    is not proven, as before."""
     judged = verdict.result if verdict is not None else TestResult.NOT_PROVEN
     if fault is None:
+        if failed and judged is TestResult.PASSED:
+            return str(TestResult.NOT_PROVEN)  # stopped early on a live-proven breach the final look did not confirm
         return str(judged)
     if fault.blame is Blame.RELEASE or judged is TestResult.SLO_BROKEN:
         return str(TestResult.SLO_BROKEN)  # a breach proven before the fault stands

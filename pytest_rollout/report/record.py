@@ -83,10 +83,12 @@ class RunFacts(Protocol):
     def series(self) -> dict[str, Any]: ...
 
 
-def run_record(run: RunFacts, outcome: str, *, platform: str) -> dict[str, Any]:
+def run_record(run: RunFacts, outcome: str, *, platform: str, result: str) -> dict[str, Any]:
     """The test's entry in the JSON report (see :mod:`pytest_rollout.report.json_report` for the stable keys).
 
-    *platform*: the name of the platform the run asked for (``--rollout-platform``).
+    *platform*: the name of the platform the run asked for (``--rollout-platform``). *result*: the test's result,
+    decided in one place (:func:`pytest_rollout.plugin.outcome.result_of`); ``passed`` is said from it, so the two
+    never disagree.
     """
     verdict = run.verdict
     phases: dict[str, Any] = {}
@@ -137,9 +139,9 @@ def run_record(run: RunFacts, outcome: str, *, platform: str) -> dict[str, Any]:
         "workers": run.load.fleet.size if run.load else 0,
         "engine": ",".join(sorted(set(run.load.engines))) if run.load else None,
         "fleet": run.load.fleet_facts() if run.load else None,
-        "passed": verdict.passed if verdict else False,
+        "passed": result == TestResult.PASSED,
         "failure": verdict.failure if verdict else run.failure,
-        "result": str(verdict.result) if verdict else str(TestResult.NOT_PROVEN),
+        "result": result,
         "error_budget": error_budget(run.spec, verdict.phases) if verdict else None,
         "phases": phases,
         "verdicts": [e.to_json() for e in verdict.entries] if verdict else [],

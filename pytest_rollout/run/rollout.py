@@ -66,6 +66,7 @@ class Rollout:
         self._verdict: Verdict | None = None
         self.failure: str | None = None
         self._failure_kind: str | None = None
+        self.failed_with: BaseException | None = None  # what the plugin raised to fail the test (plugin/fixture.py)
         self._closed = False
         self.series: dict[str, Any] = {}  # name -> {"query", "points"}: the run over time, for charts
         self.progress = Progress(config)
@@ -292,9 +293,9 @@ class Rollout:
     def scrape_interval(self) -> float:
         return self.load.scrape_interval if self.load is not None else 1.0
 
-    def to_json(self, outcome: str) -> dict[str, Any]:
-        """This test's entry in the JSON report."""
-        return run_record(self, outcome, platform=self.session.settings.platform)
+    def to_json(self, outcome: str, *, result: str) -> dict[str, Any]:
+        """This test's entry in the JSON report; *result*: the test's, as the plugin decided it."""
+        return run_record(self, outcome, platform=self.session.settings.platform, result=result)
 
     def close(self) -> list[str]:
         """Stop everything this test started (the target stays up with --rollout-keep)."""
@@ -344,4 +345,5 @@ class Rollout:
             message = f"{message}\n{hint}"
         if self.rollback_note is not None:
             message = f"{message}\nrollback_on_breach: {self.rollback_note}"
-        pytest.fail(message, pytrace=False)
+        self.failed_with = pytest.fail.Exception(message, pytrace=False)
+        raise self.failed_with

@@ -6,6 +6,8 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from helpers import APP, closed_port
@@ -478,6 +480,107 @@ def test_a_bug_in_one_test_beside_a_not_proven_one_exits_1(pytester: pytest.Pyte
     )
 
 
+# A run in a pytester session through the real fixture and hooks, on the fakes (tests/support/fakes.py): no process
+# starts, the whole run takes about a second, and every report (JSON, JUnit, a saved baseline) is written.
+FAKE_RUN = """
+import pytest
+from fakes import FakePlatform, FakePrometheus
+from pytest_rollout.plugin.session import SESSION_KEY
+
+@pytest.hookimpl
+def pytest_rollout_make_platform(config, name, run_dir, procs, rollout):
+    platform = FakePlatform()
+    client = FakePrometheus(platform)
+    config.stash[SESSION_KEY].prometheus = lambda: (client, None)
+    return platform
+"""
+FAKE_SLO = "@pytest.mark.slo(rps=20_000, ramp='0.2s', hold='0.4s', after='0.4s', p99_ms=250, abort_on_breach=False)\n"
+FAKE_OPTIONS = ("--rollout-platform", "fake", "--rollout-report", "r.json", "--junitxml", "junit.xml")
+
+
+def _fake_run(pytester: pytest.Pytester, body: str, conftest: str = "", *args: str) -> pytest.RunResult:
+    pytester.makeconftest(FAKE_RUN + conftest)
+    pytester.makepyfile(HEADER + FAKE_SLO + f"def test_x(rollout):\n    {body}\n")
+    return pytester.runpytest(*FAKE_OPTIONS, *args)
+
+
+def _reports(pytester: pytest.Pytester) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON report's record of test_x, and the rollout properties its JUnit test case carries."""
+    (record,) = json.loads((pytester.path / "r.json").read_text())["tests"]
+    junit = ElementTree.parse(pytester.path / "junit.xml")
+    properties = {p.get("name", ""): p.get("value", "") for p in junit.iter("property")}
+    return record, properties
+
+
+def test_a_run_on_the_fakes_passes_through_the_fixture(pytester: pytest.Pytester) -> None:
+    result = _fake_run(
+        pytester, "rollout.deploy(command=app())\n    rollout.ramp()\n    rollout.upgrade(command=app())"
+    )
+    result.assert_outcomes(passed=1)
+    record, junit = _reports(pytester)
+    assert (record["result"], record["passed"], junit["rollout_result"], junit["rollout_passed"]) == (
+        "passed",
+        True,
+        "passed",
+        "true",
+    )
+
+
+def test_a_usage_error_after_a_clean_baseline_is_never_reported_passed(pytester: pytest.Pytester) -> None:
+    """The JSON's ``passed`` once said true beside ``result`` test_failed: both come from one result now, as do
+    JUnit's rollout_passed and the pass a saved baseline records."""
+    body = "rollout.deploy(command=app())\n    rollout.ramp()\n    rollout.upgrade(command=app(), max_surge='lots')"
+    result = _fake_run(pytester, body, "", "--rollout-save", "mine", "--rollout-html", "r.html")
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["E*RolloutUsageError: *max_surge*"])
+    record, junit = _reports(pytester)
+    assert record["verdicts"] and all(v["outcome"] == "held" for v in record["verdicts"])  # the baseline held
+    assert (record["result"], record["passed"]) == (TEST_FAILED, False)
+    assert (junit["rollout_result"], junit["rollout_passed"]) == (TEST_FAILED, "false")
+    (saved,) = (pytester.path / ".pytest-rollout" / "baselines").glob("*.json")
+    (entry,) = json.loads(saved.read_text())["tests"].values()
+    assert [run["passed"] for run in entry["runs"]] == [False]
+    page = (pytester.path / "r.html").read_text()  # its badge has a colour of its own, as every result's has
+    assert '<span class="badge test_failed">' in page and ".test_failed { background:" in page
+
+
+def test_a_bug_in_a_verdict_hook_at_the_automatic_verify_is_the_tests_own(pytester: pytest.Pytester) -> None:
+    """A bug in a pytest_rollout_add_verdicts hook, raised by the verify() after the test body, once escaped the
+    category decision: "not proven", exit 6. It is test code: exit 1, its traceback, test_failed."""
+    hook = "\ndef pytest_rollout_add_verdicts(rollout, entries):\n    return [entries[0].bogus]\n"
+    result = _fake_run(
+        pytester, "rollout.deploy(command=app())\n    rollout.ramp()\n    rollout.upgrade(command=app())", hook
+    )
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([">*.bogus]", "E*AttributeError: *'bogus'*"])
+    assert "NOT PROVEN" not in result.stdout.str()
+    record, junit = _reports(pytester)
+    assert (record["result"], record["passed"], junit["rollout_result"]) == (TEST_FAILED, False, TEST_FAILED)
+
+
+def test_the_tests_own_pytest_fail_after_a_failed_verdict_is_the_tests(pytester: pytest.Pytester) -> None:
+    """The plugin's own failure is told by what it raised, not by the verdict: a test that catches a not proven
+    verify() and fails itself was read as the plugin's failure (not proven, exit 6). Its own is test_failed, exit 1."""
+    body = (
+        "rollout.deploy(command=app())\n    rollout.ramp()\n    rollout.upgrade(command=app())\n"
+        "    try:\n        rollout.verify()\n    except pytest.fail.Exception:\n        pass\n"
+        "    pytest.fail('my own check')"
+    )
+    # a p99.9 that 20,000 requests per phase cannot prove held: not proven, never broken
+    pytester.makeconftest(FAKE_RUN)
+    pytester.makepyfile(
+        HEADER + FAKE_SLO.replace("p99_ms=250", "error_rate=0.00001") + f"def test_x(rollout):\n    {body}\n"
+    )
+    result = pytester.runpytest(*FAKE_OPTIONS)
+    result.assert_outcomes(failed=1)
+    record, _ = _reports(pytester)
+    assert any(v["outcome"] == "not_proven" for v in record["verdicts"])
+    assert (record["result"], result.ret) == (TEST_FAILED, pytest.ExitCode.TESTS_FAILED)
+    result.stdout.fnmatch_lines(["E*Failed: my own check"])
+
+
 @pytest.mark.parametrize(
     ("error", "blame"),
     [
@@ -535,6 +638,13 @@ def test_a_tests_result_by_its_verdict_and_whose_failure_ended_it(
 ) -> None:
     fault = None if blame is None else Fault(blame, "E: x")
     assert result_of(_verdict(judged), fault) == result
+
+
+def test_a_test_the_plugin_failed_itself_is_never_a_pass() -> None:
+    """A run stopped on a breach the live data proved, which the final look did not confirm, is not proven."""
+    assert result_of(_verdict(Outcome.HELD), None, failed=True) == "not_proven"
+    assert result_of(_verdict(Outcome.NOT_PROVEN), None, failed=True) == "not_proven"
+    assert result_of(_verdict(Outcome.BROKEN), None, failed=True) == "slo_broken"
 
 
 def test_exit_6_only_when_every_failed_test_is_not_proven() -> None:

@@ -60,8 +60,9 @@ def test_a_run_goes_through_its_phases_in_order_and_is_held(tmp_path: Path) -> N
     assert steady and all(e.outcome is Outcome.HELD for e in steady)
     baseline = next(m for m in verdict.phases if m.phase == "baseline")
     assert baseline.requests == baseline.fleet_requests == pytest.approx(8000, abs=1)  # 0.4 s at 20,000 rps
-    record = run.to_json("passed")
+    record = run.to_json("passed", result="passed")
     assert record["result"] == "passed" and record["workers"] == 2 and record["engine"] == "fake"
+    assert record["passed"] is True
     assert run.close() == [] and "teardown" in platform.calls
 
 
@@ -176,6 +177,18 @@ def test_a_bad_rollback_flag_is_refused_before_the_version_is_built(tmp_path: Pa
     with pytest.raises(RolloutUsageError, match=r"rollback_on_breach='yes'\) must be True or False"):
         run.upgrade(rollback_on_breach="yes")  # type: ignore[arg-type]
     assert "upgrade v2" not in platform.calls
+    run.close()
+
+
+def test_a_record_says_passed_only_of_the_result_it_is_given(tmp_path: Path) -> None:
+    """``passed`` is said from the one result the plugin decided: a held verdict whose test its own code failed
+    is not passed (the JSON once said passed true beside result test_failed)."""
+    run, _, _ = make(tmp_path)
+    run.deploy(command=COMMAND)
+    run.ramp()
+    assert run.judge().passed
+    record = run.to_json("failed", result="test_failed")
+    assert (record["result"], record["passed"]) == ("test_failed", False)
     run.close()
 
 
