@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from xml.etree import ElementTree
 
+import matplotlib.figure  # noqa: F401  (see below)
 import pytest
 from helpers import APP, closed_port
 
@@ -26,6 +27,10 @@ from pytest_rollout.errors import (
 )
 from pytest_rollout.judge.verdict import Outcome, Verdict, VerdictEntry
 from pytest_rollout.plugin.outcome import TEST_FAILED, Blame, Fault, exit_status, fault_of, result_of
+
+# The HTML report draws with matplotlib, which imports numpy. In-process pytester runs (runpytest) unload
+# every module they imported when they end, and numpy cannot be loaded twice in one process: imported here,
+# before any inline run, it stays loaded for them and for the tests that run after this module.
 
 pytestmark = pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
 
