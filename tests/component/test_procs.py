@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rollout.procs import RUN_PREFIX, ProcessSet, proc_start_time, reap_stale_runs
+from pytest_rollout.procs import RUN_PREFIX, ManagedProcess, ProcessSet, proc_start_time, reap_stale_runs
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -38,11 +38,14 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-def bystander(started: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+def bystander(started: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], int]:
+    """A process outside any run, and its kernel start time."""
     proc = subprocess.Popen(SLEEP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started.append(proc)
     assert wait_for(lambda: proc_start_time(proc.pid) is not None)
-    return proc
+    start = proc_start_time(proc.pid)
+    assert start is not None
+    return proc, start
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -61,22 +64,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-def killed_run(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> tuple[Path, ProcessSet]:
-    """A run directory as a pytest killed with SIGKILL leaves it: a record of one live replica whose owner is gone."""
-    run_dir = tmp_path / f"{RUN_PREFIX}killed"
-    run_dir.mkdir()
-    procs = ProcessSet(run_dir)
-    replica = procs.start("replica-v1-0", SLEEP)
-    started.append(replica.popen)
-    owner = subprocess.Popen([sys.executable, "-c", "pass"])
-    owner.wait()  # the owner's PID now belongs to no process (or, later, to another one)
-    record = run_dir / "processes.json"
-    data = json.loads(record.read_text())
-    data["owner_pid"] = owner.pid
-    record.write_text(json.dumps(data))
-    return run_dir, procs
-
-
 def rewrite(run_dir: Path, change: Callable[[dict[str, object]], None]) -> None:
     record = run_dir / "processes.json"
     data = json.loads(record.read_text())
@@ -84,14 +71,23 @@ def rewrite(run_dir: Path, change: Callable[[dict[str, object]], None]) -> None:
     record.write_text(json.dumps(data))
 
 
+def killed_run(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> tuple[Path, ManagedProcess]:
+    """A run directory as a pytest killed with SIGKILL leaves it: a record of one live replica whose owner is gone."""
+    run_dir = tmp_path / f"{RUN_PREFIX}killed"
+    run_dir.mkdir()
+    replica = ProcessSet(run_dir).start("replica-v1-0", SLEEP)
+    started.append(replica.popen)
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner.wait()  # the owner's PID now belongs to no process (or, later, to another one)
+    rewrite(run_dir, lambda data: data.update(owner_pid=owner.pid))
+    return run_dir, replica
+
+
 def test_a_recorded_process_whose_pid_now_belongs_to_another_is_never_signalled(
     tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    run_dir, procs = killed_run(tmp_path, started)
-    (replica,) = procs.processes
-    other = bystander(started)
-    start = proc_start_time(other.pid)
-    assert start is not None
+    run_dir, replica = killed_run(tmp_path, started)
+    other, start = bystander(started)
 
     def reuse(data: dict[str, object]) -> None:
         # the recorded haproxy died; the kernel then gave its PID to `other` (a later start time)
@@ -111,11 +107,8 @@ def test_a_recorded_process_whose_pid_now_belongs_to_another_is_never_signalled(
 def test_a_dead_owners_pid_reused_by_a_live_process_does_not_keep_its_run_alive(
     tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    run_dir, procs = killed_run(tmp_path, started)
-    (replica,) = procs.processes
-    other = bystander(started)
-    start = proc_start_time(other.pid)
-    assert start is not None
+    run_dir, replica = killed_run(tmp_path, started)
+    other, start = bystander(started)
 
     def reuse_owner(data: dict[str, object]) -> None:
         data["owner_pid"], data["owner_start_time"] = other.pid, start - 1
@@ -129,8 +122,7 @@ def test_a_dead_owners_pid_reused_by_a_live_process_does_not_keep_its_run_alive(
 
 
 def test_a_run_whose_owner_still_runs_is_left_alone(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> None:
-    run_dir, procs = killed_run(tmp_path, started)
-    (replica,) = procs.processes
+    run_dir, replica = killed_run(tmp_path, started)
 
     def alive_owner(data: dict[str, object]) -> None:
         data["owner_pid"], data["owner_start_time"] = os.getpid(), proc_start_time(os.getpid())
