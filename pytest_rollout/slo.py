@@ -15,6 +15,7 @@ from string import Template
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
+from pytest_rollout.load.mix import Request
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
 
@@ -184,6 +185,9 @@ class SLOSpec:
     risk: float | None = None  # the run's false-fail risk (None: the ini value rollout_risk, else DEFAULT_RISK)
     client: str = "retrying"  # the clients the fleet stands for: "retrying" (as browsers, Go, curl) or "strict"
     end_when_held: float | None = None  # end baseline/after once this long and proven held (judge/early.py)
+    #: The traffic mix (issue 23): every route the fleet sends, with its own bounds where it gives them. Empty
+    #: until parse_slo fills it in: then one Request made of path/method/headers/body when traffic= is not given.
+    routes: tuple[Request, ...] = ()
 
     @property
     def false_fail_risk(self) -> float:

@@ -197,6 +197,8 @@ class Plan:
     phases: tuple[tuple[str, float], ...] = ()  # (name, start), in order: offsets before launch(), then Unix
     engine: str = "auto"  # auto (fast where it can), fast or aiohttp
     resend_reused: bool = True  # resend an idempotent request once when its reused connection closed unanswered
+    tls_verify: bool = True  # https://: check the server's certificate and name (False: a test certificate)
+    tls_ca_pem: str | None = None  # https://: trust these PEM certificates (not secret) instead of the system's
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -217,6 +219,8 @@ class Plan:
             phases=tuple((str(n), float(t)) for n, t in data.get("phases", ())),
             engine=str(data.get("engine", "auto")),
             resend_reused=bool(data.get("resend_reused", True)),
+            tls_verify=bool(data.get("tls_verify", True)),
+            tls_ca_pem=None if data.get("tls_ca_pem") is None else str(data["tls_ca_pem"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -236,4 +240,6 @@ class Plan:
             "phases": [[n, t] for n, t in self.phases],
             "engine": self.engine,
             "resend_reused": self.resend_reused,
+            "tls_verify": self.tls_verify,
+            "tls_ca_pem": self.tls_ca_pem,
         }

@@ -59,6 +59,9 @@ def pytest_rollout_upgrade(
 def pytest_rollout_phase_start(rollout: Rollout, phase: str, at: float) -> None:
     """Phase *phase* (``ramp``, ``baseline``, ``upgrade``, ``after``) starts at Unix time *at*.
 
+    The hook is called ahead of *at* (by up to the fleet's edge lead, a fraction of a second), so that every
+    worker knows of the edge in time: something meant to happen during the phase waits until *at*.
+
     .. versionadded:: 0.1
     """
 

@@ -168,9 +168,12 @@ def test_replica_crash_during_upgrade_is_caught(inner: pytest.Pytester) -> None:
     write(
         inner,
         """
-import os, signal
+import os, signal, time
 def pytest_rollout_phase_start(rollout, phase, at):
     if phase == "upgrade":
+        # the hook is told ahead of the edge: kill once the upgrade is 0.3 s old, so that the requests lost
+        # in flight (sent up to 100 ms before) were all sent in the upgrade phase
+        time.sleep(max(0.0, at + 0.3 - time.time()))
         victim = [r for r in rollout.platform.replicas if r.name == "v1-2"][0]
         os.kill(victim.process.pid, signal.SIGKILL)
 """,
