@@ -18,6 +18,10 @@ counted against the release: as failures, and as slower than every bound):
 - each latency bound: the share of requests *possibly* slower than it (every
   request not in a histogram bucket wholly at or below it) below ``1 - q``.
 
+In a mix of several routes, every route's own entries must be proven held, each
+on its own requests (the route's requests still in flight are not told apart:
+every request of the run still in flight counts against each route).
+
 A test with user ``checks`` never ends a phase early: a check is one value at
 the phase's end, with no evidence to accumulate. The final verdict still
 judges the phase as ever, on every request of it, including those answered
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 from pytest_rollout.judge.anytime import proves_below, slow_counts
 from pytest_rollout.judge.risk import HELD_RISK
+from pytest_rollout.judge.routes import route_bounds
 from pytest_rollout.judge.verdict import PhaseMeasurement
 from pytest_rollout.slo import SLOSpec
 
@@ -45,6 +50,26 @@ def held_so_far(spec: SLOSpec, m: PhaseMeasurement, elapsed_s: float, alpha: flo
     n = m.on_time
     if n < 1 or m.dropped > (1.0 - spec.min_load) * (m.requests or 0.0):
         return None
+    mix = route_bounds(spec)
+    proven: list[str] = []
+    for name, bounds, own in [(r.name, r.spec, m.routes.get(r.name)) for r in mix] if mix else [(None, spec, m)]:
+        if own is None:
+            return None  # a route not yet seen in this phase: nothing proven for it
+        claims = _proven_held(bounds, own, alpha)
+        if claims is None:
+            return None
+        proven.append(claims if name is None else f"route {name}: {claims}")
+    return (
+        f"{m.phase} ended after {elapsed_s:.1f}s of {spec.hold_s if m.phase == 'baseline' else spec.after_s:g}s: "
+        f"every entry proven held ({'; '.join(proven)}; {1 - alpha:.1%} sure over every look; end_when_held)"
+    )
+
+
+def _proven_held(spec: SLOSpec, m: PhaseMeasurement, alpha: float) -> str | None:
+    """What proves every error rate and latency entry of *m* held under *spec*'s bounds, or None while not."""
+    n = m.on_time
+    if n < 1:
+        return None
     failed = m.errors + m.in_flight  # an answer still to come may be a failure
     if not proves_below(failed, n, spec.error_rate, alpha):
         return None
@@ -54,7 +79,4 @@ def held_so_far(spec: SLOSpec, m: PhaseMeasurement, elapsed_s: float, alpha: flo
         if not proves_below(maybe, total, 1.0 - q, alpha):
             return None
         proven.append(f"{key} < {bound:g} ({maybe:,} of {total:,} possibly slower)")
-    return (
-        f"{m.phase} ended after {elapsed_s:.1f}s of {spec.hold_s if m.phase == 'baseline' else spec.after_s:g}s: "
-        f"every entry proven held ({'; '.join(proven)}; {1 - alpha:.1%} sure over every look; end_when_held)"
-    )
+    return "; ".join(proven)

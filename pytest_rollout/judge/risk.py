@@ -1,6 +1,7 @@
 """The gate's own error rates: how a run's risk of failing a good release is spent. Pure logic.
 
-A run makes many claims (every SLO in every judged phase) and fails on any
+A run makes many claims (every SLO in every judged phase, and in a mix of
+several routes every route's SLOs in every judged phase) and fails on any
 one "broken". So the claims that can fail a release share one budget, the
 run's ``risk`` (``slo(risk=0.01)``, ini ``rollout_risk``): each gets an equal
 share, and each share is spent by a time-uniform test
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_rollout.judge.routes import route_bounds
 from pytest_rollout.judge.stats import CONFIDENCE
 from pytest_rollout.slo import DEFAULT_RISK, SLOSpec
 
@@ -72,13 +74,19 @@ def judged_phases(spec: SLOSpec) -> tuple[str, ...]:
     return (("ramp",) if spec.judge_ramp and spec.ramp_s > 0 else ()) + ("baseline", "upgrade", "after")
 
 
+def _sampled(spec: SLOSpec) -> int:
+    """The claims per phase that sampled evidence may show broken, under *spec*'s bounds."""
+    return (1 if spec.error_rate > 0 else 0) + len(spec.latency_ms)
+
+
 def budget_for(spec: SLOSpec, compared: bool = False) -> RiskBudget:
     """The run's budget: ``spec.risk`` shared by every claim that sampled evidence may show broken.
 
     *compared*: the run is judged against a saved baseline too (``--rollout-compare``), whose regression
     entries share the budget.
     """
-    per_phase = (1 if spec.error_rate > 0 else 0) + len(spec.latency_ms)
+    mix = route_bounds(spec)  # a mix of several routes: each route's own bounds, each a claim per phase
+    per_phase = sum(_sampled(r.spec) for r in mix) if mix else _sampled(spec)
     if compared:
         per_phase += len(spec.regression)
     claims = len(judged_phases(spec)) * per_phase + (1 if spec.availability is not None else 0)

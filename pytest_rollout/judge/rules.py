@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pytest_rollout.judge.anytime import (
@@ -63,6 +64,7 @@ from pytest_rollout.judge.anytime import (
     slow_counts,
 )
 from pytest_rollout.judge.risk import RiskBudget, budget_for
+from pytest_rollout.judge.routes import route_bounds
 from pytest_rollout.judge.stats import (
     clopper_pearson,
     min_requests_for_quantile,
@@ -135,13 +137,7 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement], budget: RiskBudg
                 make_entry(Kind.LOAD, "rps", m.phase, None, _load_bound(spec, m), Outcome.NOT_PROVEN, reason)
             )
             if judged:
-                entries.append(
-                    make_entry(
-                        Kind.ERROR_RATE, "error_rate", m.phase, None, spec.error_rate, Outcome.NOT_PROVEN, reason
-                    )
-                )
-                for key, _q, bound in spec.latency_bounds():
-                    entries.append(make_entry(Kind.LATENCY, key, m.phase, None, bound, Outcome.NOT_PROVEN, reason))
+                entries.extend(_unproven_claims(spec, m.phase, reason))
                 for check in spec.checks:
                     entries.append(make_entry(Kind.CHECK, check.name, m.phase, None, check.bound, Outcome.NOT_PROVEN, reason, check.op))  # fmt: skip
             continue
@@ -150,14 +146,50 @@ def evaluate(spec: SLOSpec, phases: Sequence[PhaseMeasurement], budget: RiskBudg
         if not judged:
             continue
         shortfall = None if load.passed else _fleet_shortfall(spec, m)
-        entries.append(_judge_error_rate(spec, m, shortfall, budget))
-        for key, q, bound in spec.latency_bounds():
-            entries.append(_judge_latency(key, q, bound, m, shortfall, budget))
+        entries.extend(_judge_claims(spec, m, shortfall, budget))
         for check in spec.checks:
             entries.append(_judge_check(check, m))
     if spec.availability is not None:
         entries.append(_judge_availability(spec, phases, budget))
     return entries
+
+
+def _unproven_claims(spec: SLOSpec, phase: str, reason: str) -> list[VerdictEntry]:
+    """The error rate and latency claims of a phase, every one not proven for *reason* (each route's in a mix)."""
+    mix = route_bounds(spec)
+    if mix:
+        return [replace(e, route=r.name) for r in mix for e in _unproven_claims(r.spec, phase, reason)]
+    entries = [make_entry(Kind.ERROR_RATE, "error_rate", phase, None, spec.error_rate, Outcome.NOT_PROVEN, reason)]
+    for key, _q, bound in spec.latency_bounds():
+        entries.append(make_entry(Kind.LATENCY, key, phase, None, bound, Outcome.NOT_PROVEN, reason))
+    return entries
+
+
+def _judge_claims(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget) -> list[VerdictEntry]:
+    """The error rate and latency claims of phase *m*: the whole's, or in a mix each route's on its own requests."""
+    mix = route_bounds(spec)
+    if not mix:
+        entries = [_judge_error_rate(spec, m, shortfall, budget)]
+        entries.extend(_judge_latency(key, q, bound, m, shortfall, budget) for key, q, bound in spec.latency_bounds())
+        return entries
+    out: list[VerdictEntry] = []
+    for r in mix:
+        own = m.routes.get(r.name)
+        problem = _route_problem(r.name, own)
+        if problem is not None or own is None:
+            claims = _unproven_claims(r.spec, m.phase, f"not proven: {problem}")
+        else:
+            claims = _judge_claims(r.spec, own, shortfall, budget)
+        out.extend(replace(e, route=r.name) for e in claims)
+    return out
+
+
+def _route_problem(name: str, own: PhaseMeasurement | None) -> str | None:
+    """Why route *name*'s own counts cannot be judged (the whole phase's evidence being sound), or None."""
+    if own is None or (own.requests is None and own.problem is None):
+        return f"Prometheus has no samples of route {name} in this phase"
+    problem = _evidence_problem(own)
+    return None if problem is None else f"route {name}: {problem}"
 
 
 def _judge_check(check: Any, m: PhaseMeasurement) -> VerdictEntry:
@@ -397,6 +429,14 @@ def live_breach(spec: SLOSpec, m: PhaseMeasurement, budget: RiskBudget | None = 
     if m.phase == "ramp" and not spec.judge_ramp:
         return None
     budget = budget or budget_for(spec)
+    mix = route_bounds(spec)
+    if mix:  # each route on its own requests, at its own bounds
+        for r in mix:
+            own = m.routes.get(r.name)
+            entry = None if own is None else live_breach(r.spec, own, budget)
+            if entry is not None:
+                return replace(entry, route=r.name)
+        return None
     if m.on_time >= 1 and spec.error_rate > 0 and proves_above(m.errors, m.on_time, spec.error_rate, budget.per_claim):
         return _judge_error_rate(spec, m, None, budget)
     if spec.error_rate <= 0 and m.errors >= 0.5:

@@ -129,6 +129,10 @@ class PhaseMeasurement:
     checks: Mapping[str, float | None] = field(default_factory=dict)  # user checks' values (None: no data)
     histogram: tuple[tuple[float, float], ...] = ()  # requests sent: (upper bound in seconds, cumulative count)
     machine: MachineShare | None = None  # the CPU other processes took during the phase (local platform only)
+    #: A mix of more than one route: each route's own measurement over the phase (its ``route`` set), by name.
+    #: Empty for a one-route mix, whose phase is its route.
+    routes: Mapping[str, PhaseMeasurement] = field(default_factory=dict)
+    route: str | None = None  # the route this measurement counts alone; None: every route (the whole phase)
 
     @property
     def duration(self) -> float:
@@ -174,6 +178,7 @@ class VerdictEntry:
     Hooks may build an entry the short way, ``VerdictEntry(slo, phase,
     measured, bound, passed, reason)``: a failing one is then broken (a veto).
     ``low`` and ``high`` are the 95% interval of ``measured`` where one exists.
+    ``route`` names the route judged alone, in a mix of more than one route; None: the whole (every route).
     """
 
     slo: str
@@ -187,6 +192,7 @@ class VerdictEntry:
     low: float | None = None
     high: float | None = None
     kind: Kind = Kind.EXTRA
+    route: str | None = None
 
     def __post_init__(self) -> None:
         outcome = self.outcome
@@ -205,8 +211,14 @@ class VerdictEntry:
     def comparison(self) -> str:
         return self.op or (">=" if self.kind in (Kind.LOAD, Kind.AVAILABILITY) else "<=")
 
+    @property
+    def what(self) -> str:
+        """The SLO as a message names it: ``error_rate``, or ``error_rate of route checkout``."""
+        return self.slo if self.route is None else f"{self.slo} of route {self.route}"
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        route = {} if self.route is None else {"route": self.route}
+        return route | {
             "slo": self.slo,
             "phase": self.phase,
             "kind": str(self.kind),
@@ -232,10 +244,11 @@ def make_entry(
     reason: str = "",
     op: str = "",
     interval: tuple[float, float] | None = None,
+    route: str | None = None,
 ) -> VerdictEntry:
     low, high = interval if interval is not None else (None, None)
     return VerdictEntry(
-        slo, phase, measured, bound, reason=reason, op=op, outcome=outcome, low=low, high=high, kind=kind
+        slo, phase, measured, bound, reason=reason, op=op, outcome=outcome, low=low, high=high, kind=kind, route=route
     )
 
 
@@ -291,7 +304,7 @@ def failure_message(entries: Sequence[VerdictEntry]) -> str:
         if e.low is not None and e.high is not None:
             measured += f" [{_fmt(e, e.low)}, {_fmt(e, e.high)}]"
         bound = "n/a" if e.bound is None else _fmt(e, e.bound)
-        lines.append(f"  {e.slo} in phase {e.phase}: measured {measured}, bound {e.comparison} {bound}: {e.reason}")
+        lines.append(f"  {e.what} in phase {e.phase}: measured {measured}, bound {e.comparison} {bound}: {e.reason}")
     return "\n".join(lines)
 
 
