@@ -7,13 +7,26 @@ read once every request of the phase has ended and been scraped: exact, not
 extrapolated from a time window that scrapes never align with. The one
 windowed query reads the raw ``up`` samples of each worker during the phase,
 to catch a Prometheus that missed scrapes.
+
+Every series also carries the ``route`` of the request (its name in the
+traffic mix): the sums over it are the whole phase; a route's own queries add
+``route="<name>"`` to the matchers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PhaseQueries", "escape", "inflight", "last_scrape", "live_queries", "phase_queries", "window"]
+__all__ = [
+    "PhaseQueries",
+    "escape",
+    "inflight",
+    "last_scrape",
+    "live_queries",
+    "phase_queries",
+    "route_queries",
+    "window",
+]
 
 REQUESTS = "rollout_requests_total"
 LATE = "rollout_late_total"
@@ -59,9 +72,12 @@ class PhaseQueries:
         return out
 
 
-def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[float]) -> PhaseQueries:
-    """Queries for *phase* of run *run_id*, which lasted *duration_s* seconds."""
-    sel = f'{{run="{escape(run_id)}",phase="{escape(phase)}"}}'
+def phase_queries(
+    run_id: str, phase: str, duration_s: float, quantiles: list[float], route: str | None = None
+) -> PhaseQueries:
+    """Queries for *phase* of run *run_id*, which lasted *duration_s* seconds; *route*: that route's requests only."""
+    only = "" if route is None else f',route="{escape(route)}"'
+    sel = f'{{run="{escape(run_id)}",phase="{escape(phase)}"{only}}}'
     return PhaseQueries(
         requests=f"sum({REQUESTS}{sel})",
         by_class=f"sum by (class) ({REQUESTS}{sel})",
@@ -71,6 +87,20 @@ def phase_queries(run_id: str, phase: str, duration_s: float, quantiles: list[fl
         histogram=f"sum by (le) ({LATENCY_BUCKETS}{sel})",
         resent=f"sum({RESENT}{sel})",
     )
+
+
+def route_queries(run_id: str, phase: str) -> dict[str, str]:
+    """One query each for every route's requests by class, late sends and latency histogram in *phase* so far.
+
+    The live check reads a mix's routes with these (three queries, whatever the number of routes), split by
+    their ``route`` label.
+    """
+    sel = f'{{run="{escape(run_id)}",phase="{escape(phase)}"}}'
+    return {
+        "by_class": f"sum by (route, class) ({REQUESTS}{sel})",
+        "late": f"sum by (route) ({LATE}{sel})",
+        "histogram": f"sum by (route, le) ({LATENCY_BUCKETS}{sel})",
+    }
 
 
 def live_queries(run_id: str, window_s: float, quantiles: list[float]) -> dict[str, str]:

@@ -178,8 +178,8 @@ def _judge_claims(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, bud
         problem = _route_problem(r.name, own)
         if problem is not None or own is None:
             claims = _unproven_claims(r.spec, m.phase, f"not proven: {problem}")
-        else:
-            claims = _judge_claims(r.spec, own, shortfall, budget)
+        else:  # the machine's share over the phase is the whole's
+            claims = _judge_claims(r.spec, replace(own, machine=own.machine or m.machine), shortfall, budget)
         out.extend(replace(e, route=r.name) for e in claims)
     return out
 
@@ -433,7 +433,7 @@ def live_breach(spec: SLOSpec, m: PhaseMeasurement, budget: RiskBudget | None = 
     if mix:  # each route on its own requests, at its own bounds
         for r in mix:
             own = m.routes.get(r.name)
-            entry = None if own is None else live_breach(r.spec, own, budget)
+            entry = None if own is None else live_breach(r.spec, replace(own, machine=own.machine or m.machine), budget)
             if entry is not None:
                 return replace(entry, route=r.name)
         return None

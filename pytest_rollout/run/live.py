@@ -47,6 +47,7 @@ class LiveWatch:
         self._held_checked = -math.inf  # ... and for every entry proven held (end_when_held)
         self._shown_phase = ""  # the phase of the last progress line
         self.machine: MachineWatch | None = None  # the CPU other processes take (local platform)
+        self.routes = tuple(r.route for r in spec.routes)  # a mix of several: each judged on its own live too
 
     def client(self) -> PrometheusAPI | None:
         """A Prometheus client that fails fast, or None when there is none."""
@@ -80,7 +81,7 @@ class LiveWatch:
             return None
         for name, since in [(phase, start), *([settling] if settling else [])]:
             with held():
-                measured = measure_so_far(client, self.run_id, name, since)
+                measured = measure_so_far(client, self.run_id, name, since, self.routes)
             if measured is not None:
                 measured = with_share(measured, self.machine)
             entry = None if measured is None else live_breach(self.spec, measured, self.budget)
@@ -99,7 +100,7 @@ class LiveWatch:
         if client is None:
             return None
         with held():
-            measured = measure_so_far(client, self.run_id, phase, start)
+            measured = measure_so_far(client, self.run_id, phase, start, self.routes)
         return None if measured is None else held_so_far(self.spec, measured, elapsed)
 
     def tick(

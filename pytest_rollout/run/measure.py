@@ -7,24 +7,31 @@ late sends, the merged latency histogram, scrapes, user checks);
 Requests still in flight are counted as successes in every measurement, so
 that fast failures ending before slow successes can never make a breach look
 proven (the final verdict waits for all of them).
+
+In a mix of several routes every phase also holds each route's own
+measurement (``PhaseMeasurement.routes``), with the fleet's own count of the
+route for the cross-check.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pytest_rollout.errors import PrometheusError, RolloutError
 from pytest_rollout.judge.prometheus import PrometheusAPI
-from pytest_rollout.judge.promql import PhaseQueries, inflight, live_queries, phase_queries, window
+from pytest_rollout.judge.promql import PhaseQueries, inflight, live_queries, phase_queries, route_queries, window
+from pytest_rollout.judge.routes import RouteBounds, route_bounds
 from pytest_rollout.judge.rules import largest_gap
 from pytest_rollout.judge.verdict import PhaseMeasurement
 from pytest_rollout.load.schedule import expected_count
 from pytest_rollout.run.load import LoadRun
 from pytest_rollout.slo import SLOSpec
 
-__all__ = ["REPORT_QUANTILES", "collect_series", "measure_phase", "measure_so_far"]
+__all__ = ["REPORT_QUANTILES", "collect_series", "measure_phase", "measure_so_far", "route_totals"]
 
 #: Quantiles always measured for the report, whatever the marker bounds.
 REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -44,15 +51,22 @@ def _answers(
     return by_class, late, histogram, in_flight
 
 
-def measure_so_far(client: PrometheusAPI, run_id: str, phase: str, start: float) -> PhaseMeasurement | None:
-    """The phase under way from *start* to now; None when Prometheus cannot say (a live check proves nothing then)."""
+def measure_so_far(
+    client: PrometheusAPI, run_id: str, phase: str, start: float, routes: Sequence[str] = ()
+) -> PhaseMeasurement | None:
+    """The phase under way from *start* to now; None when Prometheus cannot say (a live check proves nothing then).
+
+    *routes*: a mix's routes, each measured on its own too (``routes`` of the measurement), every request of the
+    run still in flight counted in each route's (as a success, and in its ``in_flight``).
+    """
     queries = phase_queries(run_id, phase, max(time.time() - start, 0.001), [])
     try:
         at = time.time()
         by_class, late, histogram, in_flight = _answers(client, run_id, queries, at)
+        own = _routes_so_far(client, run_id, phase, at, in_flight) if len(routes) > 1 else {}
     except RolloutError:
         return None
-    return PhaseMeasurement(
+    whole = PhaseMeasurement(
         phase=phase,
         start=start,
         end=at,
@@ -63,6 +77,31 @@ def measure_so_far(client: PrometheusAPI, run_id: str, phase: str, start: float)
         histogram=histogram,
         in_flight=in_flight,
     )
+    return replace(whole, routes={name: replace(whole, route=name, **own[name]) for name in routes if name in own})
+
+
+def _routes_so_far(
+    client: PrometheusAPI, run_id: str, phase: str, at: float, in_flight: float
+) -> dict[str, dict[str, Any]]:
+    """Each route's counts so far, by its ``route`` label: three queries whatever the number of routes."""
+    queries = route_queries(run_id, phase)
+    by_class: dict[str, dict[str, float]] = {}
+    for labels, value in client.query(queries["by_class"], at):
+        by_class.setdefault(labels.get("route", ""), {})[labels.get("class", "?")] = value
+    late = {labels.get("route", ""): value for labels, value in client.query(queries["late"], at)}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for labels, value in client.query(queries["histogram"], at):
+        buckets.setdefault(labels.get("route", ""), []).append((float(labels.get("le", "inf")), value))
+    out: dict[str, dict[str, Any]] = {}
+    for name, classes in by_class.items():
+        classes["ok"] = classes.get("ok", 0.0) + in_flight  # a route's own in flight are not told apart
+        out[name] = dict(
+            requests=sum(classes.values()),
+            by_class=classes,
+            late=late.get(name, 0.0),
+            histogram=tuple(sorted(buckets.get(name, []))),
+        )
+    return out
 
 
 def measure_phase(
@@ -112,7 +151,7 @@ def measure_phase(
         return PhaseMeasurement(requests=None, problem=str(exc), **base)
     ok_times = [[t for t, v in values if v == 1.0] for _, values in scrapes]
     ok_times = [times for times in ok_times if times]
-    return PhaseMeasurement(
+    whole = PhaseMeasurement(
         requests=requests,
         by_class=by_class,
         late=late,
@@ -124,6 +163,71 @@ def measure_phase(
         max_gap_s=max((largest_gap(start, end, t) for t in ok_times), default=end - start),
         **base,
     )
+    mix = route_bounds(spec)
+    if not mix:
+        return whole
+    return replace(whole, routes={r.name: _measure_route(client, whole, load, r, at) for r in mix})
+
+
+def _measure_route(
+    client: PrometheusAPI, whole: PhaseMeasurement, load: LoadRun, bounds: RouteBounds, at: float
+) -> PhaseMeasurement:
+    """A route's own requests in phase *whole* (queries with ``route="..."``), its scrapes the whole's."""
+    route, share = bounds.name, bounds.share
+    quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in bounds.spec.latency_bounds()})
+    queries = phase_queries(load.run_id, whole.phase, whole.duration, quantiles, route=route)
+    own = route_totals(load.totals, whole.phase, route)
+    base = replace(
+        whole,
+        route=route,
+        asked_requests=whole.asked_requests * share,
+        fleet_requests=own[0] if own else None,
+        fleet_errors=own[1] if own else None,
+        queries=queries.all(),
+        checks={},
+    )
+    try:
+        requests = client.scalar(queries.requests, at)
+        by_class, late, histogram, _ = _answers(client, load.run_id, queries, at)
+        resent = client.scalar(queries.resent, at) or 0.0
+        quantile_ms = {}
+        for q, expr in queries.quantiles.items():
+            value = client.scalar(expr, at)
+            quantile_ms[q] = math.nan if value is None else value * 1000.0
+    except RolloutError as exc:
+        return replace(base, requests=None, problem=str(exc))
+    return replace(
+        base,
+        requests=requests,
+        by_class=by_class,
+        late=late,
+        resent=resent,
+        quantiles_ms=quantile_ms,
+        histogram=histogram,
+    )
+
+
+def route_totals(totals: object, phase: str, route: str) -> tuple[int, int] | None:
+    """``(requests, errors)`` of *route* due in *phase* over the fleet, by its own counts; None when unknown.
+
+    Reads ``FleetTotals.route(phase, route)`` where the fleet has it, else each worker's
+    ``WorkerTotals.routes[phase][route]`` (a :class:`~pytest_rollout.load.replies.PhaseTotals`); None when a
+    worker lacks them.
+    """
+    if totals is None:
+        return None
+    accessor = getattr(totals, "route", None)
+    if callable(accessor):
+        counted = accessor(phase, route)
+        return None if counted is None else (int(counted[0]), int(counted[1]))
+    requests = errors = 0
+    for worker in getattr(totals, "workers", None) or [None]:
+        counts = (getattr(worker, "routes", None) or {}).get(phase, {}).get(route)
+        if counts is None:
+            return None
+        requests += counts.requests
+        errors += counts.errors
+    return requests, errors
 
 
 def collect_series(client: PrometheusAPI | None, run_id: str, start: float, end: float, step: float) -> dict[str, Any]:
