@@ -17,6 +17,10 @@ independent, as the verdict's model says. The load is held exactly; the
 evidence is complete (those are the fleet's and Prometheus' business, judged
 apart).
 
+In a mix of several routes each route's release sits at *multiple* times its
+own bounds, sent at its share of the rate, and every route's claims are
+judged as a run judges them.
+
 ``pytest-rollout oc`` prints the table for a marker's arguments; the test
 suite runs it for the examples and fails when the false-fail rate at the
 bound exceeds the stated risk.
@@ -28,9 +32,10 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pytest_rollout.judge.risk import RiskBudget, budget_for, judged_phases
+from pytest_rollout.judge.routes import route_bounds
 from pytest_rollout.judge.rules import evaluate, live_breach
 from pytest_rollout.judge.verdict import Outcome, PhaseMeasurement
 from pytest_rollout.slo import SLOSpec
@@ -135,38 +140,75 @@ def _shares(spec: SLOSpec, multiple: float) -> tuple[list[float], list[float]]:
     return edges, shares
 
 
+@dataclass(frozen=True)
+class _Model:
+    """One route's simulated release (the whole, in a one-route run): its share of the rate and its chances."""
+
+    name: str | None
+    share: float
+    p_error: float
+    edges: list[float]
+    regions_p: list[float]
+
+
+def _models(spec: SLOSpec, multiple: float) -> list[_Model]:
+    """Each route at *multiple* times its own bounds (in a mix of several), else the whole at the marker's."""
+    parts: list[tuple[str | None, float, SLOSpec]] = [(r.name, r.share, r.spec) for r in route_bounds(spec)]
+    models = []
+    for name, share, bounds in parts or [(None, 1.0, spec)]:
+        edges, shares = _shares(bounds, multiple)
+        regions_p = (
+            [1.0 - shares[0], *(a - b for a, b in zip(shares, shares[1:], strict=False)), shares[-1]] if shares else []
+        )
+        models.append(_Model(name, share, min(1.0, multiple * bounds.error_rate), edges, regions_p))
+    return models
+
+
+def _draw(phase: _Phase, model: _Model, n: int, rng: random.Random) -> None:
+    """*n* more requests of *model*'s release into *phase*: its errors, and its latencies' regions."""
+    phase.requests += n
+    phase.errors += binomial(rng, n, model.p_error)
+    if phase.regions is not None:
+        left, mass = n, 1.0
+        for j, p in enumerate(model.regions_p[:-1]):
+            drawn = binomial(rng, left, min(1.0, p / mass) if mass > 0 else 0.0)
+            phase.regions[j] += drawn
+            left -= drawn
+            mass -= p
+        phase.regions[-1] += left
+
+
+def _measured(models: Sequence[_Model], phases: Sequence[_Phase], at: float) -> PhaseMeasurement:
+    """The phase as the rules see it: the whole, with each route's own measurement in a mix of several."""
+    if len(models) == 1 and models[0].name is None:
+        return phases[0].measurement(at, models[0].edges)
+    routes = {
+        m.name or "": replace(p.measurement(at, m.edges), route=m.name) for m, p in zip(models, phases, strict=True)
+    }
+    requests = sum(p.requests for p in phases)
+    errors = sum(p.errors for p in phases)
+    return replace(_Phase(phases[0].name, phases[0].start, requests, errors).measurement(at, []), routes=routes)
+
+
 def _one_run(
     spec: SLOSpec, budget: RiskBudget, multiple: float, upgrade_s: float, look_s: float, rng: random.Random
 ) -> tuple[bool, bool, float]:
-    """``(failed, stopped_live, when)`` for one simulated run."""
-    p_error = min(1.0, multiple * spec.error_rate)
-    edges, shares = _shares(spec, multiple)
-    regions_p = (
-        [1.0 - shares[0], *(a - b for a, b in zip(shares, shares[1:], strict=False)), shares[-1]] if shares else []
-    )
+    """``(failed, stopped_live, when)`` for one simulated run (each route of a mix at its own bounds)."""
+    models = _models(spec, multiple)
     phases: list[PhaseMeasurement] = []
     clock = 0.0
     for name, seconds, share in _lengths(spec, upgrade_s):
-        phase = _Phase(name, clock, regions=[0] * len(regions_p) if regions_p else None)
+        parts = [_Phase(name, clock, regions=[0] * len(m.regions_p) if m.regions_p else None) for m in models]
         looks = max(1, math.ceil(seconds / look_s - 1e-9))
         for i in range(looks):
             span = min(look_s, seconds - i * look_s)
-            n = max(0, round(spec.requested_rps * share * span))
-            phase.requests += n
-            phase.errors += binomial(rng, n, p_error)
-            if phase.regions is not None:
-                left, mass = n, 1.0
-                for j, p in enumerate(regions_p[:-1]):
-                    drawn = binomial(rng, left, min(1.0, p / mass) if mass > 0 else 0.0)
-                    phase.regions[j] += drawn
-                    left -= drawn
-                    mass -= p
-                phase.regions[-1] += left
+            for model, part in zip(models, parts, strict=True):
+                _draw(part, model, max(0, round(spec.requested_rps * share * model.share * span)), rng)
             at = clock + (i * look_s) + span
-            if spec.abort_on_breach and live_breach(spec, phase.measurement(at, edges), budget) is not None:
+            if spec.abort_on_breach and live_breach(spec, _measured(models, parts, at), budget) is not None:
                 return True, True, at
         clock += seconds
-        phases.append(phase.measurement(clock, edges))
+        phases.append(_measured(models, parts, clock))
     failed = any(e.outcome is Outcome.BROKEN for e in evaluate(spec, phases, budget))
     return failed, False, clock
 

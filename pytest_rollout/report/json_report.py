@@ -10,6 +10,10 @@ The JSON report (``--rollout-report PATH``)::
                 "verdicts": [{"slo", "phase", "measured", "bound", "passed", "reason"}],
                 ...}]}
 
+In a mix of more than one route, each phase also has ``"routes": {name: {"requests", "errors", "error_rate",
+"p50_ms", ..., "outcome"}}`` (the route's own counts, and its worst outcome in the phase), and each verdict entry
+judging one route has ``"route": name``; a one-route run has neither.
+
 Timestamps are Unix seconds. Extra keys (``events``, ``queries``,
 ``errors_by_class``, ``fleet_requests``, ``workers``, ``engine``) may be
 added; the keys above are stable.
@@ -64,7 +68,7 @@ def format_summary(record: dict[str, Any]) -> list[str]:
     from pytest_rollout.slo import LATENCY_KEYS
 
     verdicts = record["verdicts"]
-    table = {(v["slo"], v["phase"]): v for v in verdicts if v.get("kind") in ("load", "error_rate", "latency")}
+    table = {_key(v): v for v in verdicts if v.get("kind") in ("load", "error_rate", "latency")}
     bounded = {v["slo"] for v in verdicts if v.get("kind") == "latency"}
     shown = sorted({"p50_ms", "p99_ms"} | bounded, key=lambda k: LATENCY_KEYS.get(k, 1.0))
     result = str(record.get("result") or record["outcome"]).replace("_", " ")
@@ -80,29 +84,56 @@ def format_summary(record: dict[str, Any]) -> list[str]:
         header += f"{key:>26}"
     lines.append(header)
     for phase, data in record["phases"].items():
-        rps_v = table.get(("rps", phase))
-        err_v = table.get(("error_rate", phase))
+        rps_v = table.get(("rps", phase, None))
         held = f"{_num(data.get('achieved_rps'), ',.0f')}{_mark(rps_v)}"
-        err = _num(data.get("error_rate"), ".5f")
-        if err_v:
-            err += f" <={err_v['bound']:g}{_mark(err_v)}"
-        row = f"  {phase:<9}{held:>22}{_num(data.get('requests'), ',.0f'):>10}{_num(data.get('errors'), ',.0f'):>8}{err:>30}"
-        for key in shown:
-            v = table.get((key, phase))
-            cell = _num(data.get(key), ".2f")
-            if v:
-                cell += f" <={v['bound']:g}{_mark(v)}"
-            row += f"{cell:>26}"
-        lines.append(row)
+        lines.append(_row(f"  {phase:<9}{held:>22}", data, table, shown, phase, None))
+        for route, counts in (data.get("routes") or {}).items():  # a mix of several routes: each on its own
+            lines.append(_row(f"    {_clip(route, 29):<29}", counts, table, shown, phase, route))
     for v in verdicts:
-        if (v["slo"], v["phase"]) in table:
+        if _key(v) in table:
             continue
         measured = _num(v.get("measured"), ".6g")
         bound = _num(v.get("bound"), "g")
         lines.append(
-            f"  {v.get('kind', 'extra')} {v['slo']} in {v['phase']}: {measured} {v.get('op', '')} {bound}{_mark(v)}"
+            f"  {v.get('kind', 'extra')} {_what(v)} in {v['phase']}: {measured} {v.get('op', '')} {bound}{_mark(v)}"
         )
     for v in verdicts:
         if v.get("outcome", "held") != "held" and v.get("reason"):
-            lines.append(f"  {v['slo']} in {v['phase']}: {v['reason']}")
+            lines.append(f"  {_what(v)} in {v['phase']}: {v['reason']}")
     return lines
+
+
+def _key(v: dict[str, Any]) -> tuple[str, str, str | None]:
+    return v["slo"], v["phase"], v.get("route")
+
+
+def _what(v: dict[str, Any]) -> str:
+    """The SLO as the verdict names it: ``error_rate``, or ``error_rate of route checkout``."""
+    return v["slo"] if v.get("route") is None else f"{v['slo']} of route {v['route']}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _row(
+    lead: str,
+    data: dict[str, Any],
+    table: dict[tuple[str, str, str | None], dict[str, Any]],
+    shown: list[str],
+    phase: str,
+    route: str | None,
+) -> str:
+    """One row of the table: *lead* (the phase and held rps, or a route's name), then counts and each SLO."""
+    err_v = table.get(("error_rate", phase, route))
+    err = _num(data.get("error_rate"), ".5f")
+    if err_v:
+        err += f" <={err_v['bound']:g}{_mark(err_v)}"
+    row = f"{lead}{_num(data.get('requests'), ',.0f'):>10}{_num(data.get('errors'), ',.0f'):>8}{err:>30}"
+    for key in shown:
+        v = table.get((key, phase, route))
+        cell = _num(data.get(key), ".2f")
+        if v:
+            cell += f" <={v['bound']:g}{_mark(v)}"
+        row += f"{cell:>26}"
+    return row

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_rollout.judge.rules import error_budget
-from pytest_rollout.judge.verdict import TestResult
+from pytest_rollout.judge.verdict import Outcome, PhaseMeasurement, TestResult, VerdictEntry
 from pytest_rollout.numeric import number_or_none
 from pytest_rollout.slo import quantile_name
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pytest_rollout.platforms.base import UpgradeEvent
     from pytest_rollout.slo import SLOSpec
 
-__all__ = ["RunFacts", "run_record"]
+__all__ = ["RunFacts", "route_outcome", "run_record"]
 
 
 class _Span(Protocol):
@@ -93,30 +93,12 @@ def run_record(run: RunFacts, outcome: str, *, platform: str, result: str) -> di
     verdict = run.verdict
     phases: dict[str, Any] = {}
     for m in verdict.phases if verdict else ():
-
-        def num(x: float | None) -> float | None:
-            value = number_or_none(x)
-            return None if value is None else round(value, 6)
-
-        phases[m.phase] = {
-            "start": m.start,
-            "end": m.end,
-            "achieved_rps": num(m.held_rps) if m.requests is not None else None,
-            "asked_rps": num(m.asked_rps),
-            "error_rate": num(m.error_rate) if m.requests else None,
-            **{f"p{quantile_name(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
-            "requests": None if m.requests is None else round(m.requests),
-            "on_time": None if m.requests is None else round(m.on_time),
-            "late": round(m.late),
-            "resent": round(m.resent),
-            "machine": m.machine.to_json() if m.machine is not None else None,
-            "dropped": round(m.dropped),
-            "errors": None if m.requests is None else round(m.errors),
-            "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},
-            "fleet_requests": m.fleet_requests,
-            "queries": dict(m.queries),
-            "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],
-        }
+        phases[m.phase] = _phase_record(m)
+        if m.routes and verdict is not None:  # a mix of several routes: each route's own counts and outcome
+            phases[m.phase]["routes"] = {
+                name: _route_record(own, route_outcome(verdict.entries, m.phase, name))
+                for name, own in m.routes.items()
+            }
     if verdict is None:
         # never judged (interrupted): the phases seen, with the fleet's own counts where known
         for p in run.phases:
@@ -153,3 +135,49 @@ def run_record(run: RunFacts, outcome: str, *, platform: str, result: str) -> di
         "risk": run.budget.to_json() | {"sentence": run.budget.sentence()},
         "series": run.series,
     }
+
+
+def _num(x: float | None) -> float | None:
+    value = number_or_none(x)
+    return None if value is None else round(value, 6)
+
+
+def _phase_record(m: PhaseMeasurement) -> dict[str, Any]:
+    """One phase's measured facts (the whole phase's, or one route's)."""
+    num = _num
+    return {
+        "start": m.start,
+        "end": m.end,
+        "achieved_rps": num(m.held_rps) if m.requests is not None else None,
+        "asked_rps": num(m.asked_rps),
+        "error_rate": num(m.error_rate) if m.requests else None,
+        **{f"p{quantile_name(q)}_ms": num(m.quantiles_ms.get(q)) for q in sorted(m.quantiles_ms)},
+        "requests": None if m.requests is None else round(m.requests),
+        "on_time": None if m.requests is None else round(m.on_time),
+        "late": round(m.late),
+        "resent": round(m.resent),
+        "machine": m.machine.to_json() if m.machine is not None else None,
+        "dropped": round(m.dropped),
+        "errors": None if m.requests is None else round(m.errors),
+        "errors_by_class": {k: round(v) for k, v in m.errors_by_class.items()},
+        "fleet_requests": m.fleet_requests,
+        "queries": dict(m.queries),
+        "histogram": [["+Inf" if math.isinf(le) else le, round(c)] for le, c in m.histogram],
+    }
+
+
+def _route_record(m: PhaseMeasurement, outcome: str | None) -> dict[str, Any]:
+    """One route's own counts in a phase, and its worst outcome there (None: none of its SLOs was judged)."""
+    out = _phase_record(m)
+    for key in ("start", "end", "machine", "histogram"):
+        del out[key]
+    return out | {"outcome": outcome}
+
+
+def route_outcome(entries: Sequence[VerdictEntry], phase: str, route: str) -> str | None:
+    """Route *route*'s worst outcome in *phase*: broken, else not proven, else held; None when nothing judged it."""
+    outcomes = {e.outcome for e in entries if e.phase == phase and e.route == route}
+    for worst in (Outcome.BROKEN, Outcome.NOT_PROVEN, Outcome.HELD):
+        if worst in outcomes:
+            return str(worst)
+    return None

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pytest_rollout.errors import PrometheusError, RolloutError
 from pytest_rollout.judge.prometheus import PrometheusAPI
@@ -31,7 +31,7 @@ from pytest_rollout.load.schedule import expected_count
 from pytest_rollout.run.load import LoadRun
 from pytest_rollout.slo import SLOSpec
 
-__all__ = ["REPORT_QUANTILES", "collect_series", "measure_phase", "measure_so_far", "route_totals"]
+__all__ = ["REPORT_QUANTILES", "RouteCounts", "collect_series", "measure_phase", "measure_so_far", "route_totals"]
 
 #: Quantiles always measured for the report, whatever the marker bounds.
 REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -207,27 +207,20 @@ def _measure_route(
     )
 
 
-def route_totals(totals: object, phase: str, route: str) -> tuple[int, int] | None:
-    """``(requests, errors)`` of *route* due in *phase* over the fleet, by its own counts; None when unknown.
+@runtime_checkable
+class RouteCounts(Protocol):
+    """The fleet's own totals told by route: ``FleetTotals.route`` (load/fleet.py), summing each worker's
+    ``WorkerTotals.routes[phase][route]`` as :meth:`~pytest_rollout.load.fleet.FleetTotals.phase` sums phases."""
 
-    Reads ``FleetTotals.route(phase, route)`` where the fleet has it, else each worker's
-    ``WorkerTotals.routes[phase][route]`` (a :class:`~pytest_rollout.load.replies.PhaseTotals`); None when a
-    worker lacks them.
-    """
-    if totals is None:
+    def route(self, phase: str, route: str) -> tuple[int, int] | None: ...
+
+
+def route_totals(totals: object, phase: str, route: str) -> tuple[int, int] | None:
+    """``(requests, errors)`` of *route* due in *phase* over the fleet, by its own counts; None when unknown
+    (the fleet's totals missing, a worker without them, or totals that do not tell routes apart)."""
+    if not isinstance(totals, RouteCounts):
         return None
-    accessor = getattr(totals, "route", None)
-    if callable(accessor):
-        counted = accessor(phase, route)
-        return None if counted is None else (int(counted[0]), int(counted[1]))
-    requests = errors = 0
-    for worker in getattr(totals, "workers", None) or [None]:
-        counts = (getattr(worker, "routes", None) or {}).get(phase, {}).get(route)
-        if counts is None:
-            return None
-        requests += counts.requests
-        errors += counts.errors
-    return requests, errors
+    return totals.route(phase, route)
 
 
 def collect_series(client: PrometheusAPI | None, run_id: str, start: float, end: float, step: float) -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""Per-route SLOs in a traffic mix of several routes: bounds inherited unless a route gives its own, every route
+judged per phase on its own requests, the risk split over every route's claims, and the seeded simulation of the
+exact rule code showing that a release meeting every bound on every route is shown broken in at most the risk."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from pytest_rollout.judge.early import held_so_far
+from pytest_rollout.judge.oc import simulate
+from pytest_rollout.judge.promql import phase_queries, route_queries
+from pytest_rollout.judge.provable import provable
+from pytest_rollout.judge.risk import budget_for
+from pytest_rollout.judge.routes import route_bounds
+from pytest_rollout.judge.rules import evaluate, live_breach
+from pytest_rollout.judge.verdict import Outcome, PhaseMeasurement, Verdict, failure_message
+from pytest_rollout.load.mix import Request
+from pytest_rollout.slo import parse_slo
+
+BASE = parse_slo((), {"rps": 2000, "p99_ms": 250, "error_rate": 0.001, "hold": "30s", "after": "30s"})
+MIX = replace(
+    BASE,
+    routes=(
+        Request("GET", "/", name="home", weight=70),
+        Request("GET", "/search", name="search", weight=25, error_rate=0.0005),
+        Request("POST", "/cart", name="checkout", weight=5, p99_ms=800),
+    ),
+)
+SHARES = {"home": 0.70, "search": 0.25, "checkout": 0.05}
+
+
+def _m(phase: str, n: int, errors: int = 0, slow: int = 0, **kw: object) -> PhaseMeasurement:
+    """*n* requests of one phase lasting 30 s, *errors* of them 5xx, *slow* of them over 250 ms (at most 800)."""
+    fields: dict[str, object] = dict(
+        phase=phase,
+        start=0.0,
+        end=30.0,
+        asked_requests=float(n),
+        requests=float(n),
+        by_class={"ok": float(n - errors), "http_5xx": float(errors)},
+        workers_expected=1,
+        workers_seen=1,
+        fleet_requests=n,
+        fleet_errors=errors,
+        histogram=((0.01, float(n - slow)), (0.25, float(n - slow)), (0.8, float(n)), (math.inf, float(n))),
+        quantiles_ms={0.5: 5.0, 0.99: 9.0},
+    )
+    fields.update(kw)
+    return PhaseMeasurement(**fields)  # type: ignore[arg-type]
+
+
+def _phase(phase: str, total: int = 120_000, **per_route: dict[str, object]) -> PhaseMeasurement:
+    """The whole phase, every route at its share of *total*; *per_route* overrides a route's own counts."""
+    routes = {}
+    for name, share in SHARES.items():
+        n = round(total * share)
+        routes[name] = replace(_m(phase, n, **per_route.get(name, {})), route=name)  # type: ignore[arg-type]
+    errors = sum(r.errors for r in routes.values())
+    return replace(_m(phase, total, errors=round(errors)), routes=routes)
+
+
+def test_a_route_gives_its_own_bounds_and_inherits_the_markers_others() -> None:
+    bounds = {r.name: r for r in route_bounds(MIX)}
+    assert list(bounds) == ["home", "search", "checkout"]
+    assert bounds["home"].spec.error_rate == 0.001 and dict(bounds["home"].spec.latency_ms) == {"p99_ms": 250}
+    assert bounds["search"].spec.error_rate == 0.0005 and dict(bounds["search"].spec.latency_ms) == {"p99_ms": 250}
+    assert bounds["checkout"].spec.error_rate == 0.001 and dict(bounds["checkout"].spec.latency_ms) == {"p99_ms": 800}
+    assert math.isclose(bounds["checkout"].rps(MIX), 100.0)
+    assert route_bounds(replace(BASE, routes=(Request(name="only"),))) == []  # one route: judged on the whole
+
+
+def test_every_route_claim_takes_its_share_of_the_risk() -> None:
+    # three routes x (error_rate + p99) x three judged phases
+    assert budget_for(MIX).claims == 18
+    assert budget_for(replace(BASE, routes=(Request(name="only"),))).claims == budget_for(BASE).claims == 6
+    with_p50 = replace(MIX, routes=(*MIX.routes[:2], replace(MIX.routes[2], p50_ms=100.0)))
+    assert budget_for(with_p50).claims == 21  # checkout's own p50 is one more claim a phase
+
+
+def test_one_route_broken_in_one_phase_while_the_others_held() -> None:
+    phases = [
+        _phase("baseline"),
+        _phase("upgrade", checkout={"errors": 300}),  # 5% of checkout's 6,000 requests
+        _phase("after"),
+    ]
+    entries = evaluate(MIX, phases, budget_for(MIX))
+    broken = [e for e in entries if e.outcome is Outcome.BROKEN]
+    assert [(e.route, e.phase, e.slo) for e in broken] == [("checkout", "upgrade", "error_rate")]
+    held = [e for e in entries if e.outcome is Outcome.HELD and e.route is not None]
+    assert len(held) == 17  # every other route claim
+    loads = [e for e in entries if e.slo == "rps"]
+    assert [e.route for e in loads] == [None, None, None]  # the load is judged on the whole
+    message = Verdict(tuple(entries), tuple(phases)).message("test_mix")
+    assert "error_rate of route checkout in phase upgrade: measured 0.05000 [" in message
+    assert broken[0].to_json()["route"] == "checkout"
+    assert "route" not in loads[0].to_json()
+
+
+def test_a_route_slower_than_its_own_bound_is_broken_there_only() -> None:
+    # 10% of home's requests over 250 ms: home's p99 broken; checkout's as slow, but its bound is 800 ms
+    slow = {"slow": 8_400}
+    phases = [_phase("baseline"), _phase("upgrade", home=slow), _phase("after")]
+    broken = [(e.route, e.phase, e.slo) for e in evaluate(MIX, phases) if e.outcome is Outcome.BROKEN]
+    assert broken == [("home", "upgrade", "p99_ms")]
+    phases = [_phase("baseline"), _phase("upgrade", checkout={"slow": 600}), _phase("after")]
+    entries = evaluate(MIX, phases)
+    checkout = next(e for e in entries if e.route == "checkout" and e.phase == "upgrade" and e.slo == "p99_ms")
+    assert checkout.outcome is Outcome.HELD  # its 600 slow requests took 250 to 800 ms
+    assert not any(e.outcome is Outcome.BROKEN for e in entries)
+
+
+def test_a_rare_route_that_cannot_be_proven_is_not_proven_and_says_what_would_prove_it() -> None:
+    # 2,000 rps for 30 s: checkout's 3,000 requests cannot prove 0.001 (the can-prove line said so)
+    phases = [_phase("baseline", total=60_000), _phase("upgrade"), _phase("after")]
+    entries = evaluate(MIX, phases)
+    rare = next(e for e in entries if (e.route, e.phase, e.slo) == ("checkout", "baseline", "error_rate"))
+    assert rare.outcome is Outcome.NOT_PROVEN
+    assert "requests on time would decide it" in rare.reason
+    assert "error_rate of route checkout in phase baseline" in failure_message([rare])
+    home = next(e for e in entries if (e.route, e.phase, e.slo) == ("home", "baseline", "error_rate"))
+    assert home.outcome is Outcome.HELD
+
+
+def test_a_route_whose_counts_do_not_cross_check_is_not_proven() -> None:
+    upgrade = _phase("upgrade", search={"fleet_requests": 29_000})  # Prometheus counted 30,000
+    missing = _phase("after")
+    missing = replace(missing, routes={k: v for k, v in missing.routes.items() if k != "home"})
+    entries = evaluate(MIX, [_phase("baseline"), upgrade, missing])
+    search = [e for e in entries if e.route == "search" and e.phase == "upgrade"]
+    assert {e.outcome for e in search} == {Outcome.NOT_PROVEN}
+    assert "route search: Prometheus counted 30000 requests but the fleet counted 29000" in search[0].reason
+    home = [e for e in entries if e.route == "home" and e.phase == "after"]
+    assert len(home) == 2 and all("no samples of route home" in e.reason for e in home)
+    # the whole's evidence falls short: every route's claims of the phase are not proven
+    short = replace(_phase("baseline"), workers_seen=0)
+    entries = evaluate(MIX, [short, _phase("upgrade"), _phase("after")])
+    assert len([e for e in entries if e.phase == "baseline" and e.route is not None]) == 6
+    assert all(e.outcome is Outcome.NOT_PROVEN for e in entries if e.phase == "baseline")
+
+
+def test_a_one_route_mix_is_judged_exactly_as_a_single_request() -> None:
+    one = replace(BASE, routes=(Request(name="only"),))
+    phases = [_m("baseline", 60_000), _m("upgrade", 60_000, errors=200), _m("after", 60_000)]
+    assert evaluate(one, phases) == evaluate(BASE, phases)
+    assert all(e.route is None for e in evaluate(one, phases))
+    assert provable(one, {"baseline": 30.0}) == provable(BASE, {"baseline": 30.0})
+
+
+def test_the_live_check_stops_on_a_route_breach() -> None:
+    live = _phase("upgrade", checkout={"errors": 300})
+    found = live_breach(MIX, live, budget_for(MIX))
+    assert found is not None and found.route == "checkout" and found.slo == "error_rate"
+    assert live_breach(MIX, _phase("upgrade"), budget_for(MIX)) is None
+    # the whole's error rate (300 of 120,000 = 0.0025) over the marker's bound decides nothing in a mix
+    assert live_breach(MIX, replace(_phase("upgrade"), routes={}), budget_for(MIX)) is None
+
+
+def test_end_when_held_waits_for_every_route() -> None:
+    spec = replace(MIX, end_when_held=10.0)
+    reason = held_so_far(spec, _phase("baseline"), 12.0)
+    assert (
+        reason is not None
+        and "route home: error_rate < 0.001" in reason
+        and "route checkout: error_rate < 0.001 (0 of 6,000" in reason
+    )
+    rare = _phase("baseline", total=60_000)  # checkout's 3,000 requests prove nothing yet
+    assert held_so_far(spec, rare, 12.0) is None
+    partial = _phase("baseline")
+    assert held_so_far(spec, replace(partial, routes={"home": partial.routes["home"]}), 12.0) is None
+
+
+def test_can_prove_lines_count_each_routes_own_requests() -> None:
+    lines = provable(MIX, {"baseline": 30.0, "upgrade": 0.0})
+    texts = [text for phase, text, ok in lines if phase == "baseline"]
+    assert texts[0].startswith("home (70% of 2,000 rps = 1,400 requests a second): 42,000 requests")
+    checkout = next((text, ok) for phase, text, ok in lines if phase == "baseline" and text.startswith("checkout"))
+    assert checkout[0].startswith("checkout (5% of 2,000 rps = 100 requests a second): 3,000 requests, can prove")
+    assert "error_rate=0.001 needs 3,688 requests" in checkout[0] and "rps in all" in checkout[0]
+    assert checkout[1] is False
+    upgrade = [text for phase, text, _ok in lines if phase == "upgrade"]
+    assert len(upgrade) == 3 and upgrade[1].startswith("search (25% of 2,000 rps = 500 requests a second)")
+
+
+def test_route_queries_add_the_route_matcher_escaped() -> None:
+    q = phase_queries("r1", "upgrade", 10.0, [0.99], route='a "b"\\c')
+    assert q.requests == 'sum(rollout_requests_total{run="r1",phase="upgrade",route="a \\"b\\"\\\\c"})'
+    assert 'route="a \\"b\\"\\\\c"' in q.histogram and 'route="a \\"b\\"\\\\c"' in q.quantiles[0.99]
+    assert (
+        phase_queries("r1", "upgrade", 10.0, [0.99]).requests == 'sum(rollout_requests_total{run="r1",phase="upgrade"})'
+    )
+    assert route_queries("r1", "upgrade")["by_class"].startswith("sum by (route, class) (rollout_requests_total{")
+
+
+def test_a_mix_meeting_every_bound_on_every_route_is_shown_broken_in_at_most_the_risk() -> None:
+    """The seeded simulation of the exact rule code (judge/oc.py: live looks each simulated second and the final
+    verdict), every route at its own bounds, at its share of the rate."""
+    spec = replace(MIX, rps=1000.0, hold_s=20.0, after_s=10.0)
+    row = simulate(spec, 1.0, trials=600, seed=11)
+    assert row.failed_share <= spec.false_fail_risk, row
+    assert simulate(spec, 0.5, trials=200, seed=12).failed == 0
+    caught = simulate(spec, 3.0, trials=100, seed=13)
+    assert caught.failed == caught.trials and caught.stopped_live == caught.trials
