@@ -14,6 +14,7 @@ from pytest_rollout.judge.verdict import TestResult
 from pytest_rollout.plugin.keys import FAILED_KEY, OUTCOME_KEY, ROLLOUT_KEY, SPEC_KEY
 from pytest_rollout.plugin.outcome import FAULT_KEY, Blame, Fault, fault_of, result_of
 from pytest_rollout.plugin.session import SESSION_KEY
+from pytest_rollout.report.record import route_line
 
 __all__ = ["pytest_runtest_call", "pytest_runtest_makereport", "rollout"]
 
@@ -146,7 +147,11 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
         if e.low is not None and e.high is not None:
             measured += f" [{e.low:.6g}, {e.high:.6g}]"
         bound = "n/a" if e.bound is None else f"{e.bound:g}"
-        item.user_properties.append((f"rollout:{e.phase}:{e.slo}", f"{e.outcome} {measured} {e.comparison} {bound}"))
+        name = f"rollout:{e.phase}:{e.slo}" if e.route is None else f"rollout:{e.phase}:route:{e.route}:{e.slo}"
+        item.user_properties.append((name, f"{e.outcome} {measured} {e.comparison} {bound}"))
+    for m in verdict.phases:  # a mix of several routes: each route's own counts and outcome, phase by phase
+        for route, own in m.routes.items():
+            item.user_properties.append((f"rollout:{m.phase}:route:{route}", route_line(own, verdict.entries)))
 
 
 def _judge_quietly(run: Any) -> None:

@@ -145,7 +145,7 @@ def _verdict_table(record: dict[str, Any]) -> str:
             else ""
         )
         rows.append(
-            f"<tr{cls}><td>{_e(v['slo'])}</td><td>{_e(v['phase'])}</td>"
+            f"<tr{cls}><td>{_e(_what(v))}</td><td>{_e(v['phase'])}</td>"
             f"<td class=num>{_num(v.get('measured'), digits)}</td><td class=num>{ci}</td>"
             f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'), digits)}</td><td>{_e(outcome.replace('_', ' '))}</td>"
             f"<td>{_e(v.get('reason', ''))}</td></tr>"
@@ -159,18 +159,37 @@ def _verdict_table(record: dict[str, Any]) -> str:
     return f'<table class="verdicts">{head}{"".join(rows)}</table>'
 
 
+def _what(v: dict[str, Any]) -> str:
+    """The SLO as the verdict names it: ``error_rate``, or ``error_rate of route checkout``."""
+    return str(v["slo"]) if v.get("route") is None else f"{v['slo']} of route {v['route']}"
+
+
 def _phase_table(record: dict[str, Any]) -> str:
+    """Each phase's counts; in a mix of several routes each route's own under its phase, with its outcome."""
+    phases = record.get("phases") or {}
+    mix = any(p.get("routes") for p in phases.values())
     rows = []
-    for name, p in (record.get("phases") or {}).items():
+    for name, p in phases.items():
         rows.append(
             f"<tr><td>{_e(name)}</td><td class=num>{_num(p.get('achieved_rps'), 0)}</td>"
             f"<td class=num>{_num(p.get('requests'))}</td><td class=num>{_num(p.get('errors'))}</td>"
             f"<td class=num>{_num(p.get('error_rate'), 5)}</td><td class=num>{_num(p.get('p50_ms'))}</td>"
-            f"<td class=num>{_num(p.get('p99_ms'))}</td><td class=num>{_num(p['end'] - p['start'], 1)}</td></tr>"
+            f"<td class=num>{_num(p.get('p99_ms'))}</td><td class=num>{_num(p['end'] - p['start'], 1)}</td>"
+            + ("<td>whole (the routes decide)</td>" if mix else "")
+            + "</tr>"
         )
+        for route, r in (p.get("routes") or {}).items():
+            outcome = str(r.get("outcome") or "not judged")
+            cls = "" if outcome == "held" else f' class="{_e(outcome)}"'
+            rows.append(
+                f"<tr{cls}><td>&nbsp;&nbsp;route {_e(route)}</td><td class=num>{_num(r.get('achieved_rps'), 0)}</td>"
+                f"<td class=num>{_num(r.get('requests'))}</td><td class=num>{_num(r.get('errors'))}</td>"
+                f"<td class=num>{_num(r.get('error_rate'), 5)}</td><td class=num>{_num(r.get('p50_ms'))}</td>"
+                f"<td class=num>{_num(r.get('p99_ms'))}</td><td></td><td>{_e(outcome.replace('_', ' '))}</td></tr>"
+            )
     head = (
         "<tr><th>phase</th><th>held rps</th><th>requests</th><th>errors</th><th>error rate</th>"
-        "<th>p50 ms</th><th>p99 ms</th><th>seconds</th></tr>"
+        "<th>p50 ms</th><th>p99 ms</th><th>seconds</th>" + ("<th>outcome</th>" if mix else "") + "</tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>" if rows else ""
 
@@ -198,6 +217,9 @@ def _queries(record: dict[str, Any]) -> str:
     for name, p in (record.get("phases") or {}).items():
         for key, expr in (p.get("queries") or {}).items():
             lines.append(f"{name:9} {key:14} {expr}")
+        for route, r in (p.get("routes") or {}).items():
+            for key, expr in (r.get("queries") or {}).items():
+                lines.append(f"{name:9} {route}: {key} {expr}")
     for name, s in (record.get("series") or {}).items():
         lines.append(f"{'chart':9} {name:14} {s.get('query', '')}")
     text = "\n".join(lines) or "(none)"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pytest_rollout.platforms.base import UpgradeEvent
     from pytest_rollout.slo import SLOSpec
 
-__all__ = ["RunFacts", "route_outcome", "run_record"]
+__all__ = ["RunFacts", "route_line", "route_outcome", "run_record"]
 
 
 class _Span(Protocol):
@@ -181,3 +181,16 @@ def route_outcome(entries: Sequence[VerdictEntry], phase: str, route: str) -> st
         if worst in outcomes:
             return str(worst)
     return None
+
+
+def route_line(m: PhaseMeasurement, entries: Sequence[VerdictEntry]) -> str:
+    """A route's phase in one line (JUnit's properties): its worst outcome, requests, errors, error rate, p50, p99."""
+    outcome = route_outcome(entries, m.phase, m.route or "") or "not judged"
+    if m.requests is None:
+        return f"{outcome} requests=n/a"
+    rate = "n/a" if m.on_time < 1 else f"{m.error_rate:.6g}"
+    quantiles = " ".join(
+        f"p{quantile_name(q)}_ms={'n/a' if (v := number_or_none(m.quantiles_ms.get(q))) is None else f'{v:.2f}'}"
+        for q in (0.5, 0.99)
+    )
+    return f"{outcome} requests={m.requests:.0f} errors={m.errors:.0f} error_rate={rate} {quantiles}"

@@ -201,3 +201,54 @@ def test_a_mix_meeting_every_bound_on_every_route_is_shown_broken_in_at_most_the
     assert simulate(spec, 0.5, trials=200, seed=12).failed == 0
     caught = simulate(spec, 3.0, trials=100, seed=13)
     assert caught.failed == caught.trials and caught.stopped_live == caught.trials
+
+
+def _record() -> dict[str, object]:
+    from types import SimpleNamespace
+
+    from pytest_rollout.report.record import run_record
+
+    phases = [_phase("baseline"), _phase("upgrade", checkout={"errors": 300}), _phase("after")]
+    budget = budget_for(MIX)
+    verdict = Verdict(tuple(evaluate(MIX, phases, budget)), tuple(phases))
+    run = SimpleNamespace(
+        nodeid="t.py::test_mix", run_id="r1", spec=MIX, verdict=verdict, failure=None, phases=(), load=None,
+        scrape_interval=1.0, events=(), rollback_note=None, abort_note=None, ended_early=(), provable=(),
+        budget=budget, series={},
+    )  # fmt: skip
+    return run_record(run, "failed", platform="local", result=str(verdict.result))  # type: ignore[arg-type]
+
+
+def test_the_reports_break_every_phase_down_by_route() -> None:
+    import json
+
+    from pytest_rollout.report.html_report import render_html
+    from pytest_rollout.report.json_report import format_summary
+
+    record = _record()
+    phases = record["phases"]
+    assert isinstance(phases, dict)
+    checkout = phases["upgrade"]["routes"]["checkout"]
+    assert (checkout["requests"], checkout["errors"], checkout["outcome"]) == (6000, 300, "broken")
+    assert checkout["error_rate"] == 0.05 and checkout["p99_ms"] == 9.0
+    assert phases["upgrade"]["routes"]["home"]["outcome"] == "held"
+    json.dumps(record, allow_nan=False)
+    lines = format_summary(record)
+    upgrade = lines.index(next(line for line in lines if line.startswith("  upgrade")))
+    assert [line.split()[0] for line in lines[upgrade + 1 : upgrade + 4]] == ["home", "search", "checkout"]
+    assert "0.05000 <=0.001 BROKEN" in lines[upgrade + 3] and "<=800 ok" in lines[upgrade + 3]
+    assert "<=0.001" not in lines[upgrade]  # the whole is shown; the routes decide
+    assert any(line.startswith("  error_rate of route checkout in upgrade: 300 of 6000") for line in lines)
+    html = render_html([record])
+    assert "&nbsp;&nbsp;route checkout" in html and "error_rate of route checkout" in html
+    assert "<th>outcome</th>" in html and 'route=\\"checkout\\"' not in html
+
+
+def test_a_one_route_record_has_no_route_breakdown() -> None:
+    one = replace(BASE, routes=(Request(name="only"),))
+    phases = [_m("baseline", 60_000), _m("upgrade", 60_000), _m("after", 60_000)]
+    entries = evaluate(one, phases)
+    assert all("route" not in e.to_json() for e in entries)
+    from pytest_rollout.report.record import _phase_record
+
+    assert "routes" not in _phase_record(phases[0])
