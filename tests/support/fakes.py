@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -179,15 +179,35 @@ class FakePrometheus:
 
     url = "http://127.0.0.1:9"  # live lines ask a real client here: refused at once, and a live line is skipped
 
-    def __init__(self, platform: FakePlatform) -> None:
+    def __init__(self, platform: FakePlatform, routes: Mapping[str, float] | None = None) -> None:
         self.platform = platform
+        #: a traffic mix: each route's share of every phase's requests (its series carry route="<name>")
+        self.routes = dict(routes or {})
 
     def _fleet(self) -> FakeFleet:
         return self.platform.fleets[-1]
 
     def _count(self, expr: str) -> int:
         match = re.search(r'phase="([^"]+)"', expr)
-        return self._fleet().count(match.group(1)) if match else 0
+        count = self._fleet().count(match.group(1)) if match else 0
+        route = re.search(r'route="((?:[^"\\]|\\.)*)"', expr)
+        if route is None:
+            return count
+        name = re.sub(r"\\(.)", r"\1", route.group(1))
+        return round(count * self.routes.get(name, 0.0))
+
+    def _by_route(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """``sum by (route, ...)``: one series per route of the mix (the label values as workers write them)."""
+        out: list[tuple[dict[str, str], float]] = []
+        for name, share in self.routes.items():
+            n = float(round(self._count(expr) * share))
+            if expr.startswith("sum by (route, class)"):
+                out.append(({"route": name, "class": "ok"}, n))
+            elif expr.startswith("sum by (route, le)"):
+                out.extend([({"route": name, "le": "0.0025"}, n), ({"route": name, "le": "+Inf"}, n)])
+            else:
+                out.append(({"route": name}, 0.0))
+        return out
 
     def wait_for_targets(self, run_id: str, count: int, timeout_s: float) -> int:
         return count
@@ -198,6 +218,8 @@ class FakePrometheus:
     def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
         if expr.startswith("timestamp("):
             return [({"worker": str(i)}, time.time() + 1.0) for i in range(self._fleet().size)]
+        if expr.startswith("sum by (route"):
+            return self._by_route(expr)
         if expr.startswith("sum by (class)"):
             return [({"class": "ok"}, float(self._count(expr)))]
         if expr.startswith("sum by (le)"):

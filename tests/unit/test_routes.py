@@ -252,3 +252,49 @@ def test_a_one_route_record_has_no_route_breakdown() -> None:
     from pytest_rollout.report.record import _phase_record
 
     assert "routes" not in _phase_record(phases[0])
+
+
+def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_count() -> None:
+    """FakePrometheus (tests/support) answers route="..." queries with each route's share of the phase."""
+    from types import SimpleNamespace
+
+    from pytest_rollout.load.schedule import Segment
+    from pytest_rollout.run.measure import measure_phase, measure_so_far, route_totals
+    from tests.support.fakes import FakePrometheus
+
+    counts = {"upgrade": 10_000}
+    fleet = SimpleNamespace(size=1, plan=SimpleNamespace(start_at=0.0), count=lambda phase: counts.get(phase, 0))
+    client = FakePrometheus(SimpleNamespace(fleets=[fleet]), routes=SHARES)  # type: ignore[arg-type]
+    own = {"home": 7_000, "search": 2_500, "checkout": 400}  # the fleet counted checkout's 500 as 400
+
+    def route(phase: str, name: str) -> tuple[int, int] | None:
+        return (own[name], 0) if phase == "upgrade" else None
+
+    totals = SimpleNamespace(phase=lambda name: (10_000, 0), route=route)
+    load = SimpleNamespace(
+        run_id='r"1',
+        segments=(Segment(None, 2000.0, 2000.0),),
+        start_at=0.0,
+        totals=totals,
+        fleet=fleet,
+        scrape_interval=1.0,
+        eval_at=5.0,
+    )
+    m = measure_phase(client, MIX, load, "upgrade", 0.0, 5.0)  # type: ignore[arg-type]
+    assert m.requests == 10_000 and m.route is None
+    assert {name: r.requests for name, r in m.routes.items()} == {"home": 7_000, "search": 2_500, "checkout": 500}
+    assert m.routes["checkout"].fleet_requests == 400 and m.routes["checkout"].route == "checkout"
+    assert m.routes["checkout"].queries["requests"].endswith('phase="upgrade",route="checkout"})')
+    assert route_totals(None, "upgrade", "home") is None and route_totals(totals, "after", "home") is None
+    assert route_totals(SimpleNamespace(phase=lambda name: None), "upgrade", "home") is None  # no routes told
+    entries = evaluate(MIX, [replace(m, asked_requests=10_000.0, end=5.0)])
+    checkout = [e for e in entries if e.route == "checkout"]
+    assert checkout and all("counted 500 requests but the fleet counted 400" in e.reason for e in checkout)
+    # live: three by-route queries split by the route label
+    live = measure_so_far(client, 'r"1', "upgrade", 0.0, [r.route for r in MIX.routes])
+    assert live is not None and {n: r.requests for n, r in live.routes.items()} == {
+        "home": 7_000,
+        "search": 2_500,
+        "checkout": 500,
+    }
+    assert measure_so_far(client, 'r"1', "upgrade", 0.0, ["home"]).routes == {}  # type: ignore[union-attr]
