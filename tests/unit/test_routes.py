@@ -298,3 +298,21 @@ def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_cou
         "checkout": 500,
     }
     assert measure_so_far(client, 'r"1', "upgrade", 0.0, ["home"]).routes == {}  # type: ignore[union-attr]
+
+
+def test_junit_route_lines() -> None:
+    from types import SimpleNamespace
+
+    from pytest_rollout.plugin.fixture import _attach_properties
+
+    phases = [_phase("baseline"), _phase("upgrade", checkout={"errors": 300}), _phase("after")]
+    verdict = Verdict(tuple(evaluate(MIX, phases)), tuple(phases))
+    item = SimpleNamespace(user_properties=[], stash={})
+    run = SimpleNamespace(verdict=verdict, spec=MIX, budget=budget_for(MIX), failure=None, failed_with=None)
+    _attach_properties(item, run)  # type: ignore[arg-type]
+    props = dict(item.user_properties)
+    assert props["rollout:upgrade:route:checkout"] == (
+        "broken requests=6000 errors=300 error_rate=0.05 p50_ms=5.00 p99_ms=9.00"
+    )
+    assert props["rollout:upgrade:route:checkout:error_rate"].startswith("broken 0.05 [")
+    assert props["rollout:upgrade:rps"].startswith("held")
