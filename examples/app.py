@@ -2,7 +2,8 @@
 
 It listens on 127.0.0.1 (``--host`` to change; 0.0.0.0 in a pod) at the port in env var ``PORT`` and answers
 ``GET /`` (and ``POST /``) with its version after ``--delay-ms`` of simulated work, and
-``GET /healthz`` with 200 once started (503 before, and while shutting down).
+``GET /healthz`` with 200 once started (503 before, and while shutting down). Any other path and method
+(``GET /search``, ``POST /cart``: a traffic mix) is answered the same way.
 
 Graceful by default, as well-behaved servers are: on SIGTERM it reports
 unready and stops accepting at once; for ``--drain-s`` (1) it answers on the
@@ -26,6 +27,8 @@ examples do. Flags make the bad releases the examples and tests catch:
 - ``--delay-ms 600``       a slower release
 - ``--error-rate 0.05``    answer 5% of requests with 500
 - ``--never-ready``        never pass the readiness check
+- ``--fault-path /cart``   the errors and the delay above only on paths starting with ``/cart`` (repeatable);
+  every other path takes 2 ms and never errs: a release broken on one route of a mix
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
     parser.add_argument("--never-ready", action="store_true", help="never answer 200 on /healthz")
+    parser.add_argument(
+        "--fault-path",
+        action="append",
+        default=[],
+        help="apply --delay-ms and --error-rate only to paths starting with this (repeatable); others take 2 ms",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,10 +74,14 @@ async def serve(args: argparse.Namespace) -> None:
     body = f"hello from v{args.version}\n".encode()
     delay = args.delay_ms / 1000.0
 
+    faulty = tuple(args.fault_path)
+
     async def index(request: web.Request) -> web.Response:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if args.error_rate and random.random() < args.error_rate:
+        hit = not faulty or request.path.startswith(faulty)
+        wait = delay if hit else 0.002
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if hit and args.error_rate and random.random() < args.error_rate:
             response = web.Response(status=500, text="injected error\n")
         else:
             response = web.Response(body=body, headers={"X-Version": args.version})
@@ -80,9 +93,8 @@ async def serve(args: argparse.Namespace) -> None:
         return web.Response(status=200 if state["ready"] else 503, text="ok\n" if state["ready"] else "not ready\n")
 
     app = web.Application()
-    app.router.add_get("/", index)
-    app.router.add_post("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/{path:.*}", index)  # every other path and method: a traffic mix's routes
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, port)
