@@ -25,7 +25,8 @@ from pytest_rollout.errors import (
 
 if TYPE_CHECKING:
     from pytest_rollout.judge.verdict import PhaseMeasurement, Verdict, VerdictEntry
-    from pytest_rollout.load.mix import Request as Request, Values as Values  # lazily exported (see _LAZY)
+    from pytest_rollout.load.mix import Request as Request  # lazily exported (see _LAZY)
+    from pytest_rollout.load.mix import Values as Values
     from pytest_rollout.load.protocol import Aim
     from pytest_rollout.platforms.base import Platform, TargetSpec, UpgradeEvent, UpgradeResult
     from pytest_rollout.run.rollout import Phase, Rollout
