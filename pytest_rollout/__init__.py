@@ -25,6 +25,8 @@ from pytest_rollout.errors import (
 
 if TYPE_CHECKING:
     from pytest_rollout.judge.verdict import PhaseMeasurement, Verdict, VerdictEntry
+    from pytest_rollout.load.mix import Request as Request  # lazily exported (see _LAZY)
+    from pytest_rollout.load.mix import Values as Values
     from pytest_rollout.load.protocol import Aim
     from pytest_rollout.platforms.base import Platform, TargetSpec, UpgradeEvent, UpgradeResult
     from pytest_rollout.run.rollout import Phase, Rollout
@@ -37,6 +39,8 @@ _LAZY = {
     "Verdict": "pytest_rollout.judge.verdict",
     "VerdictEntry": "pytest_rollout.judge.verdict",
     "Aim": "pytest_rollout.load.protocol",
+    "Request": "pytest_rollout.load.mix",
+    "Values": "pytest_rollout.load.mix",
     "Platform": "pytest_rollout.platforms.base",
     "TargetSpec": "pytest_rollout.platforms.base",
     "UpgradeEvent": "pytest_rollout.platforms.base",

@@ -15,7 +15,7 @@ from string import Template
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Request
+from pytest_rollout.load.mix import Request, check_requests
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
 
@@ -188,6 +188,7 @@ class SLOSpec:
     #: The traffic mix (issue 23): every route the fleet sends, with its own bounds where it gives them. Empty
     #: until parse_slo fills it in: then one Request made of path/method/headers/body when traffic= is not given.
     routes: tuple[Request, ...] = ()
+    seed: int | None = None  # the per-request data's seed (None: the run takes a stable hash of the test's node id)
 
     @property
     def false_fail_risk(self) -> float:
@@ -213,7 +214,7 @@ class SLOSpec:
 
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
-    | {"secret_headers"}
+    | {"secret_headers", "traffic", "seed"}
     | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk", "client", "end_when_held"}
     | set(LATENCY_KEYS)
 )
@@ -272,6 +273,28 @@ def parse_risk(value: object, name: str) -> float:
             name,
         )
     return risk
+
+
+_SINGLE = ("path", "method", "headers", "body")
+
+
+def _parse_traffic(
+    values: Mapping[str, Any], method: str, path: str, headers: dict[str, str], body: bytes | None
+) -> tuple[Request, ...]:
+    """The mix: ``traffic=`` checked, else one Request made of the single-request arguments."""
+    if "traffic" not in values:
+        return (Request(method, path, headers=headers, body=body),)
+    given = [name for name in _SINGLE if name in values]
+    if given:
+        raise SLOSpecError(
+            f"traffic= and {', '.join(f'{n}=' for n in given)} are exclusive: give every request's "
+            f"{'/'.join(_SINGLE)} in its Request(...) within traffic=",
+            "traffic",
+        )
+    try:
+        return check_requests(values["traffic"])
+    except ValueError as exc:
+        raise SLOSpecError(f"traffic {exc}", "traffic") from None
 
 
 def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
@@ -346,13 +369,6 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
             "(Authorization, Proxy-Authorization and Cookie are always secret)",
             "secret_headers",
         )
-    named = {k.lower() for k in headers}
-    unknown = [n for n in secret_headers if n.lower() not in named]
-    if unknown:
-        raise SLOSpecError(
-            f"secret_headers names {', '.join(unknown)}, which headers= does not set: name headers that are sent",
-            "secret_headers",
-        )
 
     body = values.get("body")
     if isinstance(body, str):
@@ -397,8 +413,23 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
         raise SLOSpecError(f"client={client!r} must be 'retrying' (an idempotent request whose reused keep-alive "
                            f"connection closed before any byte of the answer {why}", "client")  # fmt: skip
 
+    routes = _parse_traffic(values, method.upper(), path, dict(headers), body)
+    named = {k.lower() for route in routes for k in route.headers}
+    unknown = [n for n in secret_headers if n.lower() not in named]
+    if unknown:
+        where = "no Request in traffic= sets" if "traffic" in values else "headers= does not set"
+        raise SLOSpecError(
+            f"secret_headers names {', '.join(unknown)}, which {where}: name headers that are sent",
+            "secret_headers",
+        )
+    seed = values.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise SLOSpecError(f"seed={seed!r} must be an int: the same seed sends the same per-request data", "seed")
+
     return SLOSpec(
         rps=rps,
+        routes=routes,
+        seed=seed,
         risk=risk,
         client=client,
         end_when_held=early_s,

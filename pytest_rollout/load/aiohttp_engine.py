@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AiohttpEngine"]
 
+Parts = tuple[str, str, dict[str, str], bytes | None]  # method, URL, headers, body of one request
+
 
 class AiohttpEngine:
     """Sends each request with aiohttp's client over keep-alive connections."""
@@ -32,7 +34,11 @@ class AiohttpEngine:
         self.fresh: aiohttp.ClientSession | None = None  # a new connection for every request: second tries
         self.tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.resend_reused = plan.resend_reused and plan.method.upper() in IDEMPOTENT
+        from pytest_rollout.load.render import CompiledMix
+
+        self.mix = CompiledMix(plan.routes, plan.url, plan.seed, plan.worker)
+        # per route: whether its request may be sent a second time (only an idempotent method)
+        self.resend_reused = [plan.resend_reused and r.method.upper() in IDEMPOTENT for r in plan.routes]
 
     async def open(self) -> None:
         aiohttp = self._aiohttp
@@ -43,7 +49,7 @@ class AiohttpEngine:
         self.session = await self._session(
             aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=IDLE_CLOSE_S), reuse
         )
-        if self.resend_reused:
+        if any(self.resend_reused):
             self.fresh = await self._session(aiohttp.TCPConnector(limit=limit, force_close=True), None)
 
     async def _session(self, connector: Any, trace: Any) -> Any:
@@ -68,26 +74,27 @@ class AiohttpEngine:
         session._retry_connection = False
         return session
 
-    def fire(self, due: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(due))
+    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(due, route, self.mix.parts(route, number)))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _send(self, due: float) -> None:
-        klass = await self._try(self.session, due)
+    async def _send(self, due: float, route: int, parts: Parts) -> None:
+        klass = await self._try(self.session, due, route, parts)
         if klass is None:  # its reused connection closed before the answer: once more, on a new connection
-            self.stats.resend(due)
-            again = await self._try(self.fresh, due)
+            self.stats.resend(due, route)
+            again = await self._try(self.fresh, due, route, parts)
             klass = CONNECTION if again is None else again
         stats = self.stats
         stats.inflight -= 1
-        stats.record(klass, due, asyncio.get_running_loop().time() - due)
+        stats.record(klass, due, asyncio.get_running_loop().time() - due, route)
 
-    async def _try(self, session: Any, due: float) -> int | None:
+    async def _try(self, session: Any, due: float, route: int, parts: Parts) -> int | None:
         """The outcome class of one try on *session*; None when it may be sent once more."""
         assert session is not None
         aiohttp = self._aiohttp
         plan = self.plan
+        method, url, headers, body = parts
         reused = SimpleNamespace(reused=False)
         left = due + plan.timeout_s - asyncio.get_running_loop().time()
         if left <= 0:
@@ -96,7 +103,7 @@ class AiohttpEngine:
         started = asyncio.get_running_loop().time()
         try:
             async with session.request(
-                plan.method, plan.url, headers=plan.headers, data=plan.body, allow_redirects=False,
+                method, url, headers=headers, data=body, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=left), trace_request_ctx=reused,
             ) as resp:  # fmt: skip
                 answered = True
@@ -106,7 +113,7 @@ class AiohttpEngine:
             return TIMEOUT
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             soon = asyncio.get_running_loop().time() - started <= RESEND_WINDOW_S
-            if reused.reused and not answered and soon and session is self.session and self.resend_reused:
+            if reused.reused and not answered and soon and session is self.session and self.resend_reused[route]:
                 return CONNECTION if self._closed else None
             return CONNECTION
         except (aiohttp.ClientError, OSError, RuntimeError):  # RuntimeError: the session was closed under it

@@ -8,14 +8,17 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pytest_rollout.errors import RolloutError, RolloutUsageError
 from pytest_rollout.load.fleet import LocalFleet
 from pytest_rollout.load.launch import launch, steady
-from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
+from pytest_rollout.load.mix import Request, check_requests, compile_routes
+from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
+from pytest_rollout.load.replies import PhaseTotals
 from pytest_rollout.numeric import number_or_none
 from pytest_rollout.procs import ProcessSet, proc_cpu_seconds
 
@@ -38,13 +41,27 @@ def attack(
     ramp_s: float = 0.0,
     max_inflight: int | None = None,
     resend_reused: bool = True,
+    traffic: Sequence[Request] = (),
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Run the fleet against *url* and return the summary ``--json`` prints."""
+    """Run the fleet against *url* and return the summary ``--json`` prints.
+
+    *traffic*: a mix of requests to send instead of one *method* to *url* (its path then only names the origin);
+    the summary then has ``routes``, each route's requests and errors."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    mix = tuple(traffic) or (Request(method.upper(), target, headers=dict(headers or {}), body=body),)
+    try:
+        routes, secrets = compile_routes(check_requests(mix))
+    except ValueError as exc:
+        raise RolloutUsageError(f"traffic: {exc}" if traffic else f"the request: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
         procs = ProcessSet(Path(tmp))
-        public, secret = split_headers(headers or {})
         try:
-            aim = Aim.at(url, secret)
+            if len(routes) == 1:  # one request: its secret headers as they always went
+                aim = Aim.at(url, secrets.get(routes[0].name))
+            else:
+                aim = Aim.at(url, route_headers=secrets)
         except ValueError as exc:
             raise RolloutUsageError(f"--url: {exc}") from None
         fleet = LocalFleet(procs, "attack", workers, aim)
@@ -58,9 +75,8 @@ def attack(
                 segments=steady(rps, ramp_s),
                 start_at=0.0,
                 deadline=ramp_s + duration_s,
-                method=method,
-                headers=public,
-                body=body,
+                routes=routes,
+                seed=seed,
                 timeout_s=timeout_s,
                 max_inflight=max_inflight or inflight_cap(rps / workers),
                 phases=(("ramp", 0.0), (PHASE, ramp_s)) if ramp_s > 0 else ((PHASE, 0.0),),
@@ -111,6 +127,7 @@ def attack(
         "errors": {k: v for k, v in by_class.items() if k != "ok"},
         "late": phase.late,
         "resent": phase.resent,
+        **({"routes": _per_route(totals.routes(PHASE))} if len(routes) > 1 else {}),
         "max_lag_ms": round(totals.max_lag_s * 1000.0, 3),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999)},
         "worker_cpu_s": round(cpu, 3),
@@ -119,6 +136,13 @@ def attack(
         "fleet_start_s": round(start_s, 3),
         "plan_s": round(launched.plan_s, 4),
         "controller_cpu_s": round(controller_cpu, 3),
+    }
+
+
+def _per_route(routes: dict[str, PhaseTotals] | None) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"requests": p.requests, "ok": p.by_class.ok, "errors": p.errors, "dropped": p.by_class.dropped}
+        for name, p in (routes or {}).items()
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Sequence
 
 from pytest_rollout.load.histogram import Histogram
 from pytest_rollout.load.protocol import CLASSES, DROPPED
@@ -56,13 +57,16 @@ class WorkerStats:
     Every request is attributed to the phase in which it was *due* (not the one
     in which it ended), so per-phase totals are exact whatever the scrape
     timing. Phase starts arrive with the plan or later through ``POST /phase``;
-    requests due before the first phase count under ``"-"``.
+    requests due before the first phase count under ``"-"``. Within a phase,
+    each route of the mix counts apart (``phase_stats[phase][route]``, routes
+    by their index in the plan); a phase's totals are the sum over its routes.
     """
 
     __slots__ = (
         "phase_times",
         "phase_stats",
         "phase_names",
+        "route_names",
         "scheduled",
         "late",
         "max_lag",
@@ -74,9 +78,10 @@ class WorkerStats:
         "_cur",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, routes: Sequence[str] = ("-",)) -> None:
+        self.route_names: list[str] = list(routes)
         self.phase_times: list[float] = [-math.inf]  # loop times, ascending
-        self.phase_stats: list[PhaseStats] = [PhaseStats()]
+        self.phase_stats: list[list[PhaseStats]] = [self._phase()]
         self.phase_names: list[str] = ["-"]
         self.scheduled = 0
         self.late = 0
@@ -86,7 +91,18 @@ class WorkerStats:
         self.total = 0
         self._cache(-math.inf)
 
-    def _cache(self, due: float) -> PhaseStats:
+    def _phase(self) -> list[PhaseStats]:
+        return [PhaseStats() for _ in self.route_names]
+
+    def set_routes(self, names: Sequence[str]) -> None:
+        """Count per route of *names* (the plan's, in order): before any request is counted."""
+        if self.total or self.scheduled:
+            raise ValueError("the routes are set before the first request")
+        self.route_names = list(names)
+        self.phase_stats = [self._phase() for _ in self.phase_names]
+        self._cache(self._lo)
+
+    def _cache(self, due: float) -> list[PhaseStats]:
         """The phase *due* falls in, remembered with its bounds: nearly every request falls in the last one."""
         i = bisect_right(self.phase_times, due) - 1
         self._lo = self.phase_times[i]
@@ -101,40 +117,51 @@ class WorkerStats:
         if loop_start < self.phase_times[-1]:
             raise ValueError(f"phase {name!r} starts before phase {self.phase_names[-1]!r}")
         self.phase_times.append(loop_start)
-        self.phase_stats.append(PhaseStats())
+        self.phase_stats.append(self._phase())
         self.phase_names.append(name)
         self._cache(self._lo)
 
-    def phase_of(self, due: float) -> PhaseStats:
+    def phase_of(self, due: float) -> list[PhaseStats]:
+        """The counts of the phase *due* falls in, one per route."""
         if self._lo <= due < self._hi:
             return self._cur
         return self._cache(due)
 
-    def record(self, klass: int, due: float, latency: float | None) -> None:
-        stats = self.phase_of(due)
+    def record(self, klass: int, due: float, latency: float | None, route: int = 0) -> None:
+        stats = self.phase_of(due)[route]
         stats.by_class[klass] += 1
         if latency is not None:
             stats.hist.observe(latency)
         self.total += 1
 
-    def fell_behind(self, due: float) -> None:
+    def fell_behind(self, due: float, route: int = 0) -> None:
         """The request due at *due* could not be sent on time: it is not sent (late, and dropped)."""
         self.late += 1
-        self.phase_of(due).late += 1
-        self.record(DROPPED, due, None)
+        self.phase_of(due)[route].late += 1
+        self.record(DROPPED, due, None, route)
 
-    def resend(self, due: float) -> None:
+    def resend(self, due: float, route: int = 0) -> None:
         """The request due at *due* is being sent a second time (its reused connection closed unanswered)."""
-        self.phase_of(due).resent += 1
+        self.phase_of(due)[route].resent += 1
 
-    def by_phase(self) -> dict[str, PhaseTotals]:
-        """Each phase's counts so far, in the order the phases started."""
-        return {name: st.totals() for name, st in zip(self.phase_names, self.phase_stats, strict=True)}
+    def by_route(self) -> dict[str, dict[str, PhaseTotals]]:
+        """Each phase's counts so far per route: ``{phase: {route: totals}}``, phases in the order they started."""
+        return {
+            name: {route: st.totals() for route, st in zip(self.route_names, routes, strict=True)}
+            for name, routes in zip(self.phase_names, self.phase_stats, strict=True)
+        }
+
+    def by_phase(self, routes: dict[str, dict[str, PhaseTotals]] | None = None) -> dict[str, PhaseTotals]:
+        """Each phase's counts so far over all routes, in the order the phases started."""
+        by_route = self.by_route() if routes is None else routes
+        return {name: sum(per.values(), PhaseTotals()) for name, per in by_route.items()}
 
     def totals(self, state: str, engine: str | None) -> WorkerTotals:
         """What ``GET /totals`` answers, for a worker in *state* running *engine*."""
+        routes = self.by_route()
         return WorkerTotals(
-            phases=self.by_phase(),
+            phases=self.by_phase(routes),
+            routes=routes,
             scheduled=self.scheduled,
             late=self.late,
             max_lag_s=self.max_lag,

@@ -22,13 +22,16 @@ class Credentials:
 
     token: str
     target: str  # an origin: see protocol.origin
-    secret_headers: dict[str, str] = field(default_factory=dict)
+    secret_headers: dict[str, str] = field(default_factory=dict)  # every route sends these
+    route_headers: dict[str, dict[str, str]] = field(default_factory=dict)  # the route they are keyed by sends these
 
     def __repr__(self) -> str:  # never print the token or header values
-        return f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r})"
+        routes = {k: sorted(v) for k, v in self.route_headers.items()}
+        return f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, routes={routes!r})"
 
     def admit(self, plan: Plan) -> Plan:
-        """*plan* with the secret headers added, or ValueError when it aims elsewhere or carries a secret."""
+        """*plan* with the secret headers added to its routes, or ValueError when it aims elsewhere, carries a
+        secret, or lacks a route this worker holds secrets for."""
         aimed = protocol.origin(plan.url)
         if aimed != self.target:
             raise ValueError(
@@ -36,13 +39,27 @@ class Credentials:
                 "(fixed when it was started: --target)"
             )
         secret = protocol.ALWAYS_SECRET | {name.lower() for name in self.secret_headers}
-        carried = sorted(name for name in plan.headers if name.lower() in secret)
+        for headers in self.route_headers.values():
+            secret |= {name.lower() for name in headers}
+        carried = sorted({name for route in plan.routes for name in route.headers if name.lower() in secret})
         if carried:
             raise ValueError(
                 f"the plan carries secret header(s) {', '.join(carried)}: a worker takes secret headers only when "
                 "it starts (environment or --secrets), never in a plan"
             )
-        return dataclasses.replace(plan, headers={**plan.headers, **self.secret_headers})
+        unknown = sorted(set(self.route_headers) - set(plan.route_names))
+        if unknown:
+            raise ValueError(
+                f"this worker holds secret headers for route(s) {', '.join(map(repr, unknown))}, which the plan "
+                "does not send: the fleet and the plan must come from the same mix"
+            )
+        routes = tuple(
+            dataclasses.replace(
+                route, headers={**route.headers, **self.secret_headers, **self.route_headers.get(route.name, {})}
+            )
+            for route in plan.routes
+        )
+        return dataclasses.replace(plan, routes=routes)
 
 
 def guard(credentials: Credentials) -> Any:
@@ -96,6 +113,13 @@ def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials
         headers = json.loads(raw_headers)
     except ValueError:
         headers = None
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ValueError("the secret headers must be a JSON object of strings")  # never echo the value
-    return Credentials(token=token, target=origin, secret_headers=headers)
+    routes: dict[str, dict[str, str]] = {}
+    if isinstance(headers, dict) and headers and all(isinstance(v, dict) for v in headers.values()):
+        routes = {str(k): v for k, v in headers.items()}  # keyed by route name: see protocol.Aim.headers_json
+        headers = routes.pop(protocol.EVERY_ROUTE, {})
+    for each in (headers, *routes.values()):
+        if not isinstance(each, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in each.items()):
+            raise ValueError(  # never echo the value
+                "the secret headers must be a JSON object of strings, or an object of such objects keyed by route"
+            )
+    return Credentials(token=token, target=origin, secret_headers=headers, route_headers=routes)

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from pytest_rollout.load.protocol import CONNECTION, IDEMPOTENT, IDLE_CLOSE_S, RESEND_WINDOW_S, TIMEOUT, classify
+from pytest_rollout.load.render import CompiledMix
 
 if TYPE_CHECKING:
     from pytest_rollout.load.counters import WorkerStats
@@ -72,8 +73,9 @@ class Engine(Protocol):
 
     async def open(self) -> None: ...
 
-    def fire(self, due: float) -> None:
-        """Send one request due at loop time *due* (the caller counted it in flight)."""
+    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
+        """Send scheduled request *number* (the worker's count from 0), on *route* (its index in the plan's
+        routes), due at loop time *due* (the caller counted it in flight)."""
 
     async def close(self) -> None: ...
 
@@ -83,7 +85,7 @@ def fast_engine_refusal(plan: Plan) -> str | None:
     parts = urlsplit(plan.url)
     if parts.scheme != "http":
         return f"{parts.scheme}:// needs the aiohttp engine"
-    if plan.method == "HEAD":
+    if any(route.method == "HEAD" for route in plan.routes):
         return "HEAD needs the aiohttp engine"
     try:
         import httptools  # noqa: F401
@@ -106,24 +108,14 @@ def choose_engine(plan: Plan, stats: WorkerStats, name: str = "auto") -> Engine:
     return FastEngine(plan, stats)
 
 
-def build_request(plan: Plan) -> bytes:
-    parts = urlsplit(plan.url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{plan.method} {target} HTTP/1.1", f"Host: {host}:{port}" if port != 80 else f"Host: {host}"]
-    seen = {"host"}
-    for key, value in plan.headers.items():
-        if key.lower() in ("host", "content-length", "connection", "transfer-encoding"):
-            continue
-        lines.append(f"{key}: {value}")
-        seen.add(key.lower())
-    body = plan.body or b""
-    if body or plan.method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    if "user-agent" not in seen:
-        lines.append("User-Agent: pytest-rollout")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def compiled_mix(plan: Plan) -> CompiledMix:
+    """*plan*'s routes ready to send, for the worker it names."""
+    return CompiledMix(plan.routes, plan.url, plan.seed, plan.worker)
+
+
+def build_request(plan: Plan, route: int = 0, number: int = 0) -> bytes:
+    """The bytes of scheduled request *number* on *route* of *plan*."""
+    return compiled_mix(plan).wire(route, number)
 
 
 class _Conn(asyncio.Protocol):
@@ -131,7 +123,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "engine", "transport", "fd", "parser", "due", "status", "done", "keep", "idle_at", "pooled", "used",
-        "answered", "sent_at", "resend",
+        "answered", "sent_at", "resend", "route", "data",
     )  # fmt: skip
 
     def __init__(self, engine: FastEngine, resend: _Resend | None = None) -> None:
@@ -151,12 +143,16 @@ class _Conn(asyncio.Protocol):
         self.answered = False  # whether any byte of the answer to the request in flight came back
         self.sent_at = 0.0  # loop time the request in flight went out
         self.resend = resend  # the request this connection was opened to send a second time
+        self.route = 0  # the route of the request in flight
+        self.data = b""  # its bytes, sent again as they were if it is resent
 
-    def send(self, due: float) -> None:
+    def send(self, due: float, route: int, data: bytes) -> None:
         self.due = due
+        self.route = route
+        self.data = data
         self.answered = False
         self.sent_at = self.engine._time()
-        self.transport.write(self.engine.request)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,7 +172,7 @@ class _Conn(asyncio.Protocol):
             self.done = False
             self.used += 1
             due, self.due = self.due, 0.0
-            self.engine.completed(self, due, classify(self.status), self.keep)
+            self.engine.completed(self, due, classify(self.status), self.keep, self.route)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.lost(self)
@@ -204,7 +200,7 @@ class _Conn(asyncio.Protocol):
         """End the request in flight with *klass* and drop the connection."""
         due, self.due = self.due, 0.0
         if due:
-            self.engine.ended(due, klass)
+            self.engine.ended(due, klass, self.route)
         if self.transport is not None:
             self.transport.abort()
 
@@ -212,10 +208,12 @@ class _Conn(asyncio.Protocol):
 class _Resend:
     """A request on its way to a second try, while its new connection is being opened."""
 
-    __slots__ = ("due",)
+    __slots__ = ("due", "route", "data")
 
-    def __init__(self, due: float) -> None:
+    def __init__(self, due: float, route: int, data: bytes) -> None:
         self.due = due  # 0.0 once it has ended (sent, timed out or failed)
+        self.route = route
+        self.data = data  # the bytes sent the first time: sent again as they were
 
     def take(self) -> float:
         due, self.due = self.due, 0.0
@@ -233,14 +231,17 @@ class FastEngine:
         self.port = parts.port or 80
         self.plan = plan
         self.stats = stats
-        self.request = build_request(plan)
+        self.mix = compiled_mix(plan)
+        self.wire = self.mix.wire
         self.limit = plan.connections or plan.max_inflight
         self.conns: set[_Conn] = set()  # every open connection, idle or not
         self.idle: list[_Conn] = []  # in the order they went idle: the most recent is reused first
         self.connecting = 0
-        self.waiting: deque[float] = deque()  # due times waiting for a connection to come free
+        # requests waiting for a connection to come free: (due time, route, bytes)
+        self.waiting: deque[tuple[float, int, bytes]] = deque()
         self.resending: set[_Resend] = set()  # requests whose new connection for a second try is being opened
-        self.resend_reused = plan.resend_reused and plan.method.upper() in IDEMPOTENT
+        # per route: whether its request may be sent a second time (only an idempotent method)
+        self.resend_reused = [plan.resend_reused and r.method.upper() in IDEMPOTENT for r in plan.routes]
         self.timeout = plan.timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time: Any = None  # the loop's clock, looked up once
@@ -253,7 +254,8 @@ class FastEngine:
         self._time = self._loop.time
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
-    def fire(self, due: float) -> None:
+    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
+        data = self.wire(route, number)
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -261,9 +263,9 @@ class FastEngine:
             if conn.idle_at < due - STALE_CHECK_S and conn.closed_by_peer(self._poller):
                 conn.transport.abort()  # type: ignore[union-attr]
                 continue
-            conn.send(due)
+            conn.send(due, route, data)
             return
-        self.waiting.append(due)
+        self.waiting.append((due, route, data))
         self._open_for_waiting()
 
     def _open_for_waiting(self) -> None:
@@ -288,7 +290,8 @@ class FastEngine:
         if task.cancelled() or task.exception() is not None:
             # the request that asked for this connection fails: no retry
             if self.waiting:
-                self.ended(self.waiting.popleft(), CONNECTION)
+                due, route, _ = self.waiting.popleft()
+                self.ended(due, CONNECTION, route)
         if not self._closed:
             # requests that came while connections were being made, or beyond MAX_CONNECTING, still need theirs
             self._open_for_waiting()
@@ -300,20 +303,20 @@ class FastEngine:
             self.resending.discard(resend)
         if self._closed:
             if due:
-                self.ended(due, CONNECTION)
+                self.ended(due, CONNECTION, resend.route)  # type: ignore[union-attr]
             conn.transport.abort()  # type: ignore[union-attr]
             return
         self.conns.add(conn)
         if due:
-            conn.send(due)
+            conn.send(due, resend.route, resend.data)  # type: ignore[union-attr]
         else:
             self._next(conn)
 
-    def _resend(self, due: float) -> None:
+    def _resend(self, due: float, route: int, data: bytes) -> None:
         """Send the request due at *due* once more, on a new connection: its reused one closed unanswered."""
         assert self._loop is not None
-        self.stats.resend(due)
-        resend = _Resend(due)
+        self.stats.resend(due, route)
+        resend = _Resend(due, route, data)
         self.resending.add(resend)
         task = self._loop.create_task(self._loop.create_connection(lambda: _Conn(self, resend), self.host, self.port))
         task.add_done_callback(partial(self._resend_done, resend))
@@ -323,19 +326,19 @@ class FastEngine:
             self.resending.discard(resend)
             due = resend.take()
             if due:
-                self.ended(due, CONNECTION)
+                self.ended(due, CONNECTION, resend.route)
 
     def _next(self, conn: _Conn) -> None:
         """*conn* is free: it takes the oldest waiting request, or goes idle."""
         if self.waiting:
-            conn.send(self.waiting.popleft())
+            conn.send(*self.waiting.popleft())
         else:
             conn.idle_at = self._time()
             conn.pooled = True
             self.idle.append(conn)
 
-    def completed(self, conn: _Conn, due: float, klass: int, keep: bool) -> None:
-        self.ended(due, klass)
+    def completed(self, conn: _Conn, due: float, klass: int, keep: bool, route: int) -> None:
+        self.ended(due, klass, route)
         if keep and not self._closed:
             self._next(conn)
         else:
@@ -351,13 +354,13 @@ class FastEngine:
             if (
                 conn.used
                 and not conn.answered
-                and self.resend_reused
+                and self.resend_reused[conn.route]
                 and not self._closed
                 and self._time() - conn.sent_at <= RESEND_WINDOW_S
             ):
-                self._resend(due)  # the race every keep-alive client meets: real clients send it once more
+                self._resend(due, conn.route, conn.data)  # the race every keep-alive client meets: sent once more
             else:
-                self.ended(due, CONNECTION)
+                self.ended(due, CONNECTION, conn.route)
         self.conns.discard(conn)
         if conn.pooled:
             conn.pooled = False
@@ -365,10 +368,10 @@ class FastEngine:
         if self.waiting and not self._closed:
             self._open_for_waiting()
 
-    def ended(self, due: float, klass: int) -> None:
+    def ended(self, due: float, klass: int, route: int = 0) -> None:
         stats = self.stats
         stats.inflight -= 1
-        stats.record(klass, due, self._time() - due)
+        stats.record(klass, due, self._time() - due, route)
 
     def _sweep(self) -> None:
         assert self._loop is not None
@@ -376,11 +379,12 @@ class FastEngine:
         limit = now - self.timeout
         for conn in [c for c in self.conns if c.due and c.due < limit]:
             conn.fail(TIMEOUT)
-        while self.waiting and self.waiting[0] < limit:
-            self.ended(self.waiting.popleft(), TIMEOUT)
+        while self.waiting and self.waiting[0][0] < limit:
+            due, route, _ = self.waiting.popleft()
+            self.ended(due, TIMEOUT, route)
         for resend in [r for r in self.resending if 0.0 < r.due < limit]:
             self.resending.discard(resend)  # its connection, if it comes, goes to the pool
-            self.ended(resend.take(), TIMEOUT)
+            self.ended(resend.take(), TIMEOUT, resend.route)
         # the oldest idle connections come first: close those idle for IDLE_CLOSE_S before a server may
         idle = self.idle
         stale = 0

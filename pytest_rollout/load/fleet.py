@@ -77,6 +77,18 @@ class FleetTotals:
             errors += phase.errors
         return requests, errors
 
+    def routes(self, name: str) -> dict[str, PhaseTotals] | None:
+        """Phase *name* per route over all workers, ``{route: totals}`` in the mix's order; None if a worker
+        lacks the phase. Raises ValueError as :meth:`merged` does."""
+        merged: dict[str, PhaseTotals] = {}
+        for totals in self.workers:
+            per = totals.routes.get(name)
+            if per is None:
+                return None
+            for route, phase in per.items():
+                merged[route] = merged.get(route, PhaseTotals()) + phase
+        return merged
+
     @property
     def requests(self) -> int:
         return sum(t.requests for t in self.workers)
@@ -173,11 +185,13 @@ class ControlledFleet:
             raise FleetError(
                 f"the plan aims at {aimed}, but this fleet's workers were created to load {self.aim.target}"
             )
-        public, secret = protocol.split_headers(template.headers, self.aim.secret_headers)
+        secret = set()
+        for route in template.routes:
+            secret |= set(protocol.split_headers(route.headers, self.aim.secret_names())[1])
         if secret:
             raise FleetError(
                 f"the plan carries secret header(s) {', '.join(sorted(secret))}: give them to the fleet when it is "
-                "made (Aim.secret_headers), never in a plan"
+                "made (Aim.secret_headers, Aim.route_headers), never in a plan"
             )
         share = 1.0 / self.size
         segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
@@ -187,6 +201,7 @@ class ControlledFleet:
             plan = template.to_json()
             plan["segments"] = segments
             plan["phase"] = i / self.size
+            plan["worker"] = [i, self.size]  # ${seq} and the per-request data: worker i of size
             return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plan)).engine)
 
         return self._each(start, range(len(handles)))

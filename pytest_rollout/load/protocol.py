@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from pytest_rollout.load.mix import Route
 from pytest_rollout.load.schedule import Segment
 
 __all__ = [
     "ALWAYS_SECRET",
     "Aim",
     "CLASSES",
+    "EVERY_ROUTE",
     "ERROR_CLASSES",
     "HEADERS_ENV",
     "IDEMPOTENT",
@@ -113,22 +115,49 @@ def split_headers(
     return public, secret
 
 
+#: In the secret headers' JSON, the key of the headers every route sends (the others are route names).
+EVERY_ROUTE = "*"
+
+
 @dataclass(frozen=True)
 class Aim:
-    """What a fleet's workers are given when they are created: the one target, and the secret headers."""
+    """What a fleet's workers are given when they are created: the one target, and the secret headers.
+
+    ``secret_headers`` go with every route; ``route_headers`` with the route they are keyed by (a mix whose
+    routes send different secrets).
+    """
 
     target: str  # an origin (see :func:`origin`)
     secret_headers: Mapping[str, str] = field(default_factory=dict)
+    route_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
-    def at(cls, url: str, secret_headers: Mapping[str, str] | None = None) -> Aim:
-        return cls(origin(url), dict(secret_headers or {}))
+    def at(
+        cls,
+        url: str,
+        secret_headers: Mapping[str, str] | None = None,
+        route_headers: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Aim:
+        return cls(origin(url), dict(secret_headers or {}), {k: dict(v) for k, v in (route_headers or {}).items()})
+
+    def secret_names(self) -> set[str]:
+        """Every secret header's name, lower-cased, whichever route sends it."""
+        names = {name.lower() for name in self.secret_headers}
+        for headers in self.route_headers.values():
+            names |= {name.lower() for name in headers}
+        return names
 
     def headers_json(self) -> str:
-        return json.dumps(dict(self.secret_headers), sort_keys=True)
+        """What a worker reads at start: the headers every route sends, as an object of strings; with routes
+        of their own, an object of such objects keyed by route name (:data:`EVERY_ROUTE` for every route)."""
+        if not self.route_headers:
+            return json.dumps(dict(self.secret_headers), sort_keys=True)
+        keyed = {EVERY_ROUTE: dict(self.secret_headers), **{k: dict(v) for k, v in self.route_headers.items()}}
+        return json.dumps(keyed, sort_keys=True)
 
     def __repr__(self) -> str:  # never print the values
-        return f"Aim(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r})"
+        routes = {k: sorted(v) for k, v in self.route_headers.items()}
+        return f"Aim(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, route_headers={routes!r})"
 
 
 #: Outcome classes of a request. ``ok`` is any status below 400.
@@ -186,9 +215,10 @@ class Plan:
     segments: tuple[Segment, ...]
     start_at: float  # when the first request is due: 0 before launch(), Unix seconds once launched
     deadline: float  # no request is due at or after it: an offset from start_at before launch(), then Unix seconds
-    method: str = "GET"
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
+    #: The traffic mix: each route's request and weight (none given: GET the url's path and query).
+    routes: tuple[Route, ...] = ()
+    seed: int = 0  # per-request data are drawn from (seed, worker index, request number)
+    worker: tuple[int, int] = (0, 1)  # (index, size) of the worker in its fleet: ${seq} is k * size + index
     timeout_s: float = 5.0
     phase: float = 0.0
     max_requests: int = 10_000_000
@@ -200,17 +230,32 @@ class Plan:
     tls_verify: bool = True  # https://: check the server's certificate and name (False: a test certificate)
     tls_ca_pem: str | None = None  # https://: trust these PEM certificates (not secret) instead of the system's
 
+    def __post_init__(self) -> None:
+        if not self.routes:
+            parts = urlsplit(self.url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            object.__setattr__(self, "routes", (Route.of("GET", target),))
+        index, size = self.worker
+        if not 0 <= index < size:
+            raise ValueError(f"worker={self.worker!r}: the index must be in [0, size)")
+        if len(set(self.route_names)) != len(self.routes):
+            raise ValueError(f"the plan's route names repeat: {', '.join(self.route_names)}")
+
+    @property
+    def route_names(self) -> tuple[str, ...]:
+        return tuple(route.name for route in self.routes)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        body = data.get("body")
+        worker = data.get("worker") or (0, 1)
         return cls(
             url=str(data["url"]),
             segments=tuple(Segment(s[0], float(s[1]), float(s[2])) for s in data["segments"]),
             start_at=float(data["start_at"]),
             deadline=float(data["deadline"]),
-            method=str(data.get("method", "GET")),
-            headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
-            body=body.encode("latin-1") if isinstance(body, str) else None,
+            routes=tuple(Route.from_json(r) for r in data.get("routes") or ()),
+            seed=int(data.get("seed", 0)),
+            worker=(int(worker[0]), int(worker[1])),
             timeout_s=float(data.get("timeout_s", 5.0)),
             phase=float(data.get("phase", 0.0)),
             max_requests=int(data.get("max_requests", 10_000_000)),
@@ -229,9 +274,9 @@ class Plan:
             "segments": [[s.duration, s.start_rps, s.end_rps] for s in self.segments],
             "start_at": self.start_at,
             "deadline": self.deadline,
-            "method": self.method,
-            "headers": dict(self.headers),
-            "body": self.body.decode("latin-1") if self.body is not None else None,
+            "routes": [route.to_json() for route in self.routes],
+            "seed": self.seed,
+            "worker": list(self.worker),
             "timeout_s": self.timeout_s,
             "phase": self.phase,
             "max_requests": self.max_requests,

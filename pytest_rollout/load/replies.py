@@ -153,6 +153,8 @@ class WorkerTotals:
     """``GET /totals``: a worker's own counts, per phase in which each request was due, and its state."""
 
     phases: Mapping[str, PhaseTotals] = field(default_factory=dict)  # in the order the phases started
+    #: the same counts per route of the mix: {phase: {route: totals}}; ``phases`` is their sum over routes
+    routes: Mapping[str, Mapping[str, PhaseTotals]] = field(default_factory=dict)
     scheduled: int = 0  # requests that fell due (sent or not)
     late: int = 0
     max_lag_s: float = 0.0  # the largest send lag seen (a request over LATE_S behind is late)
@@ -176,6 +178,10 @@ class WorkerTotals:
         engine = data.get("engine")
         return cls(
             phases={str(name): PhaseTotals.from_json(p) for name, p in (data.get("phases") or {}).items()},
+            routes={
+                str(phase): {str(route): PhaseTotals.from_json(p) for route, p in per.items()}
+                for phase, per in (data.get("routes") or {}).items()
+            },
             scheduled=int(data.get("scheduled", 0)),
             late=int(data.get("late", 0)),
             max_lag_s=float(data.get("max_lag_s", 0.0)),
@@ -194,6 +200,9 @@ class WorkerTotals:
             "inflight": self.inflight,
             "max_inflight_seen": self.max_inflight_seen,
             "phases": {name: phase.to_json() for name, phase in self.phases.items()},
+            "routes": {
+                phase: {route: totals.to_json() for route, totals in per.items()} for phase, per in self.routes.items()
+            },
             "state": self.state,
             "engine": self.engine,
         }

@@ -51,6 +51,7 @@ from pytest_rollout.load.credentials import Credentials, guard, read_credentials
 from pytest_rollout.load.engine import Engine, choose_engine
 from pytest_rollout.load.histogram import BOUNDS
 from pytest_rollout.load.protocol import CLASSES, DROPPED, LATE_S, Plan
+from pytest_rollout.load.render import route_order
 from pytest_rollout.load.replies import PhaseHeard, Refusal, Started, StateReply, WorkerStatus, WorkerTotals
 from pytest_rollout.load.schedule import arrivals, rate_at
 
@@ -77,6 +78,7 @@ class Worker:
         wall_offset = time.time() - loop.time()
         self.plan = plan
         self.wall_offset = wall_offset
+        self.stats.set_routes(plan.route_names)
         for name, at in plan.phases:
             self.stats.add_phase(name, at - wall_offset)
         self.engine = choose_engine(plan, self.stats, plan.engine)
@@ -138,6 +140,8 @@ class Worker:
         due_times: Iterator[float] = arrivals(plan.segments, plan.phase)
         max_inflight = plan.max_inflight
         sleep = asyncio.sleep
+        # the route of each scheduled request, dropped ones included: request k's route and data depend on k alone
+        order = route_order([route.weight for route in plan.routes])
         try:
             count = 0
             for offset in due_times:
@@ -153,18 +157,20 @@ class Worker:
                 lag = now - due
                 if lag > stats.max_lag:
                     stats.max_lag = lag
+                number = count
+                route = next(order)
                 count += 1
                 stats.scheduled += 1
                 if lag > LATE_S:
-                    stats.fell_behind(due)
+                    stats.fell_behind(due, route)
                     continue
                 if stats.inflight >= max_inflight:
-                    stats.record(DROPPED, due, None)
+                    stats.record(DROPPED, due, None, route)
                     continue
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
                     stats.max_inflight_seen = stats.inflight
-                fire(due)
+                fire(due, route, number)
         finally:
             self.state = "stopping"
             drain_until = loop.time() + plan.timeout_s + 1.0
@@ -186,34 +192,35 @@ class _Collector:
         stats = self.worker.stats
         requests = CounterMetricFamily(
             "rollout_requests",
-            "Requests completed, by the phase in which they were due and by outcome class.",
-            labels=["phase", "class"],
+            "Requests completed, by the phase in which they were due, by outcome class and by route of the mix.",
+            labels=["phase", "class", "route"],
         )
         late = CounterMetricFamily(
             "rollout_late",
             f"Requests not sent because the worker was more than {LATE_S * 1000:g} ms behind (also counted dropped).",
-            labels=["phase"],
+            labels=["phase", "route"],
         )
         resent = CounterMetricFamily(
             "rollout_resent",
             "Requests sent a second time because the reused connection they went out on closed before any byte "
             "of the answer, as real clients do (each also counted once in rollout_requests, by its second try).",
-            labels=["phase"],
+            labels=["phase", "route"],
         )
         hist = HistogramMetricFamily(
             "rollout_request_duration_seconds",
             "Latency from each request's scheduled start to its end (coordinated omission corrected).",
-            labels=["phase"],
+            labels=["phase", "route"],
         )
-        for name, phase in zip(stats.phase_names, stats.phase_stats, strict=False):
-            for klass, value in zip(CLASSES, phase.by_class, strict=False):
-                requests.add_metric([name, klass], value)
-            late.add_metric([name], phase.late)
-            resent.add_metric([name], phase.resent)
-            cumulative = phase.hist.cumulative()
-            buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
-            buckets.append(("+Inf", float(cumulative[-1])))
-            hist.add_metric([name], buckets, phase.hist.sum)
+        for name, routes in zip(stats.phase_names, list(stats.phase_stats), strict=False):
+            for route, phase in zip(stats.route_names, routes, strict=False):
+                for klass, value in zip(CLASSES, phase.by_class, strict=False):
+                    requests.add_metric([name, klass, route], value)
+                late.add_metric([name, route], phase.late)
+                resent.add_metric([name, route], phase.resent)
+                cumulative = phase.hist.cumulative()
+                buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
+                buckets.append(("+Inf", float(cumulative[-1])))
+                hist.add_metric([name, route], buckets, phase.hist.sum)
         yield requests
         yield late
         yield resent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +21,8 @@ from pytest_rollout.judge.prometheus import PrometheusAPI, remove_targets, write
 from pytest_rollout.judge.promql import last_scrape
 from pytest_rollout.load.fleet import Fleet, FleetTotals
 from pytest_rollout.load.launch import clock_skew, launch, steady
-from pytest_rollout.load.protocol import Aim, Plan, inflight_cap, split_headers
+from pytest_rollout.load.mix import Request, compile_routes
+from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
 from pytest_rollout.load.schedule import Segment
 from pytest_rollout.platforms.base import Platform
 from pytest_rollout.slo import SLOSpec
@@ -124,10 +126,20 @@ def start_load(
     size: int,
     sd_dir: Path,
     upgrade_timeout_s: float,
+    nodeid: str = "",
 ) -> LoadRun:
-    """Start *size* workers for *spec*, wait until *client*'s Prometheus scrapes them all, and send the plan."""
-    public_headers, secret_headers = split_headers(spec.headers, spec.secret_headers)
-    fleet = platform.make_fleet(run_id, size, Aim.at(platform.url, secret_headers))
+    """Start *size* workers for *spec*, wait until *client*'s Prometheus scrapes them all, and send the plan.
+
+    The per-request data are drawn from ``spec.seed``, else from a stable hash of the test's *nodeid*, so two
+    runs of the same test send the same requests."""
+    routes, secrets = compile_routes(spec.routes or (Request(spec.method, spec.path, headers=dict(spec.headers),
+                                                             body=spec.body),), spec.secret_headers)  # fmt: skip
+    if len(routes) == 1:  # one request: its secret headers go as they always did
+        aim = Aim.at(platform.url, secrets.get(routes[0].name))
+    else:
+        aim = Aim.at(platform.url, route_headers=secrets)
+    seed = spec.seed if spec.seed is not None else zlib.crc32(nodeid.encode())
+    fleet = platform.make_fleet(run_id, size, aim)
     try:
         fleet.start()
         targets = fleet.scrape_targets()  # local workers are named in files; pods are found by the cluster
@@ -155,13 +167,12 @@ def start_load(
         phases.insert(0, ("ramp", 0.0))
     total = spec.ramp_s + spec.hold_s + upgrade_timeout_s + spec.after_s + 30.0
     plan = Plan(
-        url=platform.url + spec.path,
+        url=platform.url + routes[0].target,
         segments=steady(rps, spec.ramp_s),
         start_at=0.0,
         deadline=total,
-        method=spec.method,
-        headers=public_headers,
-        body=spec.body,
+        routes=routes,
+        seed=seed,
         timeout_s=spec.timeout_s,
         max_requests=math.ceil(rps / size * total * 1.1) + 1000,
         max_inflight=inflight_cap(rps / size),

@@ -52,8 +52,10 @@ def fleet_size(
     if workers:
         return workers
     from pytest_rollout.load.engine import fast_engine_refusal
+    from pytest_rollout.load.mix import Route
 
-    probe = Plan(url=platform.url + spec.path, segments=(), start_at=0.0, deadline=0.0, method=spec.method)
+    routes = tuple(Route.of(r.method.upper(), r.path) for r in spec.routes) or (Route.of(spec.method, spec.path),)
+    probe = Plan(url=platform.url + routes[0].target, segments=(), start_at=0.0, deadline=0.0, routes=routes)
     if not worker_rps_given and fast_engine_refusal(probe) is not None:
         worker_rps = min(worker_rps, AIOHTTP_WORKER_RPS)  # the calibration and default are the fast engine's
     return workers_for(spec.requested_rps, worker_rps)

@@ -8,6 +8,7 @@ from helpers import on_time_as_said, run_fleet, schedule_kept, start_app
 from pytest_rollout.load.aiohttp_engine import AiohttpEngine
 from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.engine import FastEngine, build_request, choose_engine
+from pytest_rollout.load.mix import Route
 from pytest_rollout.load.protocol import Plan
 from pytest_rollout.procs import ProcessSet, free_port
 
@@ -58,7 +59,7 @@ def test_choose_engine() -> None:
     stats = WorkerStats()
 
     def plan(url: str, method: str = "GET") -> Plan:
-        return Plan(url=url, segments=(), start_at=0, deadline=0, method=method)
+        return Plan(url=url, segments=(), start_at=0, deadline=0, routes=(Route.of(method, "/"),))
 
     assert isinstance(choose_engine(plan("http://127.0.0.1:1/"), stats), FastEngine)
     assert isinstance(choose_engine(plan("https://127.0.0.1:1/"), stats), AiohttpEngine)
@@ -76,9 +77,9 @@ def test_request_bytes() -> None:
         segments=(),
         start_at=0,
         deadline=0,
-        method="POST",
-        headers={"Authorization": "Bearer x", "Connection": "close", "Host": "evil"},
-        body=b"{}",
+        routes=(
+            Route.of("POST", "/a?b=1", {"Authorization": "Bearer x", "Connection": "close", "Host": "evil"}, b"{}"),
+        ),
     )
     request = build_request(plan)
     head, body = request.split(b"\r\n\r\n")
@@ -324,7 +325,7 @@ WIDE_WINDOW_S = 0.5
         # strict: counted as it happened
         ({"resend_reused": False}, {"reused": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
         # a request is not idempotent: never sent twice
-        ({"method": "POST"}, {"reused": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
+        ({"routes": (Route.of("POST", "/"),)}, {"reused": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
         # a new connection closed unanswered is the release's failure: never resent
         ({}, {"fresh": 1}, {"ok": 1, "connection": 1, "resent": 0, "dropped": 1}),
         # the second try fails too: one error, sent twice, never a third time

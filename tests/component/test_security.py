@@ -23,6 +23,8 @@ from helpers import run_fleet, schedule_kept
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.fleet import LocalFleet
+from pytest_rollout.load.mix import Request, Route, check_requests, compile_routes
+from pytest_rollout.load.protocol import Aim
 from pytest_rollout.load.replies import WorkerStatus, WorkerTotals
 from pytest_rollout.procs import ProcessSet
 
@@ -40,7 +42,7 @@ class Target:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                seen.append({k.lower(): v for k, v in self.headers.items()})
+                seen.append({k.lower(): v for k, v in self.headers.items()} | {":path": self.path})
                 if redirect_to is not None:
                     self.send_response(302)
                     self.send_header("Location", redirect_to)
@@ -178,7 +180,9 @@ def test_secret_headers_reach_the_target_and_nothing_else(
     target = targets()
     fleet = make_fleet(1, target.url, {"Authorization": SECRET, "X-Api-Key": API_KEY})
     ((proc, port),) = fleet.workers
-    totals, _ = run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Accept": "text/plain"})
+    totals, _ = run_fleet(
+        fleet, target.url, rps=50, seconds=1, routes=(Route.of("GET", "/", {"Accept": "text/plain"}),)
+    )
     schedule_kept(totals.workers[0].phases["p"], 50, "ok")
     assert len(target.seen) == totals.workers[0].phases["p"].by_class.ok > 0
     assert all(
@@ -196,10 +200,11 @@ def test_secret_headers_reach_the_target_and_nothing_else(
             assert secret not in text, where
     # a plan may not carry a secret header itself, even with the token: they travel only at start
     for name in ("Authorization", "cookie", "X-Api-Key"):
-        status, _, text = call(port, "POST", "/start", plan_for(target.url, headers={name: "v"}), token=fleet.token)
+        routes = [Route.of("GET", "/", {name: "v"}).to_json()]
+        status, _, text = call(port, "POST", "/start", plan_for(target.url, routes=routes), token=fleet.token)
         assert status == 400 and "secret header" in text and "never in a plan" in text
     with pytest.raises(FleetError, match="carries secret header"):
-        run_fleet(fleet, target.url, rps=50, seconds=1, headers={"Cookie": "a=b"})
+        run_fleet(fleet, target.url, rps=50, seconds=1, routes=(Route.of("GET", "/", {"Cookie": "a=b"}),))
 
 
 def test_split_headers_and_origin() -> None:
@@ -277,3 +282,39 @@ def test_a_worker_reads_its_token_and_headers_from_a_secrets_folder(procs: Proce
     assert len(target.seen) == totals.phases["-"].by_class.ok > 0
     assert all(h["authorization"] == SECRET for h in target.seen)
     proc.stop(grace=5.0)
+
+
+def test_each_route_of_a_mix_sends_its_own_secret_headers_and_no_plan_carries_them(
+    procs: ProcessSet,
+    targets,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Secret header values differ per route: the fleet is given them keyed by route name at start, the plan
+    carries none, and each route's requests carry their own route's value."""
+    target = targets()
+    mix = check_requests(
+        [
+            Request("GET", "/a", name="a", headers={"Authorization": "Bearer route-a-11", "Accept": "x/a"}),
+            Request("GET", "/b", name="b", headers={"Authorization": "Bearer route-b-22"}),
+            Request("GET", "/c", name="c"),
+        ]
+    )
+    routes, secrets = compile_routes(mix)
+    assert all("Authorization" not in r.headers for r in routes) and set(secrets) == {"a", "b"}
+    fleet = LocalFleet(procs, "mixsecret", 1, Aim.at(target.url, route_headers=secrets))
+    fleet.start()
+    try:
+        ((proc, port),) = fleet.workers
+        totals, _ = run_fleet(fleet, target.url, rps=60, seconds=1, routes=routes)
+        exposed = [call(port, "GET", p, token=fleet.token)[2] for p in ("/status", "/totals")]
+        exposed += [call(port, "GET", "/metrics")[2], "".join(p.read_text() for p in procs.run_dir.glob("*.log"))]
+        exposed.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace"))
+    finally:
+        fleet.shutdown()
+    schedule_kept(totals.workers[0].phases["p"], 60, "ok")
+    by_path = {path: [h for h in target.seen if h[":path"] == path] for path in ("/a", "/b", "/c")}
+    assert [len(v) for v in by_path.values()] == [20, 20, 20]
+    assert all(h["authorization"] == "Bearer route-a-11" and h["accept"] == "x/a" for h in by_path["/a"])
+    assert all(h["authorization"] == "Bearer route-b-22" for h in by_path["/b"])
+    assert all("authorization" not in h for h in by_path["/c"])
+    assert not any(secret in text for text in exposed for secret in ("route-a-11", "route-b-22"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
 from itertools import takewhile
 
@@ -147,3 +149,116 @@ def test_worker_exits_when_its_controller_goes_away(make_fleet: MakeFleet) -> No
     proc.popen.stdin.close()  # what happens when pytest is killed
     proc.popen.wait(timeout=10)
     assert not proc.alive()
+
+
+class _Recorder:
+    """A real HTTP/1.1 server on loopback that records every request it gets: (method, path, body)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        got: list[tuple[str, str, bytes]] = []
+        self.got = got
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                got.append((self.command, self.path, self.rfile.read(length) if length else b""))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST = _answer  # noqa: N815 - http.server's names
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _mix_routes() -> tuple[protocol.Route, ...]:
+    from pytest_rollout.load.mix import Request, Values, check_requests, compile_routes
+
+    requests = [
+        Request("GET", "/home?n=${seq}", name="home", weight=5),
+        Request(
+            "GET", "/search?q=${term}&n=${seq}", name="search", weight=3, data={"term": ["shoes", "hats", "socks"]}
+        ),
+        Request(
+            "POST",
+            "/cart",
+            name="cart",
+            weight=2,
+            body='{"user": "${user}", "n": ${seq}, "id": "${uuid}"}',
+            data={"user": Values(("ann", "bob"), order="cycle")},
+        ),  # fmt: skip
+    ]
+    return compile_routes(check_requests(requests))[0]
+
+
+def _send_mix(
+    make_fleet: MakeFleet, engine: str, seed: int
+) -> tuple[dict[int, tuple[str, str, bytes]], list[WorkerTotals], str]:
+    """Two workers send the mix at 100 rps for 1 s: what the server got, by ${seq}; each worker's totals; and
+    the first worker's /metrics."""
+    server = _Recorder()
+    try:
+        fleet = make_fleet(2, server.url)
+        totals, engines = run_fleet(fleet, server.url, 100, 1.0, routes=_mix_routes(), seed=seed, engine=engine)
+        assert engines == [engine, engine]
+        metrics = http_get("127.0.0.1", fleet.workers[0][1], "/metrics")[1].decode()
+    finally:
+        server.close()
+    by_seq: dict[int, tuple[str, str, bytes]] = {}
+    for method, path, body in server.got:
+        n = int(json.loads(body)["n"]) if body else int(re.search(r"n=(\d+)", path).group(1))  # type: ignore[union-attr]
+        assert n not in by_seq  # ${seq} is unique in the run, over both workers
+        by_seq[n] = (method, path, body)
+    return by_seq, totals.workers, metrics
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_a_mix_is_sent_in_its_exact_shares_with_its_data_filled_in(make_fleet: MakeFleet, engine: str) -> None:
+    """A 5:3:2 mix from two real workers: each worker's 50 scheduled requests split 25/15/10 exactly, counted
+    per route in its totals and under the route label of its /metrics; the server got each request with its
+    data filled in, ${seq} numbering the fleet's requests 0..99; the same seed sends the same requests."""
+    by_seq, workers, metrics = _send_mix(make_fleet, engine, seed=3)
+    for worker in workers:
+        on_time_as_said(worker)
+        routes = worker.routes["p"]
+        assert {name: p.requests for name, p in routes.items()} == {"home": 25, "search": 15, "cart": 10}
+        assert sum(routes.values(), type(worker.phases["p"])()) == worker.phases["p"]
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    labelled = {s.labels["route"]: 0.0 for s in families["rollout_requests"].samples if s.labels.get("phase") == "p"}
+    for s in families["rollout_requests"].samples:
+        if s.name == "rollout_requests_total" and s.labels["phase"] == "p":
+            labelled[s.labels["route"]] = labelled.get(s.labels["route"], 0.0) + s.value
+    assert labelled == {"home": 25, "search": 15, "cart": 10}
+    sent = by_seq
+    dropped = sum(w.phases["p"].by_class.dropped for w in workers)
+    assert len(sent) == 100 - dropped and set(sent) <= set(range(100))
+    for n, (method, path, body) in sent.items():
+        if method == "POST":
+            data = json.loads(body)
+            assert path == "/cart" and data["user"] == ("ann", "bob")[n % 2] and len(data["id"]) == 36
+        elif path.startswith("/search"):
+            assert re.fullmatch(rf"/search\?q=(shoes|hats|socks)&n={n}", path)
+        else:
+            assert path == f"/home?n={n}"
+    again, _, _ = _send_mix(make_fleet, engine, seed=3)
+    other, _, _ = _send_mix(make_fleet, engine, seed=4)
+    both = set(sent) & set(again)
+    assert len(both) > 80 and all(sent[n] == again[n] for n in both)  # the same request for every number
+    searches = [n for n in set(sent) & set(other) if sent[n][1].startswith("/search")]
+    assert [sent[n][1] for n in searches] != [other[n][1] for n in searches]  # another seed, other terms

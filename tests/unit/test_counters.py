@@ -60,7 +60,8 @@ def test_a_due_time_exactly_on_an_edge_counts_for_the_new_phase() -> None:
 
 
 def test_the_totals_reply_travels_as_it_always_did() -> None:
-    """GET /totals is a typed reply now; its JSON is the same, and it reads back equal to what was sent."""
+    """GET /totals is a typed reply; its JSON is as it was, with each phase per route of the mix added
+    (``routes``), and it reads back equal to what was sent."""
     stats = WorkerStats()
     stats.add_phase("a", 10.0)
     stats.record(OK, 5.0, 0.002)
@@ -71,8 +72,10 @@ def test_the_totals_reply_travels_as_it_always_did() -> None:
     totals = stats.totals("running", "fast")
     wire = json.loads(json.dumps(totals.to_json()))
     assert list(wire) == [
-        "requests", "scheduled", "late", "max_lag_s", "inflight", "max_inflight_seen", "phases", "state", "engine"
+        "requests", "scheduled", "late", "max_lag_s", "inflight", "max_inflight_seen", "phases", "routes", "state",
+        "engine",
     ]  # fmt: skip
+    assert wire["routes"]["a"]["-"] == wire["phases"]["a"]  # one route: the phase's counts are its counts
     assert wire["requests"] == 3 and wire["late"] == 1 and wire["state"] == "running" and wire["engine"] == "fast"
     a = wire["phases"]["a"]
     assert list(a) == ["requests", "by_class", "errors", "late", "resent", "histogram", "latency_sum_s"]
@@ -100,3 +103,36 @@ def test_the_cross_check_counts_add_whatever_the_workers_histograms() -> None:
     with pytest.raises(ValueError, match="latency histograms of 156 and 100 buckets.*different releases"):
         fleet.merged("p")
     assert FleetTotals([WorkerTotals(phases={"p": new})] * 2).merged("p") == new + new
+
+
+def test_each_route_counts_apart_and_the_phase_is_their_sum() -> None:
+    stats = WorkerStats()
+    stats.set_routes(["home", "cart"])
+    stats.add_phase("a", 10.0)
+    stats.record(OK, 11.0, 0.002, 0)
+    stats.record(OK, 11.0, 0.004, 0)
+    stats.record(HTTP_5XX, 11.0, 0.3, 1)
+    stats.fell_behind(12.0, 1)
+    stats.resend(12.5, 0)
+    totals = stats.totals("stopped", "fast")
+    home, cart = totals.routes["a"]["home"], totals.routes["a"]["cart"]
+    assert (home.by_class.ok, home.errors, home.resent, home.latency().total) == (2, 0, 1, 2)
+    assert (cart.by_class.http_5xx, cart.by_class.dropped, cart.late, cart.latency().total) == (1, 1, 1, 1)
+    assert totals.phases["a"] == home + cart and list(totals.routes["-"]) == ["home", "cart"]
+    assert WorkerTotals.from_json(json.loads(json.dumps(totals.to_json()))) == totals
+    with pytest.raises(ValueError, match="before the first request"):
+        stats.set_routes(["x"])
+
+
+def test_the_fleet_sums_each_route_over_its_workers() -> None:
+    from pytest_rollout.load.fleet import FleetTotals
+    from pytest_rollout.load.replies import PhaseTotals
+
+    def worker(home: int, cart: int) -> WorkerTotals:
+        per = {"home": PhaseTotals(by_class=ClassCounts(ok=home)), "cart": PhaseTotals(by_class=ClassCounts(ok=cart))}
+        return WorkerTotals(phases={"p": per["home"] + per["cart"]}, routes={"p": per})
+
+    fleet = FleetTotals([worker(7, 1), worker(6, 2)])
+    routes = fleet.routes("p")
+    assert routes is not None and {k: v.requests for k, v in routes.items()} == {"home": 13, "cart": 3}
+    assert fleet.routes("q") is None

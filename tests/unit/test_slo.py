@@ -161,3 +161,59 @@ def test_bad_availability_and_regression(kwargs: dict, message: str) -> None:
     with pytest.raises(SLOSpecError) as info:
         parse_slo((), {"rps": 10, **kwargs})
     assert message in str(info.value)
+
+
+def test_the_single_request_arguments_are_a_one_route_mix() -> None:
+    from pytest_rollout import Request
+
+    spec = parse_slo((10,), {"path": "/x", "method": "post", "headers": {"A": "b"}, "body": "{}"})
+    assert spec.routes == (Request("POST", "/x", headers={"A": "b"}, body=b"{}"),)
+    assert spec.routes[0].route == "POST /x" and spec.seed is None
+    assert parse_slo((10,), {}).routes == (Request(),)
+
+
+def test_traffic_takes_requests_or_dicts_and_a_seed() -> None:
+    from pytest_rollout import Request, Values
+
+    spec = parse_slo(
+        (10,),
+        {
+            "traffic": [
+                Request("GET", "/", name="home", weight=70),
+                {
+                    "method": "GET",
+                    "path": "/search?q=${term}",
+                    "name": "search",
+                    "weight": 25,
+                    "data": {"term": Values(("a", "b"))},
+                    "error_rate": 0.0005,
+                },  # fmt: skip
+                Request("POST", "/cart", name="cart", headers={"X-Key": "k"}, p99_ms=800),
+            ],
+            "secret_headers": ["X-Key"],
+            "seed": 42,
+        },
+    )
+    assert [r.route for r in spec.routes] == ["home", "search", "cart"]
+    assert spec.routes[1].error_rate == 0.0005 and spec.routes[2].latency_ms() == {"p99_ms": 800.0}
+    assert spec.seed == 42 and spec.secret_headers == ("X-Key",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument", "text"),
+    [
+        ({"traffic": [], "path": "/x"}, "traffic", "traffic= and path= are exclusive"),
+        ({"traffic": []}, "traffic", "traffic is empty"),
+        ({"traffic": "GET /"}, "traffic", "traffic must be a list of Request"),
+        ({"traffic": [{"path": "/a", "weight": -1}]}, "traffic", "weight=-1 must be a finite number > 0"),
+        ({"traffic": [{"path": "/a", "error_rate": 1.5}]}, "traffic", "error_rate=1.5 must be in \\[0, 1\\)"),
+        ({"traffic": [{"path": "/a/${id}"}]}, "traffic", "route 'GET /a/\\$\\{id\\}': no data for placeholder"),
+        ({"traffic": [{"path": "/a"}], "secret_headers": ["X-K"]}, "secret_headers", "no Request in traffic= sets"),
+        ({"seed": "abc"}, "seed", "seed='abc' must be an int"),
+        ({"seed": True}, "seed", "must be an int"),
+    ],
+)
+def test_bad_traffic_names_the_argument(kwargs: dict, argument: str, text: str) -> None:
+    with pytest.raises(SLOSpecError, match=text) as info:
+        parse_slo((10,), kwargs)
+    assert info.value.argument == argument

@@ -1,0 +1,260 @@
+"""A plan's traffic mix made ready to send: which route each scheduled request takes, and its bytes.
+
+The k-th request a worker schedules (k = 0, 1, ...; dropped ones included) takes route ``order[k]`` and is
+filled in from ``(seed, worker index, k)`` alone, so two runs of the same plan send the same route and data for
+every scheduled request number, whether or not earlier ones were sent.
+
+The route order is Tijdeman's chairman assignment: after any number n of requests, every route's count is
+within 1 of ``n * weight / sum(weights)`` (a greedy "most behind first" order is not: it strays past 1 with
+eight routes or more). With integer weights the order repeats every ``sum(weights)`` requests and is worked
+out once; otherwise it is worked out as it goes.
+
+A static route (no placeholder) is rendered once; a templated one is a list of literal byte pieces with the
+values put in between: one value per placeholder per request (``${user}`` twice in one request is one user).
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from fractions import Fraction
+from math import lcm
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pytest_rollout.load.mix import SKIPPED_HEADERS, parse_template
+
+if TYPE_CHECKING:
+    from pytest_rollout.load.mix import Route
+
+__all__ = ["CompiledMix", "route_order"]
+
+#: Worked out once and repeated when the integer weights sum to at most this; else worked out as it goes.
+PERIOD_MAX = 20_000
+_M = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _integer_weights(weights: Sequence[float]) -> list[int]:
+    exact = [Fraction(w) for w in weights]
+    scale = lcm(*(f.denominator for f in exact))
+    return [int(f * scale) for f in exact]
+
+
+def _tijdeman(weights: Sequence[int]) -> Iterator[int]:
+    """Tijdeman's chairman assignment over integer *weights*: every prefix within 1 - 1/(2k-2) of its shares."""
+    k = len(weights)
+    if k == 1:
+        yield from itertools.repeat(0)
+        return
+    total = sum(weights)
+    m = 2 * k - 2
+    counts = [0] * k
+    t = 0
+    while True:
+        t += 1
+        best = -1
+        best_num = best_den = 0
+        for i, w in enumerate(weights):
+            if (t * w - counts[i] * total) * m >= total:  # due: t*p_i - c_i >= 1/(2k-2)
+                num = counts[i] * m + m - 1  # the next unit's deadline is num / (m * w) (times total)
+                if best < 0 or num * best_den < best_num * w:
+                    best, best_num, best_den = i, num, w
+        counts[best] += 1
+        yield best
+
+
+def route_order(weights: Sequence[float]) -> Iterator[int]:
+    """The route of each scheduled request, in turn (see the module's doc)."""
+    ints = _integer_weights(weights)
+    if len(ints) == 1:
+        return itertools.repeat(0)
+    total = sum(ints)
+    if total <= PERIOD_MAX:
+        return itertools.cycle(bytes(itertools.islice(_tijdeman(ints), total)))
+    return _tijdeman(ints)
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a well-mixed 64-bit value from *x*."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+    return x ^ (x >> 31)
+
+
+Slot = Callable[[int], bytes]
+
+
+class _Slots:
+    """The value of each placeholder for request number k of worker *index* of *size*, from *seed*."""
+
+    def __init__(self, seed: int, index: int, size: int, route: str) -> None:
+        self.seed, self.index, self.size, self.route = seed, index, size, route
+
+    def _base(self, name: str) -> int:
+        salt = zlib.crc32(f"{self.route}\0{name}".encode())
+        return _mix64((self.seed * 0x100000001B3 + self.index * _GOLDEN + salt) & _M)
+
+    def make(self, name: str, data: Mapping[str, tuple[tuple[str, ...], str]]) -> Slot:
+        index, size = self.index, self.size
+        if name == "seq":
+            return lambda k: b"%d" % (k * size + index)
+        base = self._base(name)
+        if name == "uuid":
+            return lambda k: _uuid4(base, k)
+        values, order = data[name]
+        encoded = [v.encode() for v in values]
+        count = len(encoded)
+        if order == "cycle":  # in turn over the whole fleet: the run's n-th request takes value n
+            return lambda k: encoded[(k * size + index) % count]
+        return lambda k: encoded[_draw(base, k) % count]
+
+
+def _draw(base: int, k: int) -> int:
+    """A cheap well-spread 64-bit value for request *k* (one multiply: it runs for every templated request)."""
+    x = (base + k * _GOLDEN) & _M
+    x = ((x ^ (x >> 29)) * 0xBF58476D1CE4E5B9) & _M
+    return x ^ (x >> 32)
+
+
+def _uuid4(base: int, k: int) -> bytes:
+    hi = _mix64((base + k * _GOLDEN) & _M)
+    lo = _mix64(hi ^ base)
+    hi = (hi & ~0xF000) | 0x4000
+    lo = (lo & 0x3FFFFFFFFFFFFFFF) | 0x8000000000000000
+    h = b"%016x%016x" % (hi, lo)
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def _pieces(text: str, names: list[str], where: str) -> list[bytes | int]:
+    """*text* as literal bytes and indices into *names* (each placeholder once)."""
+    out: list[bytes | int] = []
+    for part in parse_template(text, where):
+        if isinstance(part, tuple):
+            if part[0] not in names:
+                names.append(part[0])
+            out.append(names.index(part[0]))
+        elif out and isinstance(out[-1], bytes):
+            out[-1] += part.encode("latin-1")
+        else:
+            out.append(part.encode("latin-1"))
+    return out
+
+
+def _join(pieces: list[bytes | int], vals: list[bytes]) -> bytes:
+    return b"".join([vals[p] if p.__class__ is int else p for p in pieces])  # type: ignore[index,misc]
+
+
+class _Route:
+    """One route compiled: its placeholders' slots, and pieces for each engine."""
+
+    def __init__(self, route: Route, host: str, slots: _Slots, extra_headers: Mapping[str, str]) -> None:
+        self.route = route
+        self.names: list[str] = []
+        headers = {**route.headers, **extra_headers}
+        self.target = _pieces(route.target, self.names, route.name)
+        self.headers = [
+            (k, _pieces(v, self.names, route.name)) for k, v in headers.items() if k.lower() not in SKIPPED_HEADERS
+        ]
+        self.body = _pieces((route.body or b"").decode("latin-1"), self.names, route.name)
+        self.slots = [slots.make(name, route.data) for name in self.names]
+        # the fast engine's request: head pieces, then Content-Length, then the body
+        head: list[bytes | int] = [f"{route.method} ".encode(), *self.target, f" HTTP/1.1\r\nHost: {host}\r\n".encode()]
+        for key, value in self.headers:
+            head += [f"{key}: ".encode(), *value, b"\r\n"]
+        if "user-agent" not in {k.lower() for k in headers}:
+            head.append(b"User-Agent: pytest-rollout\r\n")
+        self.length = bool(route.body) or route.method in ("POST", "PUT", "PATCH")
+        self.head = _merge(head)
+        self.static = not self.names
+        tail: list[bytes | int] = [b"Content-Length: ", -2, b"\r\n\r\n", -1] if self.length else [b"\r\n", -1]
+        self.head_fmt, self.head_idx = _format([*self.head, *tail])
+        self.body_fmt, self.body_idx = _format(self.body)
+        self.body_static = not self.body_idx
+
+    def values(self, k: int) -> list[bytes]:
+        return [slot(k) for slot in self.slots]
+
+    def wire(self, k: int) -> bytes:
+        vals = [slot(k) for slot in self.slots]
+        body = self.body_fmt if self.body_static else self.body_fmt % tuple([vals[i] for i in self.body_idx])
+        vals.append(b"%d" % len(body))  # -2: the body's length, -1: the body
+        vals.append(body)
+        return self.head_fmt % tuple([vals[i] for i in self.head_idx])
+
+
+def _format(pieces: list[bytes | int]) -> tuple[bytes, tuple[int, ...]]:
+    """*pieces* as a %-format and the index of the value each %s takes (a literal % doubled)."""
+    fmt: list[bytes] = []
+    index: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            fmt.append(b"%s")
+            index.append(piece)
+        else:
+            fmt.append(piece.replace(b"%", b"%%"))
+    if not index:
+        return b"".join(fmt).replace(b"%%", b"%"), ()
+    return b"".join(fmt), tuple(index)
+
+
+def _merge(pieces: list[bytes | int]) -> list[bytes | int]:
+    out: list[bytes | int] = []
+    for piece in pieces:
+        if isinstance(piece, bytes) and out and isinstance(out[-1], bytes):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
+
+
+class CompiledMix:
+    """A plan's routes ready to send, for worker *index* of *size*."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        url: str,
+        seed: int = 0,
+        worker: tuple[int, int] = (0, 1),
+        extra_headers: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
+        self.origin = f"{scheme}://{host}:{port}"
+        host_header = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        index, size = worker
+        extra = extra_headers or {}
+        self.routes = list(routes)
+        self.names = [r.name for r in routes]
+        self.compiled = [
+            _Route(r, host_header, _Slots(seed, index, size, r.name), extra.get(r.name, {})) for r in routes
+        ]
+        #: the fast engine's bytes of each static route (None: rendered per request by render[i])
+        self.static: list[bytes | None] = [c.wire(0) if c.static else None for c in self.compiled]
+        self.render: list[Callable[[int], bytes]] = [c.wire for c in self.compiled]
+        self.methods = [r.method for r in routes]
+        self.weights = [r.weight for r in routes]
+
+    def order(self) -> Iterator[int]:
+        return route_order(self.weights)
+
+    def wire(self, route: int, k: int) -> bytes:
+        """The fast engine's bytes of request number *k* on *route*."""
+        static = self.static[route]
+        return static if static is not None else self.render[route](k)
+
+    def parts(self, route: int, k: int) -> tuple[str, str, dict[str, str], bytes | None]:
+        """``(method, url, headers, body)`` of request number *k* on *route*, for the aiohttp engine."""
+        c = self.compiled[route]
+        vals = c.values(k)
+        url = self.origin + _join(c.target, vals).decode()
+        headers = {k_: _join(v, vals).decode("latin-1") for k_, v in c.headers}
+        body = _join(c.body, vals) if c.route.body is not None else None
+        return c.route.method, url, headers, body

@@ -1,0 +1,194 @@
+"""The traffic mix: declarations checked, the route order's exact shares, per-request data, the bytes sent."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import httptools
+import pytest
+
+from pytest_rollout.load.mix import Request, Route, Values, check_requests, compile_routes
+from pytest_rollout.load.render import PERIOD_MAX, CompiledMix, route_order
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_prefix_of_the_route_order_is_within_one_of_its_shares(seed: int) -> None:
+    """Tijdeman's bound, for random weight sets (integer, fractional, and sums past the precomputed period)."""
+    rng = random.Random(seed)
+    for _ in range(60):
+        k = rng.randint(1, 20)
+        weights = [
+            rng.choice([rng.randint(1, 100), round(rng.uniform(0.1, 10), 3), rng.randint(1, 3)]) for _ in range(k)
+        ]
+        exact = [Fraction(w) for w in weights]
+        total = sum(exact)
+        counts = [0] * k
+        for n, route in enumerate(itertools.islice(route_order(weights), 400), start=1):
+            counts[route] += 1
+            for i in range(k):
+                assert abs(counts[i] - n * exact[i] / total) < 1, (weights, n, i)
+
+
+def test_integer_weights_repeat_exactly_every_period() -> None:
+    order = list(itertools.islice(route_order([70, 25, 5]), 300))
+    assert [order[:100].count(r) for r in range(3)] == [70, 25, 5]
+    assert order[:100] == order[100:200] == order[200:]
+    big = [PERIOD_MAX, 1]  # past the precomputed period: worked out as it goes, same bound
+    counts = [0, 0]
+    for n, route in enumerate(itertools.islice(route_order(big), 50_000), start=1):
+        counts[route] += 1
+        assert abs(counts[1] - n / (PERIOD_MAX + 1)) < 1
+
+
+def test_values_from_csv_reads_a_column_and_names_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("id,name\n7,ann\n9,bob\n\n", encoding="utf-8")
+    assert Values.from_csv(str(path), "id").values == ("7", "9")
+    assert Values.from_csv(str(path), "name", order="cycle").source == f"{path}:name"
+    with pytest.raises(ValueError, match=r"no column 'email'; the first row names 'id', 'name'"):
+        Values.from_csv(str(path), "email")
+    with pytest.raises(ValueError, match=r"cannot read .*nope.csv"):
+        Values.from_csv(str(tmp_path / "nope.csv"), "id")
+    (tmp_path / "empty.csv").write_text("id\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="the column has no values"):
+        Values.from_csv(str(tmp_path / "empty.csv"), "id")
+    with pytest.raises(ValueError, match="order='shuffle'"):
+        Values(("a",), order="shuffle")
+
+
+def test_values_from_csv_is_relative_to_the_calling_file() -> None:
+    here = Path(__file__).parent / "_mix_users.csv"
+    here.write_text("id\nu1\n", encoding="utf-8")
+    try:
+        assert Values.from_csv("_mix_users.csv", "id").values == ("u1",)
+    finally:
+        here.unlink()
+
+
+@pytest.mark.parametrize(
+    ("requests", "match"),
+    [
+        ([], "is empty"),
+        ("GET /", "must be a list of Request"),
+        ([Request(), Request()], "'GET /' appear twice"),
+        ([Request(weight=0)], "weight=0 must be a finite number > 0"),
+        ([Request(weight=float("nan"))], "weight=nan"),
+        ([Request(method="FETCH")], "method='FETCH'"),
+        ([Request(path="x")], "must be a string starting with '/'"),
+        ([Request(name="")], "printable text of 1 to 64"),
+        ([Request(name="x" * 65)], "printable text of 1 to 64"),
+        ([Request(path="/${user}")], "route 'GET /\\$\\{user\\}': no data for placeholder\\(s\\) user"),
+        ([Request(name="a", data={"user": ["x"]})], "route 'a': data user fill\\(s\\) no placeholder"),
+        ([Request(name="a", path="/${seq", data={})], "is not a placeholder"),
+        ([Request(name="a", path="/${u}", data={"u": ["x y"]})], "space or #"),
+        ([Request(name="a", body="${u}", data={"u": ["x\r\nHost: evil"]})], "line break"),
+        ([Request(name="a", path="/a b")], "has a space"),
+        ([Request(name="a", headers={"X": "a\r\nb"})], "line break in its value"),
+        ([Request(name="a", path="/${seq}", data={"seq": ["1"]})], "other than seq and uuid"),
+        ([Request(name="a", error_rate=1.0)], "error_rate=1.0 must be in \\[0, 1\\)"),
+        ([Request(name="a", p99_ms=0)], "p99_ms=0 must be a number of milliseconds > 0"),
+        ([Request(name=str(i)) for i in range(21)], "at most 20"),
+        ([{"method": "GET", "colour": "red"}], "entry 0: .*colour"),
+        ([3], "entry 0 is a int"),
+    ],
+)
+def test_a_bad_mix_is_refused_saying_what_is_wrong(requests: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_requests(requests)
+
+
+def test_dicts_and_secret_headers_compile_to_public_wire_routes() -> None:
+    requests = check_requests(
+        [
+            {
+                "method": "post",
+                "path": "/cart",
+                "name": "checkout",
+                "headers": {"Authorization": "t", "X-Key": "k", "Accept": "a"},
+                "body": "{}",
+                "weight": 5,
+            },  # fmt: skip
+            Request("GET", "/"),
+        ]
+    )
+    routes, secrets = compile_routes(requests, ["x-key"])
+    assert routes[0] == Route("checkout", "POST", "/cart", {"Accept": "a"}, b"{}", 5.0)
+    assert secrets == {"checkout": {"Authorization": "t", "X-Key": "k"}}
+    assert routes[1] == Route.of("GET", "/")
+    assert all(Route.from_json(r.to_json()) == r for r in routes)
+
+
+def _parse(wire: bytes) -> tuple[str, dict[str, str], bytes]:
+    """A real HTTP parser's reading of *wire*: (url, headers, body); it fails if Content-Length is wrong."""
+    got: dict[str, object] = {"headers": {}, "body": b"", "done": False}
+
+    class Sink:
+        def on_url(self, url: bytes) -> None:
+            got["url"] = url.decode()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            got["headers"][name.decode()] = value.decode()  # type: ignore[index]
+
+        def on_body(self, body: bytes) -> None:
+            got["body"] += body  # type: ignore[operator]
+
+        def on_message_complete(self) -> None:
+            got["done"] = True
+
+    httptools.HttpRequestParser(Sink()).feed_data(wire)
+    assert got["done"], wire
+    return str(got["url"]), got["headers"], got["body"]  # type: ignore[return-value]
+
+
+MIX = [
+    Request("GET", "/search?q=${term}&n=${seq}", name="search", data={"term": ["shoes", "hats", "socks"]}),
+    Request(
+        "POST",
+        "/cart",
+        name="cart",
+        body='{"user": "${user}", "id": "${uuid}", "again": "${user}", "p": "5%"}',
+        headers={"X-Order": "${seq}"},
+        data={"user": Values(("ann", "bob", "cy"), order="cycle")},
+    ),  # fmt: skip
+    Request("GET", "/static", name="static"),
+]
+
+
+def _mix(seed: int = 1, worker: tuple[int, int] = (0, 1)) -> CompiledMix:
+    routes, _ = compile_routes(check_requests(MIX))
+    return CompiledMix(routes, "http://127.0.0.1:8080/", seed=seed, worker=worker)
+
+
+def test_requests_are_filled_in_per_request_with_the_right_length() -> None:
+    mix = _mix(worker=(1, 3))
+    seen = set()
+    for k in range(30):
+        url, headers, _ = _parse(mix.wire(0, k))
+        term, n = url.split("q=")[1].split("&n=")
+        assert term in ("shoes", "hats", "socks") and int(n) == k * 3 + 1  # ${seq}: worker 1 of 3
+        seen.add(term)
+        url, headers, body = _parse(mix.wire(1, k))
+        user = ("ann", "bob", "cy")[(k * 3 + 1) % 3]  # cycle: in turn over the fleet's numbering
+        assert body.startswith(b'{"user": "%s", "id": "' % user.encode()) and b'"again": "%s"' % user.encode() in body
+        assert headers["X-Order"] == str(k * 3 + 1) and headers["Host"] == "127.0.0.1:8080"
+        assert int(headers["Content-Length"]) == len(body) and body.endswith(b'"p": "5%"}')
+    assert seen == {"shoes", "hats", "socks"}
+    assert mix.static[2] is not None and mix.wire(2, 5) is mix.static[2]  # rendered once
+    method, url, headers, body = mix.parts(1, 4)
+    assert (method, url, headers["X-Order"]) == ("POST", "http://127.0.0.1:8080/cart", "13")
+    assert body is not None and body == _parse(mix.wire(1, 4))[2]
+
+
+def test_the_same_seed_sends_the_same_data_and_another_seed_other_data() -> None:
+    def sent(seed: int, worker: tuple[int, int] = (0, 2)) -> list[bytes]:
+        mix = _mix(seed, worker)
+        return [mix.wire(route, k) for k, route in zip(range(300), mix.order(), strict=False)]
+
+    assert sent(7) == sent(7)
+    assert sent(7) != sent(8)
+    assert sent(7) != sent(7, (1, 2))
+    uuids = {_parse(w)[2].split(b'"id": "')[1][:36] for w in sent(7) if w.startswith(b"POST")}
+    assert len(uuids) == 100 and all(u[14:15] == b"4" for u in uuids)  # version 4, never repeated
