@@ -43,7 +43,8 @@ _MARKER_DOC = (
     "slo(rps, error_rate=0.001, p50_ms=None, p90_ms=None, p95_ms=None, p99_ms=None, p999_ms=None, "
     "hold='10s', ramp='5s', after=hold, path='/', method='GET', headers=None, secret_headers=None, body=None, "
     "min_load=0.95, "
-    "timeout='5s', checks=None, availability=None, regression=None, judge_ramp=False, abort_on_breach=True): "
+    "timeout='5s', checks=None, availability=None, regression=None, judge_ramp=False, abort_on_breach=True, "
+    "risk=None, client='retrying', end_when_held=None, traffic=None, seed=None): "
     "the service objectives a rollout test must hold (see pytest-rollout's README)"
 )
 

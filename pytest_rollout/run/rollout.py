@@ -177,6 +177,7 @@ class Rollout:
             size=size,
             sd_dir=self.session.sd_dir,
             upgrade_timeout_s=settings.upgrade_timeout_s,
+            nodeid=self.nodeid,
         )
         start_at = self.load.start_at
         baseline_at = start_at + spec.ramp_s
