@@ -9,12 +9,13 @@ windowed query reads the raw ``up`` samples of each worker during the phase,
 to catch a Prometheus that missed scrapes.
 
 Every series also carries the ``route`` of the request (its name in the
-traffic mix): the sums over it are the whole phase; a route's own queries add
-``route="<name>"`` to the matchers.
+traffic mix): the sums over it are the whole phase; :func:`route_queries` splits
+a phase by it (``sum by (route, ...)``), a few queries for every route at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -89,18 +90,24 @@ def phase_queries(
     )
 
 
-def route_queries(run_id: str, phase: str) -> dict[str, str]:
-    """One query each for every route's requests by class, late sends and latency histogram in *phase* so far.
+def route_queries(run_id: str, phase: str, quantiles: Sequence[float] | None = None) -> dict[str, str]:
+    """Every route's requests by class, late sends and latency histogram in *phase*, one query each, split by the
+    ``route`` label: the same few queries whatever the number of routes.
 
-    The live check reads a mix's routes with these (three queries, whatever the number of routes), split by
-    their ``route`` label.
+    The live check reads a mix's routes with these three; the final measurement (*quantiles* given) adds every
+    route's resent requests and each latency quantile (``quantile_<q>``), still one query each.
     """
     sel = f'{{run="{escape(run_id)}",phase="{escape(phase)}"}}'
-    return {
+    out = {
         "by_class": f"sum by (route, class) ({REQUESTS}{sel})",
         "late": f"sum by (route) ({LATE}{sel})",
         "histogram": f"sum by (route, le) ({LATENCY_BUCKETS}{sel})",
     }
+    if quantiles is not None:
+        out["resent"] = f"sum by (route) ({RESENT}{sel})"
+        for q in sorted(quantiles):
+            out[f"quantile_{q:g}"] = f"histogram_quantile({q:g}, sum by (route, le) ({LATENCY_BUCKETS}{sel}))"
+    return out
 
 
 def live_queries(run_id: str, window_s: float, quantiles: list[float]) -> dict[str, str]:

@@ -9,15 +9,16 @@ that fast failures ending before slow successes can never make a breach look
 proven (the final verdict waits for all of them).
 
 In a mix of several routes every phase also holds each route's own
-measurement (``PhaseMeasurement.routes``), with the fleet's own count of the
-route for the cross-check.
+measurement (``PhaseMeasurement.routes``), read by a few by-route queries for
+all routes at once, with the fleet's own count of the route for the
+cross-check.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,7 +64,7 @@ def measure_so_far(
     try:
         at = time.time()
         by_class, late, histogram, in_flight = _answers(client, run_id, queries, at)
-        own = _routes_so_far(client, run_id, phase, at, in_flight) if len(routes) > 1 else {}
+        own = _by_route(client, route_queries(run_id, phase), at, in_flight) if len(routes) > 1 else {}
     except RolloutError:
         return None
     whole = PhaseMeasurement(
@@ -80,37 +81,55 @@ def measure_so_far(
     return replace(whole, routes={name: replace(whole, route=name, **own[name]) for name in routes if name in own})
 
 
-def _routes_so_far(
-    client: PrometheusAPI, run_id: str, phase: str, at: float, in_flight: float
-) -> dict[str, dict[str, Any]]:
-    """Each route's counts so far, by its ``route`` label: three queries whatever the number of routes."""
-    queries = route_queries(run_id, phase)
+def _by_route(client: PrometheusAPI, queries: dict[str, str], at: float, in_flight: float) -> dict[str, dict[str, Any]]:
+    """Every route's own counts, split by the ``route`` label of :func:`route_queries`' few queries.
+
+    ``{route: fields of its PhaseMeasurement}``: ``requests`` (every request counted, in flight included),
+    ``by_class`` (the run's *in_flight* counted ``ok`` in each route's: a route's own in flight are not told apart),
+    ``late``, ``histogram``, and where *queries* ask for them ``resent`` and ``quantiles_ms``.
+    """
     by_class: dict[str, dict[str, float]] = {}
     for labels, value in client.query(queries["by_class"], at):
         by_class.setdefault(labels.get("route", ""), {})[labels.get("class", "?")] = value
-    late = {labels.get("route", ""): value for labels, value in client.query(queries["late"], at)}
+    per_route: dict[str, dict[str, Any]] = {}
+    for key in ("late", "resent"):
+        if key in queries:
+            per_route[key] = {labels.get("route", ""): value for labels, value in client.query(queries[key], at)}
     buckets: dict[str, list[tuple[float, float]]] = {}
     for labels, value in client.query(queries["histogram"], at):
         buckets.setdefault(labels.get("route", ""), []).append((float(labels.get("le", "inf")), value))
+    quantiles: dict[str, dict[float, float]] = {}
+    for key, expr in queries.items():
+        if key.startswith("quantile_"):
+            for labels, value in client.query(expr, at):
+                quantiles.setdefault(labels.get("route", ""), {})[float(key[len("quantile_") :])] = value * 1000.0
     out: dict[str, dict[str, Any]] = {}
     for name, classes in by_class.items():
-        classes["ok"] = classes.get("ok", 0.0) + in_flight  # a route's own in flight are not told apart
-        out[name] = dict(
-            requests=sum(classes.values()),
-            by_class=classes,
-            late=late.get(name, 0.0),
-            histogram=tuple(sorted(buckets.get(name, []))),
+        classes["ok"] = classes.get("ok", 0.0) + in_flight
+        fields: dict[str, Any] = dict(
+            requests=sum(classes.values()), by_class=classes, histogram=tuple(sorted(buckets.get(name, [])))
         )
+        fields.update({key: values.get(name, 0.0) for key, values in per_route.items()})
+        if any(k.startswith("quantile_") for k in queries):
+            fields["quantiles_ms"] = quantiles.get(name, {})
+        out[name] = fields
     return out
 
 
 def measure_phase(
     client: PrometheusAPI | None, spec: SLOSpec, load: LoadRun, name: str, start: float, end: float
 ) -> PhaseMeasurement:
-    """Phase *name* (``[start, end)``) as Prometheus holds it once the load has ended; ``client`` None: not measured."""
+    """Phase *name* (``[start, end)``) as Prometheus holds it once the load has ended; ``client`` None: not measured.
+
+    In a mix of several routes, every route's own measurement is read with a few by-route queries for all of them
+    (:func:`~pytest_rollout.judge.promql.route_queries`), whatever the number of routes.
+    """
     run_id = load.run_id
-    quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in spec.latency_bounds()})
+    mix = route_bounds(spec)
+    bounded = [spec, *(r.spec for r in mix)]  # a route's own latency bound is measured for it
+    quantiles = sorted(set(REPORT_QUANTILES) | {q for s in bounded for _, q, _ in s.latency_bounds()})
     queries = phase_queries(run_id, name, end - start, quantiles)
+    by_route = route_queries(run_id, name, quantiles) if mix else {}
     asked = expected_count(load.segments, start - load.start_at, end - load.start_at)
     own = load.totals.phase(name) if load.totals is not None else None
     base: dict[str, Any] = dict(
@@ -121,7 +140,7 @@ def measure_phase(
         workers_expected=load.fleet.size,
         fleet_requests=own[0] if own else None,
         fleet_errors=own[1] if own else None,
-        queries=queries.all(),
+        queries=queries.all() | {f"by_route:{key}": expr for key, expr in by_route.items()},
         scrape_interval_s=load.scrape_interval,
     )
     try:
@@ -129,7 +148,7 @@ def measure_phase(
             raise PrometheusError("no Prometheus to ask")
         at = load.eval_at or time.time()
         requests = client.scalar(queries.requests, at)
-        by_class, late, histogram, _ = _answers(client, run_id, queries, at)
+        by_class, late, histogram, in_flight = _answers(client, run_id, queries, at)
         resent = client.scalar(queries.resent, at) or 0.0
         scrapes = client.samples(queries.samples, end)
         quantile_ms = {}
@@ -147,6 +166,7 @@ def measure_phase(
                 checks[check.name] = client.scalar(expr, end)
             except PrometheusError:  # more than one series: no single value to judge
                 checks[check.name] = None
+        routes = _by_route(client, by_route, at, in_flight) if mix else {}
     except RolloutError as exc:
         return PhaseMeasurement(requests=None, problem=str(exc), **base)
     ok_times = [[t for t, v in values if v == 1.0] for _, values in scrapes]
@@ -163,64 +183,85 @@ def measure_phase(
         max_gap_s=max((largest_gap(start, end, t) for t in ok_times), default=end - start),
         **base,
     )
-    mix = route_bounds(spec)
     if not mix:
         return whole
-    return replace(whole, routes={r.name: _measure_route(client, whole, load, r, at) for r in mix})
+    for fields in routes.values():  # the final count, as the whole's: a request still in flight is none yet
+        fields["requests"] -= in_flight
+    fleet = route_totals(load.totals, name)
+    return replace(whole, routes={r.name: _route(whole, r, routes.get(r.name), fleet, by_route) for r in mix})
 
 
-def _measure_route(
-    client: PrometheusAPI, whole: PhaseMeasurement, load: LoadRun, bounds: RouteBounds, at: float
+def _route(
+    whole: PhaseMeasurement,
+    bounds: RouteBounds,
+    own: dict[str, Any] | None,
+    fleet: Mapping[str, tuple[int, int]] | None,
+    queries: dict[str, str],
 ) -> PhaseMeasurement:
-    """A route's own requests in phase *whole* (queries with ``route="..."``), its scrapes the whole's."""
-    route, share = bounds.name, bounds.share
-    quantiles = sorted(set(REPORT_QUANTILES) | {q for _, q, _ in bounds.spec.latency_bounds()})
-    queries = phase_queries(load.run_id, whole.phase, whole.duration, quantiles, route=route)
-    own = route_totals(load.totals, whole.phase, route)
+    """A route's own measurement of phase *whole*: *own* (its by-route answers; None: Prometheus has none of it),
+    the fleet's count of it, its share of the asked requests; its scrapes are the whole's, its checks none."""
+    counted = None if fleet is None else fleet.get(bounds.name, (0, 0))
     base = replace(
         whole,
-        route=route,
-        asked_requests=whole.asked_requests * share,
-        fleet_requests=own[0] if own else None,
-        fleet_errors=own[1] if own else None,
-        queries=queries.all(),
+        route=bounds.name,
+        asked_requests=whole.asked_requests * bounds.share,
+        fleet_requests=None if counted is None else counted[0],
+        fleet_errors=None if counted is None else counted[1],
+        queries=dict(queries),
         checks={},
+        quantiles_ms={},
     )
-    try:
-        requests = client.scalar(queries.requests, at)
-        by_class, late, histogram, _ = _answers(client, load.run_id, queries, at)
-        resent = client.scalar(queries.resent, at) or 0.0
-        quantile_ms = {}
-        for q, expr in queries.quantiles.items():
-            value = client.scalar(expr, at)
-            quantile_ms[q] = math.nan if value is None else value * 1000.0
-    except RolloutError as exc:
-        return replace(base, requests=None, problem=str(exc))
-    return replace(
-        base,
-        requests=requests,
-        by_class=by_class,
-        late=late,
-        resent=resent,
-        quantiles_ms=quantile_ms,
-        histogram=histogram,
-    )
+    if own is None:
+        return replace(base, requests=None, by_class={}, late=0.0, resent=0.0, histogram=())
+    quantiles = own.pop("quantiles_ms", {})
+    return replace(base, quantiles_ms={q: quantiles.get(q, math.nan) for q in whole.quantiles_ms}, **own)
+
+
+class _Counted(Protocol):
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def errors(self) -> int: ...
 
 
 @runtime_checkable
 class RouteCounts(Protocol):
-    """The fleet's own totals told by route: ``FleetTotals.route`` (load/fleet.py), summing each worker's
-    ``WorkerTotals.routes[phase][route]`` as :meth:`~pytest_rollout.load.fleet.FleetTotals.phase` sums phases."""
+    """The fleet's own totals told by route: :meth:`~pytest_rollout.load.fleet.FleetTotals.routes`, phase *name*
+    over all workers as ``{route: PhaseTotals}``, None when a worker lacks the phase."""
 
-    def route(self, phase: str, route: str) -> tuple[int, int] | None: ...
+    def routes(self, name: str) -> Mapping[str, _Counted] | None: ...
 
 
-def route_totals(totals: object, phase: str, route: str) -> tuple[int, int] | None:
-    """``(requests, errors)`` of *route* due in *phase* over the fleet, by its own counts; None when unknown
-    (the fleet's totals missing, a worker without them, or totals that do not tell routes apart)."""
+def route_totals(totals: object, phase: str) -> dict[str, tuple[int, int]] | None:
+    """``{route: (requests, errors)}`` due in *phase* over the fleet, by its own counts; None when unknown (the
+    fleet's totals missing, a worker without the phase, or totals that do not tell routes apart).
+
+    Only the counts are taken, as :meth:`~pytest_rollout.load.fleet.FleetTotals.phase` takes them: where merging
+    the workers' latency histograms fails (workers of another release, histograms of other lengths), each
+    worker's own per-route counts are added directly, so the cross-check survives.
+    """
     if not isinstance(totals, RouteCounts):
         return None
-    return totals.route(phase, route)
+    try:
+        per = totals.routes(phase)
+    except ValueError:
+        per = None
+        workers = getattr(totals, "workers", None)
+        if workers is None:
+            return None
+        out: dict[str, tuple[int, int]] = {}
+        for worker in workers:
+            own = getattr(worker, "routes", {}).get(phase)
+            if own is None:
+                return None
+            for route, counts in own.items():
+                requests, errors = out.get(route, (0, 0))
+                out[route] = (requests + counts.requests, errors + counts.errors)
+        return out
+    if per is None:
+        return None
+    return {route: (counts.requests, counts.errors) for route, counts in per.items()}
 
 
 def collect_series(client: PrometheusAPI | None, run_id: str, start: float, end: float, step: float) -> dict[str, Any]:

@@ -220,6 +220,8 @@ class FakePrometheus:
             return [({"worker": str(i)}, time.time() + 1.0) for i in range(self._fleet().size)]
         if expr.startswith("sum by (route"):
             return self._by_route(expr)
+        if expr.startswith("histogram_quantile(") and "sum by (route, le)" in expr:
+            return [({"route": name}, 0.002) for name in self.routes]
         if expr.startswith("sum by (class)"):
             return [({"class": "ok"}, float(self._count(expr)))]
         if expr.startswith("sum by (le)"):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
+
 from pytest_rollout.judge.early import held_so_far
 from pytest_rollout.judge.oc import simulate
 from pytest_rollout.judge.promql import phase_queries, route_queries
@@ -267,10 +269,12 @@ def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_cou
     client = FakePrometheus(SimpleNamespace(fleets=[fleet]), routes=SHARES)  # type: ignore[arg-type]
     own = {"home": 7_000, "search": 2_500, "checkout": 400}  # the fleet counted checkout's 500 as 400
 
-    def route(phase: str, name: str) -> tuple[int, int] | None:
-        return (own[name], 0) if phase == "upgrade" else None
+    def routes(phase: str) -> dict[str, object] | None:  # FleetTotals.routes: {route: PhaseTotals}
+        if phase != "upgrade":
+            return None
+        return {name: SimpleNamespace(requests=n, errors=0) for name, n in own.items()}
 
-    totals = SimpleNamespace(phase=lambda name: (10_000, 0), route=route)
+    totals = SimpleNamespace(phase=lambda name: (10_000, 0), routes=routes)
     load = SimpleNamespace(
         run_id='r"1',
         segments=(Segment(None, 2000.0, 2000.0),),
@@ -284,9 +288,16 @@ def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_cou
     assert m.requests == 10_000 and m.route is None
     assert {name: r.requests for name, r in m.routes.items()} == {"home": 7_000, "search": 2_500, "checkout": 500}
     assert m.routes["checkout"].fleet_requests == 400 and m.routes["checkout"].route == "checkout"
-    assert m.routes["checkout"].queries["requests"].endswith('phase="upgrade",route="checkout"})')
-    assert route_totals(None, "upgrade", "home") is None and route_totals(totals, "after", "home") is None
-    assert route_totals(SimpleNamespace(phase=lambda name: None), "upgrade", "home") is None  # no routes told
+    assert m.routes["checkout"].quantiles_ms[0.99] == 2.0 and m.routes["checkout"].resent == 0.0
+    # a few by-route queries for every route at once, none of them the run-wide scrape or in-flight query
+    by_route = [expr for key, expr in m.queries.items() if key.startswith("by_route:")]
+    assert len(by_route) == 3 + 1 + 4 and all(e.startswith(("sum by (route", "histogram_quantile(")) for e in by_route)
+    assert m.routes["checkout"].queries == {
+        k.removeprefix("by_route:"): e for k, e in m.queries.items() if k.startswith("by_route:")
+    }
+    assert route_totals(None, "upgrade") is None and route_totals(totals, "after") is None
+    assert route_totals(SimpleNamespace(phase=lambda name: None), "upgrade") is None  # no routes told
+    assert route_totals(totals, "upgrade") == {"home": (7_000, 0), "search": (2_500, 0), "checkout": (400, 0)}
     entries = evaluate(MIX, [replace(m, asked_requests=10_000.0, end=5.0)])
     checkout = [e for e in entries if e.route == "checkout"]
     assert checkout and all("counted 500 requests but the fleet counted 400" in e.reason for e in checkout)
@@ -316,3 +327,25 @@ def test_junit_route_lines() -> None:
     )
     assert props["rollout:upgrade:route:checkout:error_rate"].startswith("broken 0.05 [")
     assert props["rollout:upgrade:rps"].startswith("held")
+
+
+def test_route_totals_add_each_routes_counts_of_a_real_fleet_without_merging_histograms() -> None:
+    from pytest_rollout.load.fleet import FleetTotals
+    from pytest_rollout.load.replies import ClassCounts, PhaseTotals, WorkerTotals
+    from pytest_rollout.run.measure import route_totals
+
+    def worker(home: int, cart: int, cart_5xx: int, buckets: int) -> WorkerTotals:
+        per = {
+            "home": PhaseTotals(ClassCounts(ok=home), histogram=(0,) * buckets),
+            "cart": PhaseTotals(ClassCounts(ok=cart - cart_5xx, http_5xx=cart_5xx), histogram=(0,) * buckets),
+        }
+        return WorkerTotals(routes={"upgrade": per})
+
+    same = FleetTotals([worker(700, 50, 3, 4), worker(690, 49, 1, 4)])
+    assert route_totals(same, "upgrade") == {"home": (1_390, 0), "cart": (99, 4)}
+    assert route_totals(same, "after") is None
+    # workers of two releases: histograms of other lengths cannot be merged, the counts still add
+    mixed = FleetTotals([worker(700, 50, 3, 4), worker(690, 49, 1, 5)])
+    with pytest.raises(ValueError):
+        mixed.routes("upgrade")
+    assert route_totals(mixed, "upgrade") == {"home": (1_390, 0), "cart": (99, 4)}
