@@ -40,7 +40,7 @@ from pytest_rollout.judge.rules import evaluate, live_breach
 from pytest_rollout.judge.verdict import Outcome, PhaseMeasurement
 from pytest_rollout.slo import SLOSpec
 
-__all__ = ["MULTIPLES", "OCRow", "binomial", "operating_characteristic", "simulate"]
+__all__ = ["MULTIPLES", "OCRow", "binomial", "due", "operating_characteristic", "simulate"]
 
 #: The multiples of the bounds the table shows: three releases that meet them, two that do not.
 MULTIPLES: tuple[float, ...] = (0.5, 0.8, 1.0, 1.5, 2.0)
@@ -190,6 +190,15 @@ def _measured(models: Sequence[_Model], phases: Sequence[_Phase], at: float) -> 
     return replace(_Phase(phases[0].name, phases[0].start, requests, errors).measurement(at, []), routes=routes)
 
 
+def due(rps: float, elapsed_s: float, drawn: int) -> int:
+    """Requests of a route at *rps* that fall due by *elapsed_s* into its phase, *drawn* of them already drawn.
+
+    The remainder is carried from look to look: a route of 0.4 requests a look gets one every two or three looks,
+    not none, and one of 0.7 gets seven in ten looks, not ten.
+    """
+    return max(0, round(rps * elapsed_s) - drawn)
+
+
 def _one_run(
     spec: SLOSpec, budget: RiskBudget, multiple: float, upgrade_s: float, look_s: float, rng: random.Random
 ) -> tuple[bool, bool, float]:
@@ -201,10 +210,10 @@ def _one_run(
         parts = [_Phase(name, clock, regions=[0] * len(m.regions_p) if m.regions_p else None) for m in models]
         looks = max(1, math.ceil(seconds / look_s - 1e-9))
         for i in range(looks):
-            span = min(look_s, seconds - i * look_s)
+            elapsed = min(seconds, (i + 1) * look_s)
             for model, part in zip(models, parts, strict=True):
-                _draw(part, model, max(0, round(spec.requested_rps * share * model.share * span)), rng)
-            at = clock + (i * look_s) + span
+                _draw(part, model, due(spec.requested_rps * share * model.share, elapsed, part.requests), rng)
+            at = clock + elapsed
             if spec.abort_on_breach and live_breach(spec, _measured(models, parts, at), budget) is not None:
                 return True, True, at
         clock += seconds

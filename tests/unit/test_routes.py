@@ -349,3 +349,32 @@ def test_route_totals_add_each_routes_counts_of_a_real_fleet_without_merging_his
     with pytest.raises(ValueError):
         mixed.routes("upgrade")
     assert route_totals(mixed, "upgrade") == {"home": (1_390, 0), "cart": (99, 4)}
+
+
+def test_the_simulation_carries_a_rare_routes_remainder_from_look_to_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A route of 0.4 requests a look (0.4% of 100 rps) gets its 12 requests in 30 s, not none; one of 0.7 a look
+    gets 7 in 10 looks, not 10."""
+    from pytest_rollout.judge import oc
+
+    assert sum(oc.due(0.7, i + 1.0, round(0.7 * i)) for i in range(10)) == 7
+    spec = parse_slo((), {"rps": 100, "error_rate": 0.2, "hold": "30s", "after": "30s"})
+    spec = replace(
+        spec, routes=(Request("GET", "/", name="home", weight=996, error_rate=0.0), Request(name="rare", weight=4))
+    )
+    seen: list[PhaseMeasurement] = []
+
+    def judged(spec: object, phases: list[PhaseMeasurement], budget: object) -> list[object]:
+        seen.extend(phases)
+        return []
+
+    monkeypatch.setattr(oc, "evaluate", judged)
+    oc.simulate(replace(spec, abort_on_breach=False), 1.0, trials=1, upgrade_s=10.0)
+    counts = {(m.phase, name): r.requests for m in seen for name, r in m.routes.items()}
+    assert counts == {
+        ("baseline", "home"): 2_988, ("baseline", "rare"): 12, ("upgrade", "home"): 996, ("upgrade", "rare"): 4,
+        ("after", "home"): 2_988, ("after", "rare"): 12,
+    }  # fmt: skip
+    monkeypatch.undo()
+    # the rare route failing every request (5 x its 0.2) is caught in every run; home never fails (0 x 5)
+    row = oc.simulate(spec, 5.0, trials=20, seed=3)
+    assert row.failed_share == 1.0, row
