@@ -165,27 +165,36 @@ def _unproven_claims(spec: SLOSpec, phase: str, reason: str) -> list[VerdictEntr
     return entries
 
 
-def _judge_claims(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget) -> list[VerdictEntry]:
-    """The error rate and latency claims of phase *m*: the whole's, or in a mix each route's on its own requests."""
+def _judge_claims(
+    spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget, share: float = 1.0
+) -> list[VerdictEntry]:
+    """The error rate and latency claims of phase *m*: the whole's, or in a mix each route's on its own requests
+    (*share*: a route's share of the whole's requests, for the whole rate that would prove it)."""
     mix = route_bounds(spec)
     if not mix:
-        entries = [_judge_error_rate(spec, m, shortfall, budget)]
+        entries = [_judge_error_rate(spec, m, shortfall, budget, share)]
         entries.extend(_judge_latency(key, q, bound, m, shortfall, budget) for key, q, bound in spec.latency_bounds())
         return entries
     out: list[VerdictEntry] = []
     for r in mix:
         own = m.routes.get(r.name)
-        problem = _route_problem(r.name, own)
+        problem = _route_problem(r.name, r.share, own)
         if problem is not None or own is None:
             claims = _unproven_claims(r.spec, m.phase, f"not proven: {problem}")
         else:  # the machine's share over the phase is the whole's
-            claims = _judge_claims(r.spec, replace(own, machine=own.machine or m.machine), shortfall, budget)
+            own = replace(own, machine=own.machine or m.machine)
+            claims = _judge_claims(r.spec, own, shortfall, budget, r.share)
         out.extend(replace(e, route=r.name) for e in claims)
     return out
 
 
-def _route_problem(name: str, own: PhaseMeasurement | None) -> str | None:
-    """Why route *name*'s own counts cannot be judged (the whole phase's evidence being sound), or None."""
+def _route_problem(name: str, share: float, own: PhaseMeasurement | None) -> str | None:
+    """Why route *name* (*share* of the requests) cannot be judged (the whole phase's evidence sound), or None."""
+    if own is not None and own.fleet_requests == 0 and not own.requests:
+        return (
+            f"the fleet sent no request of route {name} in this phase (its share is {share:.3g} of the requests: "
+            "a longer phase or a higher rate sends some)"
+        )
     if own is None or (own.requests is None and own.problem is None):
         return f"Prometheus has no samples of route {name} in this phase"
     problem = _evidence_problem(own)
@@ -257,7 +266,11 @@ def _rate_outcome(k: float, n: float, bound: float, budget: RiskBudget) -> tuple
     return Outcome.NOT_PROVEN, (low, high)
 
 
-def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration: float, budget: RiskBudget) -> str:
+def _what_would_prove_rate(
+    rate: float, bound: float, held_rps: float, duration: float, budget: RiskBudget, share: float = 1.0
+) -> str:
+    """How many requests would decide a rate, in seconds and in rps; *share* < 1: a route's, whose rate is that
+    share of the whole's (the marker's ``rps``), which is said too."""
     if rate > bound:
         needed = requests_to_prove_above(rate, bound, budget.per_claim)
     else:
@@ -269,6 +282,7 @@ def _what_would_prove_rate(rate: float, bound: float, held_rps: float, duration:
     return (
         f"{needed:,} requests on time would decide it at this error rate: about {seconds:,.0f}s at this rate, "
         f"or about {per_s:,.0f} rps over {duration:.1f}s"
+        + (f" ({per_s / share:,.0f} rps in all)" if share < 1.0 else "")
     )
 
 
@@ -277,7 +291,9 @@ def _interval(low: str, high: str, budget: RiskBudget) -> str:
     return f"interval [{low}, {high}] (lower end at {budget.per_claim:.3g} risk over every look, upper end 97.5%)"
 
 
-def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget) -> VerdictEntry:
+def _judge_error_rate(
+    spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None, budget: RiskBudget, share: float = 1.0
+) -> VerdictEntry:
     bound = spec.error_rate
     n, k = m.on_time, m.errors
     if n < 1:
@@ -305,7 +321,7 @@ def _judge_error_rate(spec: SLOSpec, m: PhaseMeasurement, shortfall: str | None,
     else:
         reason = (
             f"not proven: {k:.0f} of {n:.0f} requests failed{failed}, {ci} straddles {bound:g}; "
-            + _what_would_prove_rate(rate, bound, m.held_rps, m.duration, budget)
+            + _what_would_prove_rate(rate, bound, m.held_rps, m.duration, budget, share)
         )
     return make_entry(
         Kind.ERROR_RATE, "error_rate", m.phase, rate, bound, Outcome.NOT_PROVEN, reason, interval=interval

@@ -51,7 +51,7 @@ class ProvenBreach(Exception):
         where = "" if entry.phase == current else f" in phase {entry.phase}"
         return (
             f"stopped early: {at - self.start:.1f}s into phase {current}, the live data proved "
-            f"{entry.slo} broken{where} ({entry.reason}); the load was stopped (abort_on_breach=False runs every "
+            f"{entry.what} broken{where} ({entry.reason}); the load was stopped (abort_on_breach=False runs every "
             "phase)"
         )
 

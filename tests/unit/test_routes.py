@@ -5,6 +5,7 @@ exact rule code showing that a release meeting every bound on every route is sho
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -119,6 +120,10 @@ def test_a_rare_route_that_cannot_be_proven_is_not_proven_and_says_what_would_pr
     rare = next(e for e in entries if (e.route, e.phase, e.slo) == ("checkout", "baseline", "error_rate"))
     assert rare.outcome is Outcome.NOT_PROVEN
     assert "requests on time would decide it" in rare.reason
+    # the route's own rate would need the whole rate at its 5% share: the marker's rps is what a user changes
+    own_rps = re.search(r"about ([\d,]+) rps over 30.0s \(([\d,]+) rps in all\)", rare.reason)
+    assert own_rps is not None, rare.reason
+    assert abs(int(own_rps[2].replace(",", "")) - 20 * int(own_rps[1].replace(",", ""))) <= 20
     assert "error_rate of route checkout in phase baseline" in failure_message([rare])
     home = next(e for e in entries if (e.route, e.phase, e.slo) == ("home", "baseline", "error_rate"))
     assert home.outcome is Outcome.HELD
@@ -133,7 +138,19 @@ def test_a_route_whose_counts_do_not_cross_check_is_not_proven() -> None:
     assert {e.outcome for e in search} == {Outcome.NOT_PROVEN}
     assert "route search: Prometheus counted 30000 requests but the fleet counted 29000" in search[0].reason
     home = [e for e in entries if e.route == "home" and e.phase == "after"]
-    assert len(home) == 2 and all("no samples of route home" in e.reason for e in home)
+    assert len(home) == 2 and all("Prometheus has no samples of route home" in e.reason for e in home)
+    # the fleet sent none of the route in the phase: not Prometheus' fault, and the route's share says why
+    none_sent = replace(
+        missing,
+        routes={**missing.routes, "checkout": replace(missing.routes["checkout"], requests=None, fleet_requests=0)},
+    )
+    entries = evaluate(MIX, [_phase("baseline"), upgrade, none_sent])
+    checkout = [e for e in entries if e.route == "checkout" and e.phase == "after"]
+    assert checkout and all(
+        "the fleet sent no request of route checkout in this phase (its share is 0.05 of the requests" in e.reason
+        and "Prometheus" not in e.reason
+        for e in checkout
+    )
     # the whole's evidence falls short: every route's claims of the phase are not proven
     short = replace(_phase("baseline"), workers_seen=0)
     entries = evaluate(MIX, [short, _phase("upgrade"), _phase("after")])
@@ -378,3 +395,13 @@ def test_the_simulation_carries_a_rare_routes_remainder_from_look_to_look(monkey
     # the rare route failing every request (5 x its 0.2) is caught in every run; home never fails (0 x 5)
     row = oc.simulate(spec, 5.0, trials=20, seed=3)
     assert row.failed_share == 1.0, row
+
+
+def test_a_route_breach_stopping_the_run_names_the_route() -> None:
+    from pytest_rollout.run.phases import Phase, ProvenBreach
+
+    found = live_breach(MIX, _phase("upgrade", checkout={"errors": 300}), budget_for(MIX))
+    assert found is not None
+    note = ProvenBreach(found, 100.0).note([Phase("baseline", 70.0, 100.0), Phase("upgrade", 100.0, 112.0)], 112.5)
+    assert note.startswith("stopped early: 12.5s into phase upgrade, the live data proved error_rate of route ")
+    assert "error_rate of route checkout broken (" in note
