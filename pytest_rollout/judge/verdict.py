@@ -26,6 +26,7 @@ __all__ = [
     "TestResult",
     "Verdict",
     "VerdictEntry",
+    "slo_name",
     "failure_message",
 ]
 
@@ -170,6 +171,12 @@ class PhaseMeasurement:
         return self.errors / self.on_time if self.on_time else math.nan
 
 
+def slo_name(slo: str, route: str | None = None) -> str:
+    """An SLO as messages and reports name it: ``error_rate``, or ``error_rate of route checkout`` (an entry's
+    :attr:`VerdictEntry.what`, and a report's from the entry's JSON)."""
+    return slo if route is None else f"{slo} of route {route}"
+
+
 @dataclass(frozen=True)
 class VerdictEntry:
     """One SLO judged over one phase.
@@ -214,7 +221,7 @@ class VerdictEntry:
     @property
     def what(self) -> str:
         """The SLO as a message names it: ``error_rate``, or ``error_rate of route checkout``."""
-        return self.slo if self.route is None else f"{self.slo} of route {self.route}"
+        return slo_name(self.slo, self.route)
 
     def to_json(self) -> dict[str, Any]:
         route = {} if self.route is None else {"route": self.route}

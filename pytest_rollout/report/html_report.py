@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_rollout.errors import RolloutUsageError
+from pytest_rollout.judge.verdict import slo_name
 from pytest_rollout.numeric import number_or_none
 
 __all__ = ["render_html", "write_html"]
@@ -145,7 +146,7 @@ def _verdict_table(record: dict[str, Any]) -> str:
             else ""
         )
         rows.append(
-            f"<tr{cls}><td>{_e(_what(v))}</td><td>{_e(v['phase'])}</td>"
+            f"<tr{cls}><td>{_e(slo_name(str(v['slo']), v.get('route')))}</td><td>{_e(v['phase'])}</td>"
             f"<td class=num>{_num(v.get('measured'), digits)}</td><td class=num>{ci}</td>"
             f"<td>{_e(v.get('op', ''))} {_num(v.get('bound'), digits)}</td><td>{_e(outcome.replace('_', ' '))}</td>"
             f"<td>{_e(v.get('reason', ''))}</td></tr>"
@@ -157,11 +158,6 @@ def _verdict_table(record: dict[str, Any]) -> str:
         "<th>why</th></tr>"
     )
     return f'<table class="verdicts">{head}{"".join(rows)}</table>'
-
-
-def _what(v: dict[str, Any]) -> str:
-    """The SLO as the verdict names it: ``error_rate``, or ``error_rate of route checkout``."""
-    return str(v["slo"]) if v.get("route") is None else f"{v['slo']} of route {v['route']}"
 
 
 def _phase_table(record: dict[str, Any]) -> str:

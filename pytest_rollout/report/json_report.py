@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_rollout.judge.verdict import slo_name
 from pytest_rollout.numeric import number_or_none
 
 __all__ = ["format_summary", "write_report"]
@@ -86,20 +87,25 @@ def format_summary(record: dict[str, Any]) -> list[str]:
     for phase, data in record["phases"].items():
         rps_v = table.get(("rps", phase, None))
         held = f"{_num(data.get('achieved_rps'), ',.0f')}{_mark(rps_v)}"
-        lines.append(_row(f"  {phase:<9}{held:>22}", data, table, shown, phase, None))
-        for route, counts in (data.get("routes") or {}).items():  # a mix of several routes: each on its own
-            lines.append(_row(f"    {_clip(route, 29):<29}", counts, table, shown, phase, route))
+        routes = data.get("routes") or {}  # a mix of several routes: each judged on its own, the whole shown
+        row = _row(f"  {phase:<9}{held:>22}", data, table, shown, phase, None)
+        lines.append(row + ("  (all routes: the routes below decide)" if routes else ""))
+        for route, label in _labels(list(routes), ROUTE_WIDTH).items():
+            rps = _num(routes[route].get("achieved_rps"), ",.0f")
+            lines.append(
+                _row(f"    {label:<{ROUTE_WIDTH}}{rps:>{29 - ROUTE_WIDTH}}", routes[route], table, shown, phase, route)
+            )
     for v in verdicts:
         if _key(v) in table:
             continue
         measured = _num(v.get("measured"), ".6g")
         bound = _num(v.get("bound"), "g")
         lines.append(
-            f"  {v.get('kind', 'extra')} {_what(v)} in {v['phase']}: {measured} {v.get('op', '')} {bound}{_mark(v)}"
+            f"  {v.get('kind', 'extra')} {slo_name(str(v['slo']), v.get('route'))} in {v['phase']}: {measured} {v.get('op', '')} {bound}{_mark(v)}"
         )
     for v in verdicts:
         if v.get("outcome", "held") != "held" and v.get("reason"):
-            lines.append(f"  {_what(v)} in {v['phase']}: {v['reason']}")
+            lines.append(f"  {slo_name(str(v['slo']), v.get('route'))} in {v['phase']}: {v['reason']}")
     return lines
 
 
@@ -107,13 +113,19 @@ def _key(v: dict[str, Any]) -> tuple[str, str, str | None]:
     return v["slo"], v["phase"], v.get("route")
 
 
-def _what(v: dict[str, Any]) -> str:
-    """The SLO as the verdict names it: ``error_rate``, or ``error_rate of route checkout``."""
-    return v["slo"] if v.get("route") is None else f"{v['slo']} of route {v['route']}"
+#: The width of a route's name in the terminal table; a longer name is clipped.
+ROUTE_WIDTH = 20
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "~"
+def _labels(names: Sequence[str], width: int) -> dict[str, str]:
+    """Each route's name as the table shows it, at most *width* characters, distinct names staying distinct.
+
+    A longer name is clipped and ends ``~<n>``, *n* its place in the mix: ``a-very-long-route-n~3``.
+    """
+    labels = {n: n if len(n) <= width else f"{n[: width - 1 - len(str(i + 1))]}~{i + 1}" for i, n in enumerate(names)}
+    if len(set(labels.values())) < len(labels):  # a short name looking like a clipped one: mark every name
+        labels = {n: f"{n[: width - 1 - len(str(i + 1))]}~{i + 1}" for i, n in enumerate(names)}
+    return labels
 
 
 def _row(

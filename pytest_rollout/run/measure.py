@@ -188,7 +188,7 @@ def measure_phase(
     for fields in routes.values():  # the final count, as the whole's: a request still in flight is none yet
         fields["requests"] -= in_flight
     fleet = route_totals(load.totals, name)
-    return replace(whole, routes={r.name: _route(whole, r, routes.get(r.name), fleet, by_route) for r in mix})
+    return replace(whole, routes={r.name: _route(whole, r, routes.get(r.name), fleet) for r in mix})
 
 
 def _route(
@@ -196,7 +196,6 @@ def _route(
     bounds: RouteBounds,
     own: dict[str, Any] | None,
     fleet: Mapping[str, tuple[int, int]] | None,
-    queries: dict[str, str],
 ) -> PhaseMeasurement:
     """A route's own measurement of phase *whole*: *own* (its by-route answers; None: Prometheus has none of it),
     the fleet's count of it, its share of the asked requests; its scrapes are the whole's, its checks none."""
@@ -207,7 +206,7 @@ def _route(
         asked_requests=whole.asked_requests * bounds.share,
         fleet_requests=None if counted is None else counted[0],
         fleet_errors=None if counted is None else counted[1],
-        queries=dict(queries),
+        queries={},  # the whole's by_route:* queries measured it, with every other route
         checks={},
         quantiles_ms={},
     )

@@ -222,16 +222,17 @@ def test_a_mix_meeting_every_bound_on_every_route_is_shown_broken_in_at_most_the
     assert caught.failed == caught.trials and caught.stopped_live == caught.trials
 
 
-def _record() -> dict[str, object]:
+def _record(spec: object = MIX, verdict: Verdict | None = None, budget: object = None) -> dict[str, object]:
     from types import SimpleNamespace
 
     from pytest_rollout.report.record import run_record
 
-    phases = [_phase("baseline"), _phase("upgrade", checkout={"errors": 300}), _phase("after")]
-    budget = budget_for(MIX)
-    verdict = Verdict(tuple(evaluate(MIX, phases, budget)), tuple(phases))
+    if verdict is None:
+        phases = [_phase("baseline"), _phase("upgrade", checkout={"errors": 300}), _phase("after")]
+        budget = budget_for(MIX)
+        verdict = Verdict(tuple(evaluate(MIX, phases, budget)), tuple(phases))
     run = SimpleNamespace(
-        nodeid="t.py::test_mix", run_id="r1", spec=MIX, verdict=verdict, failure=None, phases=(), load=None,
+        nodeid="t.py::test_mix", run_id="r1", spec=spec, verdict=verdict, failure=None, phases=(), load=None,
         scrape_interval=1.0, events=(), rollback_note=None, abort_note=None, ended_early=(), provable=(),
         budget=budget, series={},
     )  # fmt: skip
@@ -260,17 +261,70 @@ def test_the_reports_break_every_phase_down_by_route() -> None:
     assert any(line.startswith("  error_rate of route checkout in upgrade: 300 of 6000") for line in lines)
     html = render_html([record])
     assert "&nbsp;&nbsp;route checkout" in html and "error_rate of route checkout" in html
-    assert "<th>outcome</th>" in html and 'route=\\"checkout\\"' not in html
+    assert "<th>seconds</th><th>outcome</th>" in html and "whole (the routes decide)" in html
 
 
-def test_a_one_route_record_has_no_route_breakdown() -> None:
+def test_a_one_route_run_shows_no_route_anywhere() -> None:
+    """Measured, judged and reported as a single request always was: no route in any phase, row or property."""
+    from types import SimpleNamespace
+
+    from pytest_rollout.load.schedule import Segment
+    from pytest_rollout.plugin.fixture import _attach_properties
+    from pytest_rollout.report.html_report import render_html
+    from pytest_rollout.report.json_report import format_summary
+    from pytest_rollout.run.measure import measure_phase
+    from tests.support.fakes import FakePrometheus
+
     one = replace(BASE, routes=(Request(name="only"),))
-    phases = [_m("baseline", 60_000), _m("upgrade", 60_000), _m("after", 60_000)]
-    entries = evaluate(one, phases)
-    assert all("route" not in e.to_json() for e in entries)
-    from pytest_rollout.report.record import _phase_record
+    fleet = SimpleNamespace(size=1, plan=SimpleNamespace(start_at=0.0), count=lambda phase: 60_000)
+    client = FakePrometheus(SimpleNamespace(fleets=[fleet]), routes={"only": 1.0})  # type: ignore[arg-type]
+    totals = SimpleNamespace(
+        phase=lambda name: (60_000, 0), routes=lambda name: {"only": SimpleNamespace(requests=60_000, errors=0)}
+    )
+    load = SimpleNamespace(
+        run_id="r1", segments=(Segment(None, 2000.0, 2000.0),), start_at=0.0, totals=totals, fleet=fleet,
+        scrape_interval=1.0, eval_at=30.0,
+    )  # fmt: skip
+    phases = [
+        replace(measure_phase(client, one, load, name, 0.0, 30.0), by_class={"ok": 59_990.0, "http_5xx": 10.0})  # type: ignore[arg-type]
+        for name in ("baseline", "upgrade", "after")
+    ]
+    assert all(m.routes == {} and not any(k.startswith("by_route:") for k in m.queries) for m in phases)
+    budget = budget_for(one)
+    verdict = Verdict(tuple(evaluate(one, phases, budget)), tuple(phases))
+    assert all(e.route is None and "route" not in e.to_json() for e in verdict.entries)
+    record = _record(one, verdict, budget)
+    assert all("routes" not in p for p in record["phases"].values())  # type: ignore[union-attr]
+    lines = format_summary(record)
+    assert not any(line.startswith("    ") or "routes below decide" in line or " of route " in line for line in lines)
+    html = render_html([record])
+    # HTML escapes quotes: a route matcher would read route=&quot;only&quot;
+    assert "&nbsp;&nbsp;route" not in html and "<th>seconds</th><th>outcome</th>" not in html
+    assert " of route " not in html and "whole (the routes decide)" not in html
+    assert "route=&quot;" not in html and "by (route" not in html and "sum(rollout_requests_total{" in html
+    item = SimpleNamespace(user_properties=[], stash={})
+    _attach_properties(item, SimpleNamespace(verdict=verdict, spec=one, budget=budget, failure=None, failed_with=None))  # type: ignore[arg-type]
+    names = [name for name, _ in item.user_properties]
+    assert "rollout:upgrade:error_rate" in names and not any(":route:" in name for name in names)
 
-    assert "routes" not in _phase_record(phases[0])
+
+def test_the_table_labels_the_whole_fills_each_routes_rps_and_keeps_clipped_names_distinct() -> None:
+    from pytest_rollout.report.json_report import _labels, format_summary
+
+    record = _record()
+    lines = format_summary(record)
+    upgrade = next(i for i, line in enumerate(lines) if line.startswith("  upgrade"))
+    assert lines[upgrade].endswith("(all routes: the routes below decide)")
+    home = lines[upgrade + 1]
+    assert home.split()[:2] == ["home", "2,800"] and home[:33].endswith(" 2,800")  # under the held rps column
+    long = ["checkout-with-a-very-long-name-" + tail for tail in ("eu", "us")] + [
+        "short",
+        "checkout-with-a-ve~1",
+    ]  # the last looks clipped
+    labels = _labels(long, 20)
+    assert len(set(labels.values())) == 4 and all(len(label) <= 20 for label in labels.values())
+    assert labels["short"] == "short~3" and labels[long[0]] == "checkout-with-a-ve~1"
+    assert _labels(["home", "search"], 20) == {"home": "home", "search": "search"}
 
 
 def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_count() -> None:
@@ -309,9 +363,7 @@ def test_each_route_is_measured_on_its_own_and_cross_checked_with_the_fleets_cou
     # a few by-route queries for every route at once, none of them the run-wide scrape or in-flight query
     by_route = [expr for key, expr in m.queries.items() if key.startswith("by_route:")]
     assert len(by_route) == 3 + 1 + 4 and all(e.startswith(("sum by (route", "histogram_quantile(")) for e in by_route)
-    assert m.routes["checkout"].queries == {
-        k.removeprefix("by_route:"): e for k, e in m.queries.items() if k.startswith("by_route:")
-    }
+    assert m.routes["checkout"].queries == {}  # the whole's by_route:* queries measured every route
     assert route_totals(None, "upgrade") is None and route_totals(totals, "after") is None
     assert route_totals(SimpleNamespace(phase=lambda name: None), "upgrade") is None  # no routes told
     assert route_totals(totals, "upgrade") == {"home": (7_000, 0), "search": (2_500, 0), "checkout": (400, 0)}
