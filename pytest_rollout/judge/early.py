@@ -19,8 +19,12 @@ counted against the release: as failures, and as slower than every bound):
   request not in a histogram bucket wholly at or below it) below ``1 - q``.
 
 In a mix of several routes, every route's own entries must be proven held, each
-on its own requests (the route's requests still in flight are not told apart:
-every request of the run still in flight counts against each route).
+on its own requests. A limit: a route's own requests still in flight are not
+told apart, so every request of the run still in flight counts against each
+route (as failures, and as slower than every bound). That is cautious: a rare
+route may wait longer to be proven held than its own answers need (under a
+high rate with slow answers, until the phase's end), but never ends early on
+answers it has not had.
 
 A test with user ``checks`` never ends a phase early: a check is one value at
 the phase's end, with no evidence to accumulate. The final verdict still
@@ -61,7 +65,8 @@ def held_so_far(spec: SLOSpec, m: PhaseMeasurement, elapsed_s: float, alpha: flo
         proven.append(claims if name is None else f"route {name}: {claims}")
     return (
         f"{m.phase} ended after {elapsed_s:.1f}s of {spec.hold_s if m.phase == 'baseline' else spec.after_s:g}s: "
-        f"every entry proven held ({'; '.join(proven)}; {1 - alpha:.1%} sure over every look; end_when_held)"
+        f"every entry proven held ({'; '.join(proven)}; each entry {1 - alpha:.1%} sure over every look; "
+        "end_when_held)"
     )
 
 

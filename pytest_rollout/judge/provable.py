@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from pytest_rollout.judge.anytime import requests_to_prove_above
 from pytest_rollout.judge.risk import RiskBudget
-from pytest_rollout.judge.routes import is_mix, route_bounds
+from pytest_rollout.judge.routes import route_bounds
 from pytest_rollout.judge.stats import clopper_pearson, min_requests_for_quantile, requests_to_prove_rate
 from pytest_rollout.slo import SLOSpec
 
@@ -21,30 +21,51 @@ __all__ = ["provable", "risk_line"]
 
 
 def risk_line(spec: SLOSpec, budget: RiskBudget) -> str:
-    """The run's false-fail risk, and how soon a release twice over a bound is caught at the marker's rate."""
-    rps = spec.requested_rps
-    caught: list[str] = []
-    mix = is_mix(spec)  # a route's bound is judged on its own requests: said in requests, not seconds
-    if spec.error_rate > 0:
-        n = requests_to_prove_above(2 * spec.error_rate, spec.error_rate, budget.per_claim)
-        if n is not None:
-            caught.append(
-                f"a route's error rate twice the marker's bound after about {n:,} of its own requests"
-                if mix
-                else f"an error rate twice its bound after about {n:,} requests ({n / rps:,.1f}s)"
-            )
-    for key, q, bound in spec.latency_bounds():
-        n = requests_to_prove_above(min(1.0, 2 * (1 - q)), 1 - q, budget.per_claim)
-        if n is not None:
-            caught.append(
-                f"a {key} twice broken ({min(1.0, 2 * (1 - q)):.3g} of requests over {bound:g} ms, "
-                f"{1 - q:.3g} allowed) after about {n:,}"
-                + (" of the route's own requests" if mix else f" ({n / rps:,.1f}s)")
-            )
+    """The run's false-fail risk, and how soon a release twice over a bound is caught at the marker's rate.
+
+    In a mix of several routes each route's bound is judged on the route's own requests, at its share of the rate:
+    the line names the slowest of every route's bounds (its own or the marker's), in requests and in seconds.
+    """
     text = budget.sentence()
+    mix = route_bounds(spec)
+    if mix:
+        cases = [
+            (n / max(r.rps(spec), 1e-9), r.name, key, n, r.rps(spec))
+            for r in mix
+            for key, n, _said in _doubled(r.spec, budget)
+        ]
+        if cases:
+            seconds, name, key, n, rps = max(cases)
+            text += (
+                f"; at this rate it catches any route's bound twice broken on the route's own requests, the slowest "
+                f"being {name}'s {key}: after about {n:,} of its requests ({seconds:,.1f}s at {rps:,.4g} rps)"
+            )
+        return text
+    rps = spec.requested_rps
+    caught = [
+        f"{said} after about {n:,}{' requests' if key == 'error_rate' else ''} ({n / rps:,.1f}s)"
+        for key, n, said in _doubled(spec, budget)
+    ]
     if caught:
         text += "; at this rate it catches " + ", ".join(caught)
     return text
+
+
+def _doubled(spec: SLOSpec, budget: RiskBudget) -> list[tuple[str, int, str]]:
+    """``(bound, requests, what)``: how many requests prove each of *spec*'s bounds broken when twice broken."""
+    out = []
+    if spec.error_rate > 0:
+        n = requests_to_prove_above(2 * spec.error_rate, spec.error_rate, budget.per_claim)
+        if n is not None:
+            out.append(("error_rate", n, "an error rate twice its bound"))
+    for key, q, bound in spec.latency_bounds():
+        doubled = min(1.0, 2 * (1 - q))
+        n = requests_to_prove_above(doubled, 1 - q, budget.per_claim)
+        if n is not None:
+            out.append(
+                (key, n, f"a {key} twice broken ({doubled:.3g} of requests over {bound:g} ms, {1 - q:.3g} allowed)")
+            )
+    return out
 
 
 def provable(spec: SLOSpec, phase_lengths: Mapping[str, float]) -> list[tuple[str, str, bool]]:
@@ -89,9 +110,10 @@ def _phase_line(
         needed = requests_to_prove_rate(0.0, spec.error_rate) if spec.error_rate > 0 else None
         if not needed:
             return None
+        lead = f"{rps:,.0f} requests a second of upgrade; " if scale is None else ""  # a route's label says it
         return (
-            f"{rps:,.0f} requests a second of upgrade; proving error_rate <= {spec.error_rate:g} needs "
-            f"{needed:,} requests, an upgrade of at least {needed / rps:,.1f}s at this rate"
+            f"{lead}proving error_rate <= {spec.error_rate:g} needs {needed:,} requests, an upgrade of at least "
+            f"{needed / rps:,.1f}s at this rate"
         ), True
     n = int(rps * seconds / (2.0 if phase == "ramp" else 1.0))
     best = clopper_pearson(0, n)[1] if n > 0 else 1.0
@@ -113,7 +135,13 @@ def _phase_line(
         if n < needed:
             ok = False
             fixes.append(
-                f"{key} needs at least {needed:,} requests to be bounded ({needed / rps:,.1f}s at {rps:,.0f} rps)"
+                f"{key} needs at least {needed:,} requests to be bounded ({needed / rps:,.1f}s at {rps:,.0f} rps"
+                + (
+                    ""
+                    if scale is None
+                    else f", or {needed / max(seconds, 1e-9) * scale:,.0f} rps in all for {seconds:g}s"
+                )
+                + ")"
             )
     text = ", ".join(parts)
     if fixes:

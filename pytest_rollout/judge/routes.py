@@ -3,9 +3,11 @@
 A bound a route gives (``Request(error_rate=...)``, ``Request(p99_ms=...)``) judges that route's own requests;
 every bound the marker gives applies as well to each route that does not give its own. With more than one route,
 every route is judged per phase under its bounds, and each of those claims takes its share of the run's risk
-(:mod:`pytest_rollout.judge.risk`); the whole phase (every route together) is measured and shown, and its load
-judged, but its error rate and latency decide nothing. A one-route mix is judged on the whole, exactly as a
-single request always was.
+(:mod:`pytest_rollout.judge.risk`). The whole phase (every route together) is measured and shown; its error rate
+and latency bounds are not judged on it (each route's are), but the whole still decides its load (the held rps),
+``availability`` (over every request of the run) and ``--rollout-compare``'s regressions (the whole phase against
+the baseline's): those entries judge the whole in a mix too, and take their share of the risk split as ever. A
+one-route mix is judged on the whole, exactly as a single request always was.
 """
 
 from __future__ import annotations

@@ -182,6 +182,7 @@ def test_end_when_held_waits_for_every_route() -> None:
         reason is not None
         and "route home: error_rate < 0.001" in reason
         and "route checkout: error_rate < 0.001 (0 of 6,000" in reason
+        and "each entry 97.5% sure over every look" in reason
     )
     rare = _phase("baseline", total=60_000)  # checkout's 3,000 requests prove nothing yet
     assert held_so_far(spec, rare, 12.0) is None
@@ -198,7 +199,27 @@ def test_can_prove_lines_count_each_routes_own_requests() -> None:
     assert "error_rate=0.001 needs 3,688 requests" in checkout[0] and "rps in all" in checkout[0]
     assert checkout[1] is False
     upgrade = [text for phase, text, _ok in lines if phase == "upgrade"]
-    assert len(upgrade) == 3 and upgrade[1].startswith("search (25% of 2,000 rps = 500 requests a second)")
+    assert len(upgrade) == 3 and upgrade[1].startswith("search (25% of 2,000 rps = 500 requests a second): proving")
+    assert not any("requests a second of upgrade" in text for text in upgrade)  # the label says the rate once
+    # a route's latency bound that its requests cannot bound says the whole rate that would
+    slow = replace(MIX, routes=(*MIX.routes[:2], replace(MIX.routes[2], p999_ms=2000.0)))
+    checkout = next(t for p, t, _ok in provable(slow, {"baseline": 30.0}) if t.startswith("checkout"))
+    assert re.search(
+        r"p999_ms needs at least [\d,]+ requests to be bounded \([\d.]+s at 100 rps, or [\d,]+ rps in all for 30s\)",
+        checkout,
+    ), checkout
+
+
+def test_the_risk_line_of_a_mix_names_its_slowest_route_bound_in_requests_and_seconds() -> None:
+    from pytest_rollout.judge.provable import risk_line
+
+    line = risk_line(MIX, budget_for(MIX))
+    # checkout: 5% of 2,000 rps, its error_rate the marker's 0.001 (search's own 0.0005 has five times the rate)
+    assert line.endswith(
+        "the slowest being checkout's error_rate: after about 25,500 of its requests (255.0s at 100 rps)"
+    )
+    own_p50 = replace(MIX, routes=(*MIX.routes[:2], replace(MIX.routes[2], p50_ms=100.0, error_rate=0.5)))
+    assert "the slowest being search's error_rate" in risk_line(own_p50, budget_for(own_p50))
 
 
 def test_route_queries_add_the_route_matcher_escaped() -> None:
