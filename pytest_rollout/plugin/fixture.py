@@ -130,7 +130,12 @@ def _settle(run: Any, fault: Fault) -> None:
 
 
 def _attach_properties(item: pytest.Item, run: Any) -> None:
-    """Put the verdict into the test's user properties, so ``--junitxml`` carries it."""
+    """Put the verdict into the test's user properties, so ``--junitxml`` carries it.
+
+    Names: ``rollout:<phase>:<slo>``; in a mix of several routes, ``rollout:<phase>:route:<name>`` (the route's
+    counts) and ``rollout:<phase>:route:<name>:<slo>``, where *name* is the route's with ``%`` written ``%25`` and
+    ``:`` written ``%3A``, so a name never holds a ``:`` and every property name splits on ``:`` unambiguously.
+    """
     verdict = run.verdict
     fault = item.stash.get(FAULT_KEY, None)
     if (verdict is None and fault is None) or any(name == "rollout_passed" for name, _ in item.user_properties):
@@ -147,11 +152,16 @@ def _attach_properties(item: pytest.Item, run: Any) -> None:
         if e.low is not None and e.high is not None:
             measured += f" [{e.low:.6g}, {e.high:.6g}]"
         bound = "n/a" if e.bound is None else f"{e.bound:g}"
-        name = f"rollout:{e.phase}:{e.slo}" if e.route is None else f"rollout:{e.phase}:route:{e.route}:{e.slo}"
+        name = f"rollout:{e.phase}:{e.slo}" if e.route is None else f"rollout:{e.phase}:route:{_junit(e.route)}:{e.slo}"
         item.user_properties.append((name, f"{e.outcome} {measured} {e.comparison} {bound}"))
     for m in verdict.phases:  # a mix of several routes: each route's own counts and outcome, phase by phase
         for route, own in m.routes.items():
-            item.user_properties.append((f"rollout:{m.phase}:route:{route}", route_line(own, verdict.entries)))
+            item.user_properties.append((f"rollout:{m.phase}:route:{_junit(route)}", route_line(own, verdict.entries)))
+
+
+def _junit(route: str) -> str:
+    """A route's name in a JUnit property name: ``%`` and ``:`` percent-encoded (``api:v1`` is ``api%3Av1``)."""
+    return route.replace("%", "%25").replace(":", "%3A")
 
 
 def _judge_quietly(run: Any) -> None:

@@ -317,3 +317,29 @@ def test_a_latency_breach_on_a_machine_busy_with_other_work_is_not_proven_never_
     assert entry(evaluate(SPEC, [failing]), "error_rate", "after").outcome is Outcome.BROKEN
     fast = replace(good("after"), machine=busy)  # held stays held: it met its bound even so
     assert entry(evaluate(SPEC, [fast]), "p99_ms", "after").outcome is Outcome.HELD
+
+
+def test_junit_property_names_percent_encode_a_routes_colon() -> None:
+    """A name with ':' (or '%') is percent-encoded: every property name splits on ':' one way only."""
+    from types import SimpleNamespace
+
+    from pytest_rollout.judge.risk import budget_for
+    from pytest_rollout.plugin.fixture import _attach_properties
+    from tests.unit.test_routes import MIX, _phase
+
+    phases = [_phase("baseline"), _phase("upgrade", checkout={"errors": 300}), _phase("after")]
+    named = {"checkout": "api:error_rate", "home": "50%"}
+    spec = replace(MIX, routes=tuple(replace(r, name=named.get(r.name, r.name)) for r in MIX.routes))
+    renamed = [
+        replace(p, routes={named.get(k, k): replace(v, route=named.get(k, k)) for k, v in p.routes.items()})
+        for p in phases
+    ]
+    verdict = Verdict(tuple(evaluate(spec, renamed)), tuple(renamed))
+    item = SimpleNamespace(user_properties=[], stash={})
+    run = SimpleNamespace(verdict=verdict, spec=spec, budget=budget_for(spec), failure=None, failed_with=None)
+    _attach_properties(item, run)  # type: ignore[arg-type]
+    props = dict(item.user_properties)
+    assert props["rollout:upgrade:route:api%3Aerror_rate:error_rate"].startswith("broken")
+    assert props["rollout:upgrade:route:api%3Aerror_rate"].startswith("broken requests=6000")
+    assert "rollout:upgrade:route:50%25:p99_ms" in props
+    assert all(name.count(":") in (2, 3, 4) for name in props if name.startswith("rollout:"))
