@@ -232,6 +232,32 @@ class RouteCounts(Protocol):
     def routes(self, name: str) -> Mapping[str, _Counted] | None: ...
 
 
+class _WorkerRoutes(Protocol):
+    @property
+    def routes(self) -> Mapping[str, Mapping[str, _Counted]]: ...
+
+
+@runtime_checkable
+class _Workers(Protocol):
+    """:class:`~pytest_rollout.load.fleet.FleetTotals`' workers, each with its own counts per phase and route."""
+
+    @property
+    def workers(self) -> Sequence[_WorkerRoutes]: ...
+
+
+def _counted_apart(totals: _Workers, phase: str) -> dict[str, tuple[int, int]] | None:
+    """Each route's counts over the workers, added directly (no histogram merged); None if a worker lacks *phase*."""
+    out: dict[str, tuple[int, int]] = {}
+    for worker in totals.workers:
+        own = worker.routes.get(phase)
+        if own is None:
+            return None
+        for route, counts in own.items():
+            requests, errors = out.get(route, (0, 0))
+            out[route] = (requests + counts.requests, errors + counts.errors)
+    return out
+
+
 def route_totals(totals: object, phase: str) -> dict[str, tuple[int, int]] | None:
     """``{route: (requests, errors)}`` due in *phase* over the fleet, by its own counts; None when unknown (the
     fleet's totals missing, a worker without the phase, or totals that do not tell routes apart).
@@ -245,19 +271,7 @@ def route_totals(totals: object, phase: str) -> dict[str, tuple[int, int]] | Non
     try:
         per = totals.routes(phase)
     except ValueError:
-        per = None
-        workers = getattr(totals, "workers", None)
-        if workers is None:
-            return None
-        out: dict[str, tuple[int, int]] = {}
-        for worker in workers:
-            own = getattr(worker, "routes", {}).get(phase)
-            if own is None:
-                return None
-            for route, counts in own.items():
-                requests, errors = out.get(route, (0, 0))
-                out[route] = (requests + counts.requests, errors + counts.errors)
-        return out
+        return _counted_apart(totals, phase) if isinstance(totals, _Workers) else None
     if per is None:
         return None
     return {route: (counts.requests, counts.errors) for route, counts in per.items()}
