@@ -17,7 +17,12 @@ whether a new one or one whose answer just came in: after a stall, when
 hundreds of requests fall due at once, opening a connection for each (about
 100 us of CPU apiece) made a worker that was a few milliseconds behind open
 thousands of connections and fall further behind, while the target saw a
-storm of connections the plan never asked for.
+storm of connections the plan never asked for. Over TLS the limit is
+``MAX_CONNECTING_TLS``: a handshake costs a client over a millisecond of CPU
+(OpenSSL 3.0), twenty times a TCP connect, so 32 at once stalled the loop for
+tens of milliseconds and the connections they made went idle and closed, to be
+opened again in the next burst. 8 at once still reach what one core can
+handshake (about 800 a second) at round trips up to about 5 ms.
 
 A request is never written onto a connection the server has already closed,
 when the engine can know it. Closing an idle keep-alive connection is how a
@@ -79,6 +84,7 @@ __all__ = ["Engine", "FastEngine", "choose_engine"]
 SWEEP_S = 0.05
 STALE_CHECK_S = 0.001  # a connection idle longer than this is checked before it is reused
 MAX_CONNECTING = 32  # connections being opened at once, at most (32 per round trip: 32,000 a second at 1 ms)
+MAX_CONNECTING_TLS = 8  # the same over TLS, where a connection costs a handshake
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: what the stale check asks of a TLS connection: has the server closed its side? (a FIN: POLLRDHUP; a reset:
 #: POLLHUP/POLLERR, always reported). Not POLLIN: session tickets a TLS 1.3 server sends are healthy unread bytes
@@ -265,6 +271,7 @@ class FastEngine:
         self.tls_failure: str | None = None  # why the first TLS connection failed, if one did
         # the stale check: any unasked byte or close on plain HTTP; over TLS only a close (see TLS_CLOSED_EVENTS)
         self.closed_events = TLS_CLOSED_EVENTS if self.tls is not None else select.POLLIN
+        self.max_connecting = MAX_CONNECTING_TLS if self.tls is not None else MAX_CONNECTING
         self.head = plan.method.upper() == "HEAD"
         self.plan = plan
         self.stats = stats
@@ -307,7 +314,7 @@ class FastEngine:
         busy = len(self.conns) - len(self.idle)
         while (
             self.connecting < len(self.waiting)
-            and self.connecting < MAX_CONNECTING
+            and self.connecting < self.max_connecting
             and self.connecting + busy < self.limit
         ):
             self._connect()

@@ -171,6 +171,27 @@ def test_the_engine_closes_an_idle_tls_connection_itself(server: HTTPServer, pki
     assert server.accepted == 2
 
 
+def test_a_burst_opens_at_most_max_connecting_tls_connections_at_once(server: HTTPServer, pki: TestPKI) -> None:
+    """A handshake costs a millisecond of CPU: a burst of requests opens MAX_CONNECTING_TLS connections at a time,
+    and every request is answered, on far fewer connections than requests."""
+    from pytest_rollout.load.engine import MAX_CONNECTING_TLS
+
+    async def scenario(engine: FastEngine, request: Request, server: HTTPServer) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for _ in range(100):  # no await in between: all 100 are due before any connection is made
+            engine.stats.inflight += 1
+            engine.fire(now)
+        assert engine.connecting == MAX_CONNECTING_TLS < len(engine.waiting) == 100
+        deadline = loop.time() + 10
+        while engine.stats.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    stats = run_engine(server, scenario, tls_ca_pem=pki.ca_text)
+    assert counts(stats) == {"ok": 100}
+    assert server.served == {"GET": 100} and server.handshakes < 100
+
+
 def test_a_slow_tls_answer_times_out(server: HTTPServer, pki: TestPKI) -> None:
     server.delay_s = 1.0
     stats = run_engine(server, lambda e, request, s: request(), tls_ca_pem=pki.ca_text, timeout_s=0.2)
