@@ -221,8 +221,9 @@ class _Conn(asyncio.Protocol):
         self.done = True
 
     def closed_by_peer(self, poller: select.poll) -> bool:
-        """Whether the server has closed this idle connection (or sent on it unasked) without us having read it
-        yet: either way it must not carry another request."""
+        """Whether the server has closed this idle connection (or, over plain HTTP, sent on it unasked) without us
+        having read it yet: either way it must not carry another request. Over TLS only a close counts (see
+        TLS_CLOSED_EVENTS)."""
         if self.fd < 0:
             return False
         poller.register(self.fd, self.engine.closed_events)
