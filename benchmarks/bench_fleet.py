@@ -2,10 +2,13 @@
 
     ROLLOUT_SETUP_BENCH=1 scripts/setup && python3 benchmarks/bench_fleet.py [--seconds 10] [--repeat 3] [--json out.json]
 
-nginx (one worker process, a 3-byte body) runs pinned to core 0; every
-generator runs pinned to the other cores, one at a time:
+nginx (one worker process, a 3-byte body, on a plain HTTP and a TLS listener)
+runs pinned to core 0; every generator runs pinned to the other cores, one at a time:
 
-- our worker, ``fast`` and ``aiohttp`` engines (open loop, Python);
+- our worker, ``fast`` and ``aiohttp`` engines (open loop, Python) over plain HTTP, and the ``fast`` engine
+  over HTTPS (``fast-https``: TLS 1.3 to the same nginx, the certificate verified against a CA made for the
+  run, connections kept alive as over HTTP), so that HTTPS's rate per core is measured beside plain HTTP's
+  in the same run (``--generators`` adds ``aiohttp-https``, the engine HTTPS used to need);
 - vegeta (open loop, Go), built from the Go module proxy by scripts/setup where Go exists;
 - wrk (closed loop, C): no rate to hold, so only its full speed and CPU per request, the floor to compare with.
 
@@ -17,7 +20,8 @@ confirm it), then measures CPU microseconds per request at a common rate (the lo
 rates) and at its own highest rate. "Held" means every request answered 200 and at least 99% of the
 schedule sent; our workers must also send each request within 50 ms of its due time (vegeta has no such
 rule: it sends late rather than not at all). Each figure is the median of ``--repeat`` runs (3).
-It also measures the fleet from 1 to N workers (N = cores - 1) and what the controller costs.
+It also measures the fleet from 1 to N workers (N = cores - 1) and what the controller costs
+(``--no-scaling`` leaves that out, ``--no-wrk`` the wrk floor: for a short check of the rest).
 Everything it starts listens on 127.0.0.1 and is stopped at the end. Timings on a shared machine are
 noisy: compare the ratios, and rerun.
 """
@@ -59,25 +63,64 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {dir}/server.pem;
+        ssl_certificate_key {dir}/server.key;
+        location / {{ return 200 "ok\\n"; }}
+    }}
 }}
 """
 
+#: the benchmark's generators: name -> (label, engine, scheme)
+GENERATORS = {
+    "fast": ("worker, fast", "fast", "http"),
+    "fast-https": ("worker, fast, https", "fast", "https"),
+    "aiohttp": ("worker, aiohttp", "aiohttp", "http"),
+    "aiohttp-https": ("worker, aiohttp, https", "aiohttp", "https"),
+    "vegeta": ("vegeta (Go, open loop)", "", "http"),
+}
 
-def start_nginx(tmp: Path, server_core: int | None) -> tuple[subprocess.Popen[bytes], str]:
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_certificates(tmp: Path) -> Path:
+    """A CA made for this run, and nginx's certificate for 127.0.0.1 signed by it (``server.pem``/``.key`` in
+    *tmp*); returns the CA's file. Needs the openssl command line."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("openssl not found: it makes the certificate of nginx's TLS listener")
+    ca, ca_key, csr, ext = tmp / "ca.pem", tmp / "ca.key", tmp / "server.csr", tmp / "server.ext"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=bench CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")  # fmt: skip
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    openssl("req", "-new", *ec, "-keyout", str(tmp / "server.key"), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(tmp / "server.pem"), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    return ca
+
+
+def start_nginx(tmp: Path, server_core: int | None) -> tuple[subprocess.Popen[bytes], str, str]:
+    """nginx on a plain and a TLS port: the process and the two URLs (needs ``server.pem``/``.key`` in *tmp*)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
         raise SystemExit("nginx not found: ROLLOUT_SETUP_BENCH=1 scripts/setup installs it")
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     affinity = f"worker_cpu_affinity {1 << server_core:b};" if server_core is not None else ""
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=tmp, port=port, affinity=affinity))
+    conf.write_text(NGINX_CONF.format(dir=tmp, port=port, tls_port=tls_port, affinity=affinity))
     proc = subprocess.Popen(
         [nginx, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     for _ in range(100):
         try:
             if http_get("127.0.0.1", port, "/")[0] == 200:
-                return proc, f"http://127.0.0.1:{port}/"
+                return proc, f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/"
         except OSError:
             time.sleep(0.05)
     proc.kill()
@@ -160,32 +203,55 @@ def main() -> int:
     parser.add_argument("--search-seconds", type=float, default=5.0, help="length of each capacity trial (default 5)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--generators",
+        default="fast,fast-https,aiohttp,vegeta",
+        help=f"comma-separated, from {', '.join(GENERATORS)} (default fast,fast-https,aiohttp,vegeta; "
+        "vegeta only where it is found; fast is always measured: the others are compared with it)",
+    )
+    parser.add_argument("--no-wrk", action="store_true", help="leave out wrk's closed-loop floor")
+    parser.add_argument("--no-scaling", action="store_true", help="leave out the fleet from 1 to N workers")
     args = parser.parse_args()
+    chosen = ["fast"] + [g for g in args.generators.split(",") if g and g != "fast"]
+    unknown = [g for g in chosen if g not in GENERATORS]
+    if unknown:
+        parser.error(f"--generators: unknown {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
 
     cores = sorted(os.sched_getaffinity(0))
     server_core = cores[0] if len(cores) > 1 else None
     client_cores = set(cores[1:]) if len(cores) > 1 else set(cores)
     results: dict[str, Any] = {"machine": {"cores": len(cores), "python": sys.version.split()[0]}}
-    vegeta = find_vegeta()
+    vegeta = find_vegeta() if "vegeta" in chosen else None
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-bench-") as tmpdir:
-        nginx, url = start_nginx(Path(tmpdir), server_core)
+        ca = make_certificates(Path(tmpdir))
+        # the workers trust the run's CA the way a user's would trust a private one: through the environment
+        # they inherit (OpenSSL's SSL_CERT_FILE, read by ssl.create_default_context), verification left on
+        os.environ["SSL_CERT_FILE"] = str(ca)
+        nginx, url, https_url = start_nginx(Path(tmpdir), server_core)
         try:
             os.sched_setaffinity(0, client_cores)  # workers and peers inherit it
-            wrk_runs = [run_wrk(url, args.seconds) for _ in range(args.repeat)]
-            results["wrk"] = {
-                "rps": statistics.median(r["rps"] for r in wrk_runs),
-                "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in wrk_runs),
-                "runs": wrk_runs,
-            }
-            trials: dict[str, Callable[[float, float], dict[str, Any]]] = {
-                "fast": lambda rps, s: attack(url, rps, s, engine="fast"),
-                "aiohttp": lambda rps, s: attack(url, rps, s, engine="aiohttp"),
-            }
-            if vegeta is not None:
-                trials["vegeta"] = lambda rps, s: run_vegeta(vegeta, url, rps, s)  # type: ignore[arg-type]
+            if not args.no_wrk:
+                wrk_runs = [run_wrk(url, args.seconds) for _ in range(args.repeat)]
+                results["wrk"] = {
+                    "rps": statistics.median(r["rps"] for r in wrk_runs),
+                    "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in wrk_runs),
+                    "runs": wrk_runs,
+                }
+            trials: dict[str, Callable[[float, float], dict[str, Any]]] = {}
+            for name in chosen:
+                _, engine, scheme = GENERATORS[name]
+                if name == "vegeta":
+                    if vegeta is not None:
+                        trials["vegeta"] = lambda rps, s: run_vegeta(vegeta, url, rps, s)  # type: ignore[arg-type]
+                    continue
+                target = https_url if scheme == "https" else url
+                trials[name] = lambda rps, s, target=target, engine=engine: attack(target, rps, s, engine=engine)  # type: ignore[misc]
             generators: dict[str, Any] = {}
             for name, trial in trials.items():
                 searches = [highest_rate(trial, 2000.0, args.search_seconds, args.seconds) for _ in range(args.repeat)]
+                engines = {r["engine"] for f in searches for r in f["runs"] if "engine" in r}
+                if name != "vegeta" and engines != {GENERATORS[name][1]}:  # auto never chose: the name says which
+                    raise SystemExit(f"{name}: ran on {engines}, not {GENERATORS[name][1]}")
                 generators[name] = {
                     "held_rps_within_1pct": statistics.median(f["held_rps"] for f in searches),
                     "searches": [[(r["requested_rps"], r["held_rps"]) for r in f["runs"]] for f in searches],
@@ -204,12 +270,24 @@ def main() -> int:
                 data["cpu_ratio_to_fast"] = data["cpu_us_at_common"] / ours["cpu_us_at_common"]
                 data["rate_ratio_to_fast"] = data["held_rps_within_1pct"] / ours["held_rps_within_1pct"]
             results["generators"] = generators
+            if "fast-https" in generators:
+                https = generators["fast-https"]
+                results["https"] = {
+                    "http_rps_per_core": ours["held_rps_within_1pct"],
+                    "https_rps_per_core": https["held_rps_within_1pct"],
+                    "rate_ratio": https["rate_ratio_to_fast"],
+                    "cpu_ratio_at_common": https["cpu_ratio_to_fast"],
+                }
             results["skipped"] = {
                 "k6": "not built or run: it is under the AGPL, which this project does not build or ship",
-                **({} if vegeta else {"vegeta": "not found: ROLLOUT_SETUP_BENCH=1 scripts/setup builds it (needs Go)"}),
+                **(
+                    {"vegeta": "not found: ROLLOUT_SETUP_BENCH=1 scripts/setup builds it (needs Go)"}
+                    if "vegeta" in chosen and vegeta is None
+                    else {}
+                ),
             }
             scaling = []
-            for workers in range(1, len(client_cores) + 1):
+            for workers in range(1, len(client_cores) + 1) if not args.no_scaling else ():
                 rate = ours["held_rps_within_1pct"] * 0.8 * workers
                 s = attack(url, rate, args.seconds, engine="fast", workers=workers)
                 scaling.append(
@@ -231,13 +309,20 @@ def main() -> int:
         f"{'generator':<24}{'held rps (1 core)':>18}{'us/req common':>15}{'us/req own max':>16}"
         f"{'CPU vs fast':>13}{'rate vs fast':>14}"
     )
-    wrk = results["wrk"]
-    print(f"{'wrk (C, closed loop)':<24}{wrk['rps']:>18,.0f}{'':>15}{wrk['cpu_us_per_request']:>16.2f}")
-    labels = {"fast": "worker, fast", "aiohttp": "worker, aiohttp", "vegeta": "vegeta (Go, open loop)"}
+    if "wrk" in results:
+        wrk = results["wrk"]
+        print(f"{'wrk (C, closed loop)':<24}{wrk['rps']:>18,.0f}{'':>15}{wrk['cpu_us_per_request']:>16.2f}")
     for name, data in generators.items():
         print(
-            f"{labels[name]:<24}{data['held_rps_within_1pct']:>18,.0f}{data['cpu_us_at_common']:>15.2f}"
+            f"{GENERATORS[name][0]:<24}{data['held_rps_within_1pct']:>18,.0f}{data['cpu_us_at_common']:>15.2f}"
             f"{data['cpu_us_at_own_highest']:>16.2f}{data['cpu_ratio_to_fast']:>13.2f}{data['rate_ratio_to_fast']:>14.2f}"
+        )
+    if "https" in results:
+        https = results["https"]
+        print(
+            f"HTTPS on the fast engine: {https['https_rps_per_core']:,.0f} rps per core held within 1%, plain HTTP "
+            f"{https['http_rps_per_core']:,.0f}: {https['rate_ratio']:.2f} of HTTP's rate, "
+            f"{https['cpu_ratio_at_common']:.2f}x its CPU per request at the common rate"
         )
     for name, why in results["skipped"].items():
         print(f"{name}: {why}")

@@ -2,8 +2,9 @@
 
 It listens on 127.0.0.1 (``--host`` to change; 0.0.0.0 in a pod) at the port in env var ``PORT`` and answers
 ``GET /`` (and ``POST /``) with its version after ``--delay-ms`` of simulated work, and
-``GET /healthz`` with 200 once started (503 before, and while shutting down). Any other path and method
-(``GET /search``, ``POST /cart``: a traffic mix) is answered the same way.
+``GET /healthz`` with 200 once started (503 before, and while shutting down). ``/search``, ``/cart`` and
+``/items/<id>`` (a traffic mix's routes), with any method, are answered the same way as ``/``; any other path is
+404.
 
 Graceful by default, as well-behaved servers are: on SIGTERM it reports
 unready and stops accepting at once; for ``--drain-s`` (1) it answers on the
@@ -94,7 +95,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/{path:.*}", index)  # every other path and method: a traffic mix's routes
+    for path in ("/", "/search", "/cart", "/items/{id}"):  # a traffic mix's routes, with any method
+        app.router.add_route("*", path, index)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, port)

@@ -1,5 +1,5 @@
-"""The ``aiohttp`` engine: aiohttp's client, for what the fast engine does not do (TLS, ``HEAD``, anything but
-``http://``). It counts and classes requests as :mod:`pytest_rollout.load.engine` describes, and resends as it
+"""The ``aiohttp`` engine: aiohttp's client, where a plan asks for it (``engine="aiohttp"``) or httptools is
+missing. It speaks TLS with the same settings as the fast engine (:mod:`pytest_rollout.load.tls`). It counts and classes requests as :mod:`pytest_rollout.load.engine` describes, and resends as it
 does, on a connection of its own."""
 
 from __future__ import annotations
@@ -43,14 +43,19 @@ class AiohttpEngine:
     async def open(self) -> None:
         aiohttp = self._aiohttp
         limit = self.plan.connections or self.plan.max_inflight
+        tls: Any = True  # aiohttp's default; for https:// the context both engines build from the plan
+        if self.plan.url.lower().startswith("https:"):
+            from pytest_rollout.load.tls import client_context
+
+            tls = client_context(self.plan)
         # which requests went out on a reused connection: the only ones a second try may follow
         reuse = aiohttp.TraceConfig()
         reuse.on_connection_reuseconn.append(_note_reused)
         self.session = await self._session(
-            aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=IDLE_CLOSE_S), reuse
+            aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=IDLE_CLOSE_S, ssl=tls), reuse
         )
         if any(self.resend_reused):
-            self.fresh = await self._session(aiohttp.TCPConnector(limit=limit, force_close=True), None)
+            self.fresh = await self._session(aiohttp.TCPConnector(limit=limit, force_close=True, ssl=tls), None)
 
     async def _session(self, connector: Any, trace: Any) -> Any:
         aiohttp = self._aiohttp

@@ -1,8 +1,12 @@
 """Engines: what sends a worker's requests.
 
-``fast``: plain HTTP/1.1 over keep-alive connections, each an
+``fast``: HTTP/1.1 over keep-alive connections, plain or TLS (``https://``,
+verified as :mod:`pytest_rollout.load.tls` says), each an
 :class:`asyncio.Protocol` on uvloop's transports, responses parsed by
-httptools (llhttp, in C). The request bytes are built once; sending a request
+httptools (llhttp, in C). A response to ``HEAD`` has no body whatever its
+``Content-Length`` says: each connection knows whether the request in flight
+on it is a ``HEAD``, ends that answer at its headers and parses the next one
+with a fresh parser. The request bytes are built once; sending a request
 is a dict-free ``transport.write`` on an idle connection, or a new connection
 when none is idle. No task, future or timer is created per request: timeouts
 are found by a sweep every 50 ms (so a timeout fires up to 50 ms late).
@@ -13,7 +17,12 @@ whether a new one or one whose answer just came in: after a stall, when
 hundreds of requests fall due at once, opening a connection for each (about
 100 us of CPU apiece) made a worker that was a few milliseconds behind open
 thousands of connections and fall further behind, while the target saw a
-storm of connections the plan never asked for.
+storm of connections the plan never asked for. Over TLS the limit is
+``MAX_CONNECTING_TLS``: a handshake costs a client over a millisecond of CPU
+(OpenSSL 3.0), twenty times a TCP connect, so 32 at once stalled the loop for
+tens of milliseconds and the connections they made went idle and closed, to be
+opened again in the next burst. 8 at once still reach what one core can
+handshake (about 800 a second) at round trips up to about 5 ms.
 
 A request is never written onto a connection the server has already closed,
 when the engine can know it. Closing an idle keep-alive connection is how a
@@ -22,6 +31,9 @@ closes its own connections once they have been idle for ``IDLE_CLOSE_S``
 (below any common server's keep-alive timeout: gunicorn's 2 s is the shortest
 default), and a connection idle for more than ``STALE_CHECK_S`` is checked
 (one ``poll``) before it is reused, as urllib3 checks its pooled connections.
+Over TLS the check asks only whether the server has closed its side (``POLLRDHUP``,
+a FIN or a reset): a TLS 1.3 server sends session tickets after the handshake,
+bytes a healthy idle connection may hold unread.
 
 What is left is the race every HTTP/1.1 client meets: a request that reaches
 a server just after it chose to close the connection, before its FIN arrived.
@@ -36,9 +48,13 @@ when it was first due. A request on a new connection, a non-idempotent one,
 one that got any byte of an answer, one older than the window, and a second
 try are never resent, so a release that refuses connections or kills
 requests it was working on is still seen. ``slo(client="strict")`` never
-resends. The ``aiohttp`` engine (:mod:`pytest_rollout.load.aiohttp_engine`,
-for TLS, ``HEAD``, anything but ``http://``) does the same on a pool of its
-own that closes every connection after one request.
+resends. The ``aiohttp`` engine (:mod:`pytest_rollout.load.aiohttp_engine`),
+run only where a plan asks for it or httptools is missing, does the same on
+a pool of its own that closes every connection after one request.
+
+A server whose certificate is refused fails every request as a ``connection``
+error (never a crash); the first such failure is written, once, to the
+worker's log (standard error) and kept in ``FastEngine.tls_failure``.
 
 Both feed the same :class:`~pytest_rollout.load.counters.WorkerStats` with the same
 outcome classes, so they give the same counts for the same run. Neither
@@ -58,6 +74,9 @@ from pytest_rollout.load.protocol import CONNECTION, IDEMPOTENT, IDLE_CLOSE_S, R
 from pytest_rollout.load.render import CompiledMix
 
 if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable
+
     from pytest_rollout.load.counters import WorkerStats
     from pytest_rollout.load.protocol import Plan
 
@@ -66,6 +85,11 @@ __all__ = ["Engine", "FastEngine", "choose_engine"]
 SWEEP_S = 0.05
 STALE_CHECK_S = 0.001  # a connection idle longer than this is checked before it is reused
 MAX_CONNECTING = 32  # connections being opened at once, at most (32 per round trip: 32,000 a second at 1 ms)
+MAX_CONNECTING_TLS = 8  # the same over TLS, where a connection costs a handshake
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: what the stale check asks of a TLS connection: has the server closed its side? (a FIN: POLLRDHUP; a reset:
+#: POLLHUP/POLLERR, always reported). Not POLLIN: session tickets a TLS 1.3 server sends are healthy unread bytes
+TLS_CLOSED_EVENTS = getattr(select, "POLLRDHUP", 0x2000)
 
 
 class Engine(Protocol):
@@ -83,10 +107,8 @@ class Engine(Protocol):
 def fast_engine_refusal(plan: Plan) -> str | None:
     """Why the fast engine cannot run *plan*, or None if it can."""
     parts = urlsplit(plan.url)
-    if parts.scheme != "http":
+    if parts.scheme not in DEFAULT_PORTS:
         return f"{parts.scheme}:// needs the aiohttp engine"
-    if any(route.method == "HEAD" for route in plan.routes):
-        return "HEAD needs the aiohttp engine"
     try:
         import httptools  # noqa: F401
     except ImportError:
@@ -123,7 +145,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "engine", "transport", "fd", "parser", "due", "status", "done", "keep", "idle_at", "pooled", "used",
-        "answered", "sent_at", "resend", "route", "data",
+        "answered", "sent_at", "resend", "route", "data", "head",
     )  # fmt: skip
 
     def __init__(self, engine: FastEngine, resend: _Resend | None = None) -> None:
@@ -145,6 +167,7 @@ class _Conn(asyncio.Protocol):
         self.resend = resend  # the request this connection was opened to send a second time
         self.route = 0  # the route of the request in flight
         self.data = b""  # its bytes, sent again as they were if it is resent
+        self.head = False  # whether the request in flight is a HEAD: its answer ends at its headers
 
     def send(self, due: float, route: int, data: bytes) -> None:
         self.due = due
@@ -153,6 +176,7 @@ class _Conn(asyncio.Protocol):
         self.answered = False
         self.sent_at = self.engine._time()
         self.transport.write(data)  # type: ignore[union-attr]
+        self.head = self.engine.heads[route]
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,18 +203,25 @@ class _Conn(asyncio.Protocol):
 
     # httptools callbacks
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.keep = self.parser.should_keep_alive()
+        parser = self.parser
+        self.status = parser.get_status_code()
+        self.keep = parser.should_keep_alive()
+        if self.head:
+            # no body follows, whatever Content-Length says (RFC 9110, 9.3.2), but llhttp does not know the request
+            # was a HEAD and would wait for one: the answer is complete, and the next is parsed by a fresh parser
+            self.done = True
+            self.parser = type(parser)(self)
 
     def on_message_complete(self) -> None:
         self.done = True
 
     def closed_by_peer(self, poller: select.poll) -> bool:
-        """Whether the server has closed this idle connection (or sent on it unasked) without us having read it
-        yet: either way it must not carry another request."""
+        """Whether the server has closed this idle connection (or, over plain HTTP, sent on it unasked) without us
+        having read it yet: either way it must not carry another request. Over TLS only a close counts (see
+        TLS_CLOSED_EVENTS)."""
         if self.fd < 0:
             return False
-        poller.register(self.fd, select.POLLIN)
+        poller.register(self.fd, self.engine.closed_events)
         try:
             return bool(poller.poll(0))
         finally:
@@ -221,14 +252,25 @@ class _Resend:
 
 
 class FastEngine:
-    """Plain HTTP/1.1 keep-alive on raw transports, httptools parsing."""
+    """HTTP/1.1 keep-alive, plain or TLS, on raw transports, httptools parsing."""
 
     name = "fast"
 
     def __init__(self, plan: Plan, stats: WorkerStats) -> None:
         parts = urlsplit(plan.url)
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.tls: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            from pytest_rollout.load.tls import client_context
+
+            self.tls = client_context(plan)
+        self.tls_failure: str | None = None  # why the first TLS connection failed, if one did
+        # the stale check: any unasked byte or close on plain HTTP; over TLS only a close (see TLS_CLOSED_EVENTS)
+        self.closed_events = TLS_CLOSED_EVENTS if self.tls is not None else select.POLLIN
+        self.max_connecting = MAX_CONNECTING_TLS if self.tls is not None else MAX_CONNECTING
+        self.heads = [r.method.upper() == "HEAD" for r in plan.routes] or [False]  # answers that end at headers
         self.plan = plan
         self.stats = stats
         self.mix = compiled_mix(plan)
@@ -274,7 +316,7 @@ class FastEngine:
         busy = len(self.conns) - len(self.idle)
         while (
             self.connecting < len(self.waiting)
-            and self.connecting < MAX_CONNECTING
+            and self.connecting < self.max_connecting
             and self.connecting + busy < self.limit
         ):
             self._connect()
@@ -282,8 +324,30 @@ class FastEngine:
     def _connect(self) -> None:
         assert self._loop is not None
         self.connecting += 1
-        task = self._loop.create_task(self._loop.create_connection(lambda: _Conn(self), self.host, self.port))
+        task = self._open(lambda: _Conn(self))
         task.add_done_callback(self._connect_done)
+
+    def _open(self, protocol: Callable[[], _Conn]) -> asyncio.Task[Any]:
+        """A task opening one connection to the target: TCP, then TLS for ``https://``."""
+        assert self._loop is not None
+        if self.tls is None:
+            opening = self._loop.create_connection(protocol, self.host, self.port)
+        else:
+            opening = self._loop.create_connection(
+                protocol, self.host, self.port, ssl=self.tls, server_hostname=self.host,
+                ssl_handshake_timeout=self.timeout,
+            )  # fmt: skip
+        task = self._loop.create_task(opening)
+        if self.tls is not None and self.tls_failure is None:
+            task.add_done_callback(self._tls_checked)
+        return task
+
+    def _tls_checked(self, task: asyncio.Task[Any]) -> None:
+        """Say once, in the worker's log, why TLS connections fail (a refused certificate, most often)."""
+        if self.tls_failure is None and not task.cancelled() and task.exception() is not None:
+            from pytest_rollout.load.tls import report_failure
+
+            self.tls_failure = report_failure(task.exception(), self.origin, self.plan)  # type: ignore[arg-type]
 
     def _connect_done(self, task: asyncio.Task[Any]) -> None:
         self.connecting -= 1
@@ -318,7 +382,7 @@ class FastEngine:
         self.stats.resend(due, route)
         resend = _Resend(due, route, data)
         self.resending.add(resend)
-        task = self._loop.create_task(self._loop.create_connection(lambda: _Conn(self, resend), self.host, self.port))
+        task = self._open(lambda: _Conn(self, resend))
         task.add_done_callback(partial(self._resend_done, resend))
 
     def _resend_done(self, resend: _Resend, task: asyncio.Task[Any]) -> None:

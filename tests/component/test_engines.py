@@ -62,11 +62,11 @@ def test_choose_engine() -> None:
         return Plan(url=url, segments=(), start_at=0, deadline=0, routes=(Route.of(method, "/"),))
 
     assert isinstance(choose_engine(plan("http://127.0.0.1:1/"), stats), FastEngine)
-    assert isinstance(choose_engine(plan("https://127.0.0.1:1/"), stats), AiohttpEngine)
-    assert isinstance(choose_engine(plan("http://127.0.0.1:1/", "HEAD"), stats), AiohttpEngine)
+    assert isinstance(choose_engine(plan("https://127.0.0.1:1/"), stats), FastEngine)
+    assert isinstance(choose_engine(plan("http://127.0.0.1:1/", "HEAD"), stats), FastEngine)
     assert isinstance(choose_engine(plan("http://127.0.0.1:1/"), stats, "aiohttp"), AiohttpEngine)
-    with pytest.raises(ValueError, match="https:// needs the aiohttp engine"):
-        choose_engine(plan("https://127.0.0.1:1/"), stats, "fast")
+    with pytest.raises(ValueError, match="ftp:// needs the aiohttp engine"):
+        choose_engine(plan("ftp://127.0.0.1:1/"), stats, "fast")
     with pytest.raises(ValueError, match="unknown engine"):
         choose_engine(plan("http://127.0.0.1:1/"), stats, "turbo")
 
