@@ -28,6 +28,7 @@ examples do. Flags make the bad releases the examples and tests catch:
 - ``--delay-ms 600``       a slower release
 - ``--error-rate 0.05``    answer 5% of requests with 500
 - ``--never-ready``        never pass the readiness check
+- ``--tls-cert server.pem --tls-key server.key``  serve HTTPS (``/healthz`` too) with that certificate chain and key
 - ``--fault-path /cart``   the errors and the delay above only on paths starting with ``/cart`` (repeatable);
   every other path takes 2 ms and never errs: a release broken on one route of a mix
 """
@@ -39,6 +40,7 @@ import asyncio
 import os
 import random
 import signal
+import ssl
 import sys
 
 from aiohttp import web
@@ -66,7 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="apply --delay-ms and --error-rate only to paths starting with this (repeatable); others take 2 ms",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (chain) file, PEM; needs --tls-key")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert, PEM")
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -99,7 +106,11 @@ async def serve(args: argparse.Namespace) -> None:
         app.router.add_route("*", path, index)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, port)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    site = web.TCPSite(runner, args.host, port, ssl_context=tls)
     await site.start()
 
     stop = asyncio.Event()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +48,23 @@ def _check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SystemExit(f"pytest-rollout: --url {url!r}: expected an http(s) URL such as http://127.0.0.1:8080/")
     return url
+
+
+def _cacert(args: argparse.Namespace) -> str | None:
+    """The text of --cacert (PEM), checked as the workers will load it; None without it."""
+    if args.cacert is None:
+        return None
+    if args.insecure:
+        raise SystemExit("pytest-rollout: --cacert and --insecure contradict each other: give one")
+    try:
+        with open(args.cacert, encoding="ascii") as fh:
+            pem = fh.read()
+        ssl.create_default_context(cadata=pem)
+    except (ValueError, ssl.SSLError) as exc:  # first: an SSLError is an OSError
+        raise SystemExit(f"pytest-rollout: --cacert {args.cacert}: not PEM certificates ({exc})") from None
+    except OSError as exc:
+        raise SystemExit(f"pytest-rollout: --cacert {args.cacert}: cannot read it: {exc.strerror}") from None
+    return pem
 
 
 def _duration(text: str, name: str) -> float:
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         help="never send a request twice (by default an idempotent request whose reused connection closed before "
         "any byte of the answer is sent once more on a new connection, as browsers and Go clients do)",
     )
+    att.add_argument("--cacert", metavar="PATH", help="https: trust the CA certificate(s) in this PEM file")
+    att.add_argument("--insecure", "-k", action="store_true", help="https: do not check the server's certificate")
     att.add_argument("--json", action="store_true", help="print one JSON object")
     cal = sub.add_parser("calibrate", help="measure what one worker holds on this machine, and record it")
     cal.add_argument("--url", required=True, type=_check_url)
@@ -211,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 engine=args.engine, method=args.method.upper(), headers=_headers(args.header),
                 body=args.body.encode() if args.body is not None else None,
                 timeout_s=_duration(args.timeout, "--timeout"), ramp_s=_duration(args.ramp, "--ramp"),
-                resend_reused=not args.strict_client,
+                resend_reused=not args.strict_client, tls_verify=not args.insecure, tls_ca_pem=_cacert(args),
             )  # fmt: skip
             if args.json:
                 print(json.dumps(summary))

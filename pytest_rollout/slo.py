@@ -1,6 +1,6 @@
 """The SLO a test declares with ``@pytest.mark.slo(...)``: parsing and validation.
 
-Pure logic: no I/O. The plugin parses every marker at collection time, so a
+Pure logic, but for reading the ``tls_ca`` file. The plugin parses every marker at collection time, so a
 bad argument is a usage error before anything starts.
 """
 
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from string import Template
@@ -189,6 +191,10 @@ class SLOSpec:
     #: until parse_slo fills it in: then one Request made of path/method/headers/body when traffic= is not given.
     routes: tuple[Request, ...] = ()
     seed: int | None = None  # the per-request data's seed (None: the run takes a stable hash of the test's node id)
+    #: https:// targets: check the server's certificate (False: a throwaway test certificate, encrypted unchecked)
+    tls_verify: bool = True
+    tls_ca: str | None = None  # the CA file the fleet trusts instead of the system's, as found
+    tls_ca_pem: str | None = None  # its text (PEM certificates: not secret)
 
     @property
     def false_fail_risk(self) -> float:
@@ -214,7 +220,7 @@ class SLOSpec:
 
 _KNOWN = frozenset(
     {"rps", "error_rate", "hold", "ramp", "after", "path", "method", "headers", "body", "min_load", "timeout", "checks"}
-    | {"secret_headers", "traffic", "seed"}
+    | {"secret_headers", "traffic", "seed", "tls_ca", "tls_verify"}
     | {"availability", "regression", "judge_ramp", "abort_on_breach", "risk", "client", "end_when_held"}
     | set(LATENCY_KEYS)
 )
@@ -297,9 +303,40 @@ def _parse_traffic(
         raise SLOSpecError(f"traffic {exc}", "traffic") from None
 
 
-def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
+def _parse_tls(values: Mapping[str, Any], base_dir: str | None) -> tuple[bool, str | None, str | None]:
+    """``(tls_verify, tls_ca's path, its PEM)``; a relative tls_ca is looked for beside the test file, else in cwd."""
+    verify, ca = values.get("tls_verify", True), values.get("tls_ca")
+    if not isinstance(verify, bool):
+        raise SLOSpecError(f"tls_verify={verify!r} must be True or False", "tls_verify")
+    if ca is None:
+        return verify, None, None
+    if not isinstance(ca, (str, os.PathLike)) or not os.fspath(ca):
+        raise SLOSpecError(f"tls_ca={ca!r} must be the path of a CA certificate file (PEM), e.g. 'ca.pem'", "tls_ca")
+    if not verify:
+        raise SLOSpecError("tls_ca= and tls_verify=False contradict each other: tls_ca trusts a CA to check the "
+                           "server's certificate, tls_verify=False checks nothing; give one", "tls_ca")  # fmt: skip
+    path = os.fspath(ca)
+    if not os.path.isabs(path) and base_dir is not None and os.path.isfile(os.path.join(base_dir, path)):
+        path = os.path.join(base_dir, path)
+    try:
+        with open(path, encoding="ascii") as fh:
+            pem = fh.read(1_000_000)
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError("no -----BEGIN CERTIFICATE----- block")
+        ssl.create_default_context(cadata=pem)
+    except (ValueError, ssl.SSLError) as exc:  # first: an SSLError is an OSError; UnicodeDecodeError a ValueError
+        raise SLOSpecError(f"tls_ca={ca!r}: {path} holds no PEM certificate ({exc}); give the CA's certificate "
+                           "in PEM form", "tls_ca") from None  # fmt: skip
+    except OSError as exc:
+        where = f" (looked beside the test file, in {base_dir}, then in the current directory)" if base_dir else ""
+        raise SLOSpecError(f"tls_ca={ca!r}: cannot read {path}: {exc.strerror}{where}", "tls_ca") from None
+    return verify, path, pem
+
+
+def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, base_dir: str | None = None) -> SLOSpec:
     """Validate the arguments of one ``slo`` marker and build its :class:`SLOSpec`.
 
+    *base_dir*: the test file's directory, where a relative ``tls_ca`` is looked for first.
     Raises :class:`SLOSpecError` naming the offending argument.
     """
     if len(args) > 1:
@@ -425,11 +462,15 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> SLOSpec:
     seed = values.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise SLOSpecError(f"seed={seed!r} must be an int: the same seed sends the same per-request data", "seed")
+    tls_verify, tls_ca, tls_ca_pem = _parse_tls(values, base_dir)
 
     return SLOSpec(
         rps=rps,
         routes=routes,
         seed=seed,
+        tls_verify=tls_verify,
+        tls_ca=tls_ca,
+        tls_ca_pem=tls_ca_pem,
         risk=risk,
         client=client,
         end_when_held=early_s,

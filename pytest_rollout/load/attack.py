@@ -43,11 +43,14 @@ def attack(
     resend_reused: bool = True,
     traffic: Sequence[Request] = (),
     seed: int = 0,
+    tls_verify: bool = True,
+    tls_ca_pem: str | None = None,
 ) -> dict[str, Any]:
     """Run the fleet against *url* and return the summary ``--json`` prints.
 
     *traffic*: a mix of requests to send instead of one *method* to *url* (its path then only names the origin);
-    the summary then has ``routes``, each route's requests and errors."""
+    the summary then has ``routes``, each route's requests and errors. *tls_ca_pem* (PEM text) / *tls_verify*:
+    what an ``https://`` *url*'s certificate is checked against (curl's ``--cacert`` / ``--insecure``)."""
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     mix = tuple(traffic) or (Request(method.upper(), target, headers=dict(headers or {}), body=body),)
@@ -82,6 +85,8 @@ def attack(
                 phases=(("ramp", 0.0), (PHASE, ramp_s)) if ramp_s > 0 else ((PHASE, 0.0),),
                 engine=engine,
                 resend_reused=resend_reused,
+                tls_verify=tls_verify,
+                tls_ca_pem=tls_ca_pem,
             )
             # the plans go out all at once; the lead leaves a big fleet time to get them before the first request
             launched = launch(fleet, plan, lead_s=0.3 + 0.01 * workers)

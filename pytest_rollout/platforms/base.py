@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Platform",
+    "SCHEMES",
     "TargetOptions",
     "TargetSpec",
     "UNSET",
@@ -82,6 +83,7 @@ class TargetOptions:
     cwd: str | os.PathLike[str] | None | Unset = UNSET  # None: the current directory
     port: int | Unset = UNSET
     pre_stop: float | str | Unset = UNSET
+    scheme: str | Unset = UNSET  # "http" or "https": how the replicas (and so the fleet's url) are spoken to
 
     def inherit(self, base: TargetOptions) -> TargetOptions:
         """These options, each setting not given here taken from *base*; the version itself never is."""
@@ -103,7 +105,11 @@ _DEFAULTS = TargetOptions(
     cwd=None,
     port=8080,
     pre_stop=0.0,
+    scheme="http",
 )
+
+#: The schemes a target may speak: ``https`` is TLS end to end (a layer 4 load balancer passes it through).
+SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +132,7 @@ class TargetSpec:
     manifests: tuple[str, ...] = ()
     port: int = 8080
     pre_stop_s: float = 0.0  # lifecycle.preStop.sleep: serve untouched this long before SIGTERM
+    scheme: str = "http"  # how replicas are spoken to, readiness checks included: "http" or "https"
     #: the options this version was built from, every setting filled in: what the next version inherits
     options: TargetOptions = field(default_factory=TargetOptions, compare=False, repr=False)
 
@@ -202,6 +209,12 @@ class TargetSpec:
             raise RolloutUsageError(f"rollout.{what}(env=...) must map str to str")
         if "PORT" in env:
             raise RolloutUsageError(f"rollout.{what}(env=...) must not set PORT: the platform assigns it")
+        scheme = options.scheme
+        if scheme not in SCHEMES:
+            raise RolloutUsageError(
+                f"rollout.{what}(scheme={scheme!r}) must be 'http' or 'https' (the replicas serve TLS themselves: "
+                "give their certificate in the command, and the fleet's trust in slo(tls_ca=...))"
+            )
         ready_timeout_s = _seconds(options.ready_timeout, "ready_timeout", what)
         grace_period_s = _seconds(options.grace_period, "grace_period", what)
         from pytest_rollout.errors import SLOSpecError
@@ -233,6 +246,7 @@ class TargetSpec:
             manifests=paths,
             port=port,
             pre_stop_s=pre_stop_s,
+            scheme=str(scheme),
             options=replace(
                 options,
                 env=env,

@@ -103,7 +103,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if marker is None:
             continue
         try:
-            item.stash[SPEC_KEY] = parse_slo(marker.args, marker.kwargs)
+            item.stash[SPEC_KEY] = parse_slo(marker.args, marker.kwargs, base_dir=str(item.path.parent))
         except SLOSpecError as exc:
             problems.append(f"{item.nodeid}: @pytest.mark.slo: {exc}")
     if problems:

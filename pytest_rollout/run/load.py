@@ -131,7 +131,11 @@ def start_load(
     """Start *size* workers for *spec*, wait until *client*'s Prometheus scrapes them all, and send the plan.
 
     The per-request data are drawn from ``spec.seed``, else from a stable hash of the test's *nodeid*, so two
-    runs of the same test send the same requests."""
+    runs of the same test send the same requests. An https target whose certificate the marker's trust refuses
+    is a usage error before any worker starts (:func:`~pytest_rollout.run.prepare.check_trust`)."""
+    from pytest_rollout.run.prepare import check_trust
+
+    check_trust(platform.url, spec)
     routes, secrets = compile_routes(spec.routes or (Request(spec.method, spec.path, headers=dict(spec.headers),
                                                              body=spec.body),), spec.secret_headers)  # fmt: skip
     if len(routes) == 1:  # one request: its secret headers go as they always did
@@ -178,6 +182,8 @@ def start_load(
         max_inflight=inflight_cap(rps / size),
         phases=tuple(phases),
         resend_reused=spec.client != "strict",
+        tls_verify=spec.tls_verify,
+        tls_ca_pem=spec.tls_ca_pem,
     )
     try:
         launched = launch(fleet, plan)

@@ -112,6 +112,7 @@ class Rollout:
         grace_period: float = 10.0,
         cwd: str | os.PathLike[str] | None = None,
         pre_stop: float | str = 0.0,
+        scheme: str = "http",
     ) -> None:
         """Deploy version 1 of the target and return once it is ready.
 
@@ -122,7 +123,7 @@ class Rollout:
         Kubernetes). *pre_stop* (seconds, or a duration such as ``"5s"``) mirrors ``lifecycle.preStop.sleep``: a
         replica being replaced keeps serving, untouched, that long before it gets SIGTERM, so that its endpoint has
         left every load balancer first. On Kubernetes it is written into the generated Deployment (``image=``);
-        manifests carry their own.
+        manifests carry their own. *scheme* ``"https"``: the replicas serve TLS (the fleet trusts slo(tls_ca=...)).
         """
         if self.platform is not None:
             raise RolloutUsageError("rollout.deploy() was already called in this test; use rollout.upgrade()")
@@ -147,6 +148,7 @@ class Rollout:
             cwd=unset_if_none(cwd),
             port=port,
             pre_stop=pre_stop,
+            scheme=scheme,
         )
         self.target.deploy(platform, given)
 
@@ -204,12 +206,10 @@ class Rollout:
     ) -> None:
         """Roll the target to a new version under full load, then hold the ``after`` phase.
 
-        Give the new version as *command* (local), *image* or *manifests*
-        (Kubernetes); settings left out are taken from the deployed version.
-        *max_surge* / *max_unavailable* default to 25% each locally and to the
-        Deployment's own strategy on Kubernetes. With *rollback_on_breach*, a
-        failed or stalled upgrade, or a verdict that fails, rolls the target
-        back to the previous version, and the report says so.
+        Give the new version as *command* (local), *image* or *manifests* (Kubernetes); settings left out (scheme
+        included) are taken from the deployed version. *max_surge* / *max_unavailable* default to 25% each locally
+        and to the Deployment's own strategy on Kubernetes. With *rollback_on_breach*, a failed or stalled upgrade,
+        or a verdict that fails, rolls the target back to the previous version, and the report says so.
         """
         platform = self.platform
         if self.load is None or platform is None or self.target.deployed is None:

@@ -27,7 +27,7 @@ from pytest_rollout.platforms.kubernetes.objects import (
 from pytest_rollout.platforms.kubernetes.portforward import parse_service
 from pytest_rollout.platforms.kubernetes.rbac import rbac_documents
 from pytest_rollout.platforms.kubernetes.status import rollout_status
-from pytest_rollout.platforms.kubernetes.target import image_patch, strategy
+from pytest_rollout.platforms.kubernetes.target import image_patch, strategy, target_docs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kind"
 
@@ -64,6 +64,20 @@ def test_the_generated_deployment_rolls_without_losing_capacity_and_probes_readi
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8080
     assert "lifecycle" not in container  # no preStop unless asked
+
+
+def test_an_https_target_is_probed_over_tls_and_a_plain_one_as_before() -> None:
+    from pytest_rollout.platforms.base import TargetOptions, TargetSpec
+
+    def probe(scheme: str | None) -> dict[str, Any]:
+        given = TargetOptions(image="shop/app:v1", port=8443) if scheme is None else \
+            TargetOptions(image="shop/app:v1", port=8443, scheme=scheme)  # fmt: skip
+        spec = TargetSpec.build(given, version="v1", what="deploy")
+        dep = target_docs(spec, "deploy", "target", "abc").docs[0]
+        return dict(dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"])
+
+    assert probe("https") == {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}
+    assert probe("http") == probe(None) == {"path": "/healthz", "port": 8443}  # the kubelet's default, HTTP
 
 
 def test_pre_stop_becomes_a_prestop_sleep_within_the_grace_period() -> None:

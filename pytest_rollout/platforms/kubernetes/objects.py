@@ -111,13 +111,15 @@ def target_objects(
     grace_period_s: float,
     progress_deadline_s: int,
     pre_stop_s: float = 0.0,
+    scheme: str = "http",
 ) -> list[dict[str, Any]]:
     """The Deployment and ClusterIP Service written for ``rollout.deploy(image=...)``.
 
     Zero-downtime defaults: ``maxUnavailable: 0`` and ``maxSurge: 25%`` (a
     replica leaves only once its replacement is ready), a readiness probe on
     *ready_path*, and the app.kubernetes.io labels. With *pre_stop_s*, a
-    ``lifecycle.preStop.sleep`` of that many seconds (rounded up; GA in 1.34).
+    ``lifecycle.preStop.sleep`` of that many seconds (rounded up; GA in 1.34). With *scheme* ``https`` the
+    probe speaks TLS (``scheme: HTTPS``: the kubelet does not check the certificate).
     """
     labels = _labels(name, run_id, "target", version=image_tag(image))
     selector = _selector(labels)
@@ -127,7 +129,7 @@ def target_objects(
         "ports": [{"name": "http", "containerPort": port}],
         "env": [{"name": "PORT", "value": str(port)}] + [{"name": k, "value": v} for k, v in sorted(env.items())],
         "readinessProbe": {
-            "httpGet": {"path": ready_path, "port": port},
+            "httpGet": {"path": ready_path, "port": port} | ({"scheme": "HTTPS"} if scheme == "https" else {}),
             "periodSeconds": 2,
             "failureThreshold": 2,
             "successThreshold": 1,

@@ -68,6 +68,7 @@ class KubePlatform:
         self.deployment: str | None = None
         self.service: str | None = None
         self.port = 0
+        self.scheme = "http"  # the target's, as deployed: https when its pods serve TLS
         self._history: list[str] = []  # revisions before each upgrade
         self._fleets: list[KubeFleet] = []
         self.ready_timeout_s = settings.timeout_s
@@ -100,7 +101,7 @@ class KubePlatform:
     def url(self) -> str:
         if self.service is None:
             raise RuntimeError("not deployed")
-        return f"http://{self.service}.{self.namespace}.svc:{self.port}"
+        return f"{self.scheme}://{self.service}.{self.namespace}.svc:{self.port}"
 
     def _objects(self, target: TargetSpec, what: str) -> TargetObjects:
         objects = target_docs(target, what, self.deployment or "target", self.run_id)
@@ -112,6 +113,7 @@ class KubePlatform:
         objects = self._objects(target, "deploy")
         self.apply(objects.docs)
         self.deployment, self.service, self.port = objects.deployment, objects.service, objects.port
+        self.scheme = target.scheme
         done, message, _ = self.follow(objects.deployment, time.monotonic() + target.ready_timeout_s, on_event)
         if not done:
             raise ReplicaNotReady(

@@ -48,6 +48,7 @@ def target_docs(target: TargetSpec, what: str, name: str, run_id: str) -> Target
             run_id=run_id,
             grace_period_s=target.grace_period_s,
             pre_stop_s=target.pre_stop_s,
+            scheme=target.scheme,
             progress_deadline_s=max(10, int(target.ready_timeout_s)),
         )
         return TargetObjects(docs, name, name, target.port, target.replicas)

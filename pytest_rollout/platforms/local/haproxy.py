@@ -27,7 +27,7 @@ from pathlib import Path
 from pytest_rollout.errors import LoadBalancerError, ProcessStartError
 from pytest_rollout.procs import TARGET_NICE, ManagedProcess, ProcessSet, free_port, port_in_use
 
-__all__ = ["HAProxy", "ServerState", "render_config"]
+__all__ = ["HAProxy", "ServerState", "render_config", "server_check"]
 
 BACKEND = "target"
 
@@ -86,6 +86,13 @@ backend {BACKEND}
 """
 
 
+def server_check(scheme: str) -> str:
+    """The health check settings of one dynamic server: over TLS for ``https`` (its certificate is the replica's
+    business, as a kubelet's HTTPS probe does not verify it either)."""
+    tls = " check-ssl verify none" if scheme == "https" else ""
+    return f"check{tls} inter 500ms fall 2 rise 1"
+
+
 @dataclass(frozen=True)
 class ServerState:
     name: str
@@ -105,8 +112,10 @@ class HAProxy:
         ready_path: str,
         binary: str = "haproxy",
         server_timeout_s: float = 30.0,
+        scheme: str = "http",
     ) -> None:
         self.procs = procs
+        self.scheme = scheme  # https: TLS passes through (mode tcp); the health checks speak TLS to the replicas
         self.run_dir = run_dir
         self.ready_path = ready_path
         self.binary = binary
@@ -119,7 +128,7 @@ class HAProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def metrics_target(self) -> str:
@@ -200,7 +209,7 @@ class HAProxy:
 
     def add_server(self, name: str, port: int) -> None:
         """Add a ready replica to the rotation, with health checks on the readiness path."""
-        self._expect(f"add server {BACKEND}/{name} 127.0.0.1:{port} check inter 500ms fall 2 rise 1", "registered")
+        self._expect(f"add server {BACKEND}/{name} 127.0.0.1:{port} {server_check(self.scheme)}", "registered")
         self._expect(f"enable health {BACKEND}/{name}", "")
         self._expect(f"enable server {BACKEND}/{name}", "")
 

@@ -20,6 +20,8 @@ closing idle connections is the release's job, as it is on Kubernetes.
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,27 @@ def _needs_command(target: TargetSpec, what: str) -> None:
             f"rollout.{what}({target.form}=...) needs --rollout-platform kubernetes; "
             "the local platform runs each replica as a process: pass command=[...]"
         )
+
+
+def _ready_status(replica: Replica, timeout: float) -> int:
+    """The status of one GET on *replica*'s readiness path, over TLS when its scheme is https (its certificate
+    unchecked, as a kubelet's HTTPS probe leaves it: readiness is not trust); OSError on connection trouble."""
+    target = replica.target
+    if target.scheme != "https":
+        return http_get("127.0.0.1", replica.port, target.ready_path, timeout=timeout)[0]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", replica.port, timeout=timeout, context=context)
+    try:
+        conn.request("GET", target.ready_path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc}") from exc
+    finally:
+        conn.close()
 
 
 class LocalPlatform:
@@ -94,6 +117,7 @@ class LocalPlatform:
                 ready_path=target.ready_path,
                 binary=self.haproxy_binary,
                 server_timeout_s=self.request_timeout_s,
+                scheme=target.scheme,
             )
             self.lb.start()
             self._terminator = Terminator(self.lb, self.procs, self.endpoint_delay_s, self._problems)
@@ -118,6 +142,11 @@ class LocalPlatform:
     ) -> UpgradeResult:
         assert self.lb is not None, "deploy first"
         _needs_command(target, "upgrade")
+        if target.scheme != self.lb.scheme:
+            raise RolloutUsageError(
+                f"rollout.upgrade(scheme={target.scheme!r}): the target was deployed with scheme={self.lb.scheme!r}, "
+                "and the fleet's url cannot change under load; leave scheme out to keep it"
+            )
         max_surge = DEFAULT_SURGE if max_surge is None else max_surge
         max_unavailable = DEFAULT_UNAVAILABLE if max_unavailable is None else max_unavailable
         if self._current is not None:
@@ -246,7 +275,7 @@ class LocalPlatform:
                         f"its last output:\n{replica.process.log_tail()}"
                     )
                 try:
-                    status, _ = http_get("127.0.0.1", replica.port, replica.target.ready_path, timeout=1.0)
+                    status = _ready_status(replica, timeout=1.0)
                     last[replica.name] = f"HTTP {status}"
                     if status == 200:
                         on_event(
