@@ -103,29 +103,42 @@ class _Slots:
             return lambda k: b"%d" % (k * size + index)
         base = self._base(name)
         if name == "uuid":
-            return lambda k: _uuid4(base, k)
+            return _uuids(base)
         values, order = data[name]
         encoded = [v.encode() for v in values]
         count = len(encoded)
         if order == "cycle":  # in turn over the whole fleet: the run's n-th request takes value n
             return lambda k: encoded[(k * size + index) % count]
-        return lambda k: encoded[_draw(base, k) % count]
+        # at random: the k-th request takes the value a table drawn from the seed names for k (the table repeats
+        # every DRAWS requests of this worker and route: one lookup per request, not a hash)
+        table = [encoded[i % count] for i in _draws(base, DRAWS)]
+        return lambda k: table[k & _DRAW_MASK]
 
 
-def _draw(base: int, k: int) -> int:
-    """A cheap well-spread 64-bit value for request *k* (one multiply: it runs for every templated request)."""
-    x = (base + k * _GOLDEN) & _M
-    x = ((x ^ (x >> 29)) * 0xBF58476D1CE4E5B9) & _M
-    return x ^ (x >> 32)
+#: How many random draws a placeholder's table holds (a power of two); request k takes draw k mod DRAWS.
+DRAWS = 1 << 14
+_DRAW_MASK = DRAWS - 1
 
 
-def _uuid4(base: int, k: int) -> bytes:
-    hi = _mix64((base + k * _GOLDEN) & _M)
-    lo = _mix64(hi ^ base)
-    hi = (hi & ~0xF000) | 0x4000
-    lo = (lo & 0x3FFFFFFFFFFFFFFF) | 0x8000000000000000
-    h = b"%016x%016x" % (hi, lo)
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+def _draws(base: int, n: int) -> list[int]:
+    """*n* well-spread 64-bit values from *base* (splitmix64), worked out once when the mix is compiled."""
+    return [_mix64((base + i * _GOLDEN) & _M) for i in range(n)]
+
+
+def _uuids(base: int) -> Slot:
+    """Version 4 UUIDs, unique for each request number k below 2**48: random bits from *base* (a table of
+    1,024 prefixes, varied as k grows), and the last 48 bits a bijection of k, so no two requests share one."""
+    draws = _draws(base, 2048)
+    prefixes = []
+    for a, b in zip(draws[::2], draws[1::2], strict=True):
+        h = b"%016x%016x" % (a, b)
+        variant = b"89ab"[b & 3 : (b & 3) + 1]  # RFC 9562: the variant's two bits, then the version nibble 4
+        prefixes.append(b"%s-%s-4%s-%s%s-" % (h[:8], h[8:12], h[13:16], variant, h[17:20]))
+    odd = (_mix64(base) | 1) & _M48
+    return lambda k: b"%s%012x" % (prefixes[((k >> 10) ^ k) & 1023], (k * odd) & _M48)
+
+
+_M48 = (1 << 48) - 1
 
 
 def _pieces(text: str, names: list[str], where: str) -> list[bytes | int]:
@@ -170,7 +183,8 @@ class _Route:
         self.head = _merge(head)
         self.static = not self.names
         tail: list[bytes | int] = [b"Content-Length: ", -2, b"\r\n\r\n", -1] if self.length else [b"\r\n", -1]
-        self.head_fmt, self.head_idx = _format([*self.head, *tail])
+        self.pieces = [*self.head, *tail]
+        self.head_fmt, self.head_idx = _format(self.pieces)
         self.body_fmt, self.body_idx = _format(self.body)
         self.body_static = not self.body_idx
 
@@ -183,6 +197,58 @@ class _Route:
         vals.append(b"%d" % len(body))  # -2: the body's length, -1: the body
         vals.append(body)
         return self.head_fmt % tuple([vals[i] for i in self.head_idx])
+
+    def fast(self) -> Callable[[int], bytes]:
+        """:meth:`wire` as a closure specialised for this route, for the hot path: a static body's length and bytes
+        are in the format already, and one or two placeholders are read without building a list."""
+        if not self.body_static:
+            return self._fast_templated_body()
+        body = self.body_fmt
+        fmt = b""
+        slots = []
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                fmt += _escape(piece)
+            elif piece >= 0:
+                fmt += b"%s"
+                slots.append(self.slots[piece])
+            else:  # -2: the body's length, -1: the body
+                fmt += b"%d" % len(body) if piece == -2 else _escape(body)
+        if len(slots) == 1:
+            (a,) = slots
+            return lambda k: fmt % a(k)
+        if len(slots) == 2:
+            a, b = slots
+            return lambda k: fmt % (a(k), b(k))
+        return lambda k: fmt % tuple([slot(k) for slot in slots])
+
+    def _fast_templated_body(self) -> Callable[[int], bytes]:
+        """:meth:`fast` for a body with placeholders: each value worked out once, the body formatted, then the
+        request around it (the body's length, then the body, its last two arguments)."""
+        slots, body_fmt, body_idx = self.slots, self.body_fmt, self.body_idx
+        head_fmt = b""
+        head_idx: list[int] = []
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                head_fmt += _escape(piece)
+            else:
+                head_fmt += b"%d" if piece == -2 else b"%s"
+                head_idx.append(piece)
+        if head_idx[-2:] != [-2, -1] or any(i < 0 for i in head_idx[:-2]):
+            return self.wire  # not the shape every route with a body is compiled to
+        head_only = head_idx[:-2]
+
+        def wire(k: int) -> bytes:
+            vals = [slot(k) for slot in slots]
+            body = body_fmt % tuple([vals[i] for i in body_idx])
+            return head_fmt % (*[vals[i] for i in head_only], len(body), body)
+
+        return wire
+
+
+def _escape(data: bytes) -> bytes:
+    """*data* as it must stand in a %-format to come out unchanged."""
+    return data.replace(b"%", b"%%")
 
 
 def _format(pieces: list[bytes | int]) -> tuple[bytes, tuple[int, ...]]:
@@ -238,7 +304,7 @@ class CompiledMix:
         ]
         #: the fast engine's bytes of each static route (None: rendered per request by render[i])
         self.static: list[bytes | None] = [c.wire(0) if c.static else None for c in self.compiled]
-        self.render: list[Callable[[int], bytes]] = [c.wire for c in self.compiled]
+        self.render: list[Callable[[int], bytes]] = [c.fast() for c in self.compiled]
         self.methods = [r.method for r in routes]
         self.weights = [r.weight for r in routes]
 
