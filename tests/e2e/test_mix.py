@@ -31,7 +31,7 @@ MIX = [
             body='{{"order": ${{seq}}, "id": "${{uuid}}"}}'),
 ]
 
-@pytest.mark.slo(rps={rps}, error_rate=0.02, ramp="2s", hold="{hold}", after="4s", traffic=MIX)
+@pytest.mark.slo(rps={rps}, error_rate=0.02, ramp="2s", hold="{hold}", after="4s", traffic=MIX, seed=7)
 def test_release(rollout):
     rollout.deploy(command=app("--version", "1"), replicas=3, pre_stop="2s")
     rollout.ramp()

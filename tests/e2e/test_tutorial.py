@@ -9,6 +9,7 @@ exit status, the message's key words, and the report.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 import shutil
 import textwrap
@@ -146,3 +147,38 @@ def test_step_8_a_slower_change_fails_against_the_saved_baseline(tutorial: pytes
     assert result.ret == 1, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least *% sure): p99 *"])
     assert "Traceback" not in result.stdout.str()  # the summary shows the regression (it once crashed on it)
+
+
+def mix_gate() -> str:
+    """Step 9's gate: step 3's file with the marker replaced by the step's mix, as the step says."""
+    block = re.search(r"^9\. .*?```python\n(.*?)```", TUTORIAL, re.S | re.M)
+    assert block is not None, "the tutorial's step 9 lost its code block"
+    mix = textwrap.dedent(block.group(1))
+    source = gate_file()
+    marker = re.search(r"^@pytest\.mark\.slo\(.*\)$", source, re.M)
+    assert marker is not None
+    return source[: marker.start()] + mix + source[marker.end() + 1 :]
+
+
+def test_step_9_the_mix_is_step_3_with_its_marker_replaced() -> None:
+    source = mix_gate()
+    compile(source, "test_release.py", "exec")
+    assert "traffic=MIX" in source and "def test_v2_upgrades_cleanly" in source
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")
+def test_step_9_a_release_failing_only_the_checkout_is_broken_on_that_route(tutorial: pytest.Pytester) -> None:
+    text = step(9)
+    broken = '"--version", "2", "--error-rate", "0.2", "--fault-path", "/cart"'
+    assert f"`app({broken})`" in text
+    source = mix_gate().replace(f'"--version", "2", {SLOW}', broken)
+    assert broken in source
+    result = run(tutorial, source, "--rollout-report", "report.json")
+    assert result.ret == 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*error_rate of route checkout in phase upgrade: measured *"])
+    (test,) = json.loads((tutorial.path / "report.json").read_text())["tests"]
+    broken_routes = {v.get("route") for v in test["verdicts"] if v["outcome"] == "broken"}
+    assert broken_routes == {"checkout"}
+    upgrade = test["phases"]["upgrade"]["routes"]
+    assert upgrade["home"]["errors"] == 0 and upgrade["search"]["errors"] == 0
