@@ -108,10 +108,10 @@ ARGUMENT_TESTS: dict[str, list[str]] = {
     "end_when_held": ["tests/e2e/test_rollouts.py::test_end_when_held_ends_each_steady_phase_once_proven_held"],
     "client": ["tests/e2e/test_rollouts.py::test_a_mainstream_graceful_server_passes_as_its_real_clients_would_see_it"],
     "traffic": [
-        "tests/e2e/test_mix.py::test_a_good_release_holds_every_route_each_sent_in_its_share",
-        "tests/e2e/test_mix.py::test_a_release_failing_one_route_is_broken_there_while_the_others_hold",
+        "tests/e2e/test_traffic_mix.py::test_a_good_release_holds_every_route_each_sent_in_its_share",
+        "tests/e2e/test_traffic_mix.py::test_a_release_failing_one_route_is_broken_there_while_the_others_hold",
     ],
-    "seed": ["tests/e2e/test_mix.py::test_a_good_release_holds_every_route_each_sent_in_its_share"],
+    "seed": ["tests/e2e/test_traffic_mix.py::test_a_good_release_holds_every_route_each_sent_in_its_share"],
     "tls_ca": ["tests/e2e/test_https.py::test_a_good_release_over_https_passes_on_the_fast_engine_trusting_the_test_ca"],
     "tls_verify": ["tests/unit/test_tls_options.py::test_tls_verify_false_is_kept_and_contradicts_a_ca"],
     **{
