@@ -17,7 +17,8 @@ from string import Template
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Request, check_requests
+from pytest_rollout.load.mix import Request
+from pytest_rollout.traffic import parse_traffic
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
 
@@ -281,28 +282,6 @@ def parse_risk(value: object, name: str) -> float:
     return risk
 
 
-_SINGLE = ("path", "method", "headers", "body")
-
-
-def _parse_traffic(
-    values: Mapping[str, Any], method: str, path: str, headers: dict[str, str], body: bytes | None
-) -> tuple[Request, ...]:
-    """The mix: ``traffic=`` checked, else one Request made of the single-request arguments."""
-    if "traffic" not in values:
-        return (Request(method, path, headers=headers, body=body),)
-    given = [name for name in _SINGLE if name in values]
-    if given:
-        raise SLOSpecError(
-            f"traffic= and {', '.join(f'{n}=' for n in given)} are exclusive: give every request's "
-            f"{'/'.join(_SINGLE)} in its Request(...) within traffic=",
-            "traffic",
-        )
-    try:
-        return check_requests(values["traffic"])
-    except ValueError as exc:
-        raise SLOSpecError(f"traffic {exc}", "traffic") from None
-
-
 def _parse_tls(values: Mapping[str, Any], base_dir: str | None) -> tuple[bool, str | None, str | None]:
     """``(tls_verify, tls_ca's path, its PEM)``; a relative tls_ca is looked for beside the test file, else in cwd."""
     verify, ca = values.get("tls_verify", True), values.get("tls_ca")
@@ -450,7 +429,7 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, base_dir: str
         raise SLOSpecError(f"client={client!r} must be 'retrying' (an idempotent request whose reused keep-alive "
                            f"connection closed before any byte of the answer {why}", "client")  # fmt: skip
 
-    routes = _parse_traffic(values, method.upper(), path, dict(headers), body)
+    routes = parse_traffic(values, method.upper(), path, dict(headers), body)
     named = {k.lower() for route in routes for k in route.headers}
     unknown = [n for n in secret_headers if n.lower() not in named]
     if unknown:

@@ -79,8 +79,8 @@ class AiohttpEngine:
         session._retry_connection = False
         return session
 
-    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(due, route, self.mix.parts(route, number)))
+    def fire(self, due: float, route: int = 0, number: int = 0, nth: int | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(due, route, self.mix.parts(route, number, nth)))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

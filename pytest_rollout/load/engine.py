@@ -97,9 +97,10 @@ class Engine(Protocol):
 
     async def open(self) -> None: ...
 
-    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
-        """Send scheduled request *number* (the worker's count from 0), on *route* (its index in the plan's
-        routes), due at loop time *due* (the caller counted it in flight)."""
+    def fire(self, due: float, route: int = 0, number: int = 0, nth: int | None = None) -> None:
+        """Send scheduled request *number* (the worker's count from 0), the *nth* on *route* (its index in the
+        plan's routes; *nth* defaults to *number*, as in a one-route mix), due at loop time *due* (the caller
+        counted it in flight)."""
 
     async def close(self) -> None: ...
 
@@ -296,8 +297,8 @@ class FastEngine:
         self._time = self._loop.time
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
-    def fire(self, due: float, route: int = 0, number: int = 0) -> None:
-        data = self.wire(route, number)
+    def fire(self, due: float, route: int = 0, number: int = 0, nth: int | None = None) -> None:
+        data = self.wire(route, number, nth)
         idle = self.idle
         while idle:
             conn = idle.pop()

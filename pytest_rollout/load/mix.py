@@ -270,6 +270,8 @@ def _check_one(request: Request) -> None:
     name = request.route
     if not isinstance(name, str) or not name or not name.isprintable() or len(name) > MAX_NAME:
         raise ValueError(f"Request name={name!r} must be printable text of 1 to {MAX_NAME} characters")
+    if name == "*":
+        raise ValueError("Request name='*' is reserved (it stands for every route): give the route another name")
     if not _finite(request.weight) or request.weight <= 0:
         raise ValueError(f"route {name!r}: weight={request.weight!r} must be a finite number > 0")
     headers = request.headers

@@ -16,6 +16,7 @@ values put in between: one value per placeholder per request (``${user}`` twice 
 from __future__ import annotations
 
 import itertools
+import random
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
@@ -38,7 +39,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _integer_weights(weights: Sequence[float]) -> list[int]:
-    exact = [Fraction(w) for w in weights]
+    exact = [Fraction(repr(w)) for w in weights]  # 0.05 as written (1/20), not as the float 0.05 is stored
     scale = lcm(*(f.denominator for f in exact))
     return [int(f * scale) for f in exact]
 
@@ -84,7 +85,7 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-Slot = Callable[[int], bytes]
+Slot = Callable[[int, int], bytes]  # (k: the worker's request number, j: the route's own) -> value
 
 
 class _Slots:
@@ -100,24 +101,31 @@ class _Slots:
     def make(self, name: str, data: Mapping[str, tuple[tuple[str, ...], str]]) -> Slot:
         index, size = self.index, self.size
         if name == "seq":
-            return lambda k: b"%d" % (k * size + index)
+            return lambda k, j: b"%d" % (k * size + index)
         base = self._base(name)
         if name == "uuid":
             return _uuids(base)
         values, order = data[name]
         encoded = [v.encode() for v in values]
         count = len(encoded)
-        if order == "cycle":  # in turn over the whole fleet: the run's n-th request takes value n
-            return lambda k: encoded[(k * size + index) % count]
-        # at random: the k-th request takes the value a table drawn from the seed names for k (the table repeats
-        # every DRAWS requests of this worker and route: one lookup per request, not a hash)
-        table = [encoded[i % count] for i in _draws(base, DRAWS)]
-        return lambda k: table[k & _DRAW_MASK]
+        # by the route's own count j, not the worker's k: a route sees only the k its share gives it, and those
+        # repeat with the route order's period, so values picked by k would skip most of a list
+        if order == "cycle":  # in turn over the whole fleet: the route's n-th request in the run takes value n
+            return lambda k, j: encoded[(j * size + index) % count]
+        # at random: the route's j-th request takes the j-th of a table drawn once from the seed (the table repeats
+        # every len(table) requests of this worker and route, at least twice the values: one lookup a request)
+        size_ = DRAWS
+        while size_ < 2 * count and size_ < MAX_DRAWS:
+            size_ *= 2
+        table = random.Random(base).choices(encoded, k=size_)
+        mask = size_ - 1
+        return lambda k, j: table[j & mask]
 
 
-#: How many random draws a placeholder's table holds (a power of two); request k takes draw k mod DRAWS.
+#: How many random draws a placeholder's table holds at least, and at most (powers of two); the route's j-th
+#: request takes draw j mod the table's length.
 DRAWS = 1 << 14
-_DRAW_MASK = DRAWS - 1
+MAX_DRAWS = 1 << 18
 
 
 def _draws(base: int, n: int) -> list[int]:
@@ -135,7 +143,7 @@ def _uuids(base: int) -> Slot:
         variant = b"89ab"[b & 3 : (b & 3) + 1]  # RFC 9562: the variant's two bits, then the version nibble 4
         prefixes.append(b"%s-%s-4%s-%s%s-" % (h[:8], h[8:12], h[13:16], variant, h[17:20]))
     odd = (_mix64(base) | 1) & _M48
-    return lambda k: b"%s%012x" % (prefixes[((k >> 10) ^ k) & 1023], (k * odd) & _M48)
+    return lambda k, j: b"%s%012x" % (prefixes[((k >> 10) ^ k) & 1023], (k * odd) & _M48)
 
 
 _M48 = (1 << 48) - 1
@@ -188,17 +196,17 @@ class _Route:
         self.body_fmt, self.body_idx = _format(self.body)
         self.body_static = not self.body_idx
 
-    def values(self, k: int) -> list[bytes]:
-        return [slot(k) for slot in self.slots]
+    def values(self, k: int, j: int) -> list[bytes]:
+        return [slot(k, j) for slot in self.slots]
 
-    def wire(self, k: int) -> bytes:
-        vals = [slot(k) for slot in self.slots]
+    def wire(self, k: int, j: int) -> bytes:
+        vals = [slot(k, j) for slot in self.slots]
         body = self.body_fmt if self.body_static else self.body_fmt % tuple([vals[i] for i in self.body_idx])
         vals.append(b"%d" % len(body))  # -2: the body's length, -1: the body
         vals.append(body)
         return self.head_fmt % tuple([vals[i] for i in self.head_idx])
 
-    def fast(self) -> Callable[[int], bytes]:
+    def fast(self) -> Callable[[int, int], bytes]:
         """:meth:`wire` as a closure specialised for this route, for the hot path: a static body's length and bytes
         are in the format already, and one or two placeholders are read without building a list."""
         if not self.body_static:
@@ -216,13 +224,13 @@ class _Route:
                 fmt += b"%d" % len(body) if piece == -2 else _escape(body)
         if len(slots) == 1:
             (a,) = slots
-            return lambda k: fmt % a(k)
+            return lambda k, j: fmt % a(k, j)
         if len(slots) == 2:
             a, b = slots
-            return lambda k: fmt % (a(k), b(k))
-        return lambda k: fmt % tuple([slot(k) for slot in slots])
+            return lambda k, j: fmt % (a(k, j), b(k, j))
+        return lambda k, j: fmt % tuple([slot(k, j) for slot in slots])
 
-    def _fast_templated_body(self) -> Callable[[int], bytes]:
+    def _fast_templated_body(self) -> Callable[[int, int], bytes]:
         """:meth:`fast` for a body with placeholders: each value worked out once, the body formatted, then the
         request around it (the body's length, then the body, its last two arguments)."""
         slots, body_fmt, body_idx = self.slots, self.body_fmt, self.body_idx
@@ -238,8 +246,8 @@ class _Route:
             return self.wire  # not the shape every route with a body is compiled to
         head_only = head_idx[:-2]
 
-        def wire(k: int) -> bytes:
-            vals = [slot(k) for slot in slots]
+        def wire(k: int, j: int) -> bytes:
+            vals = [slot(k, j) for slot in slots]
             body = body_fmt % tuple([vals[i] for i in body_idx])
             return head_fmt % (*[vals[i] for i in head_only], len(body), body)
 
@@ -303,23 +311,24 @@ class CompiledMix:
             _Route(r, host_header, _Slots(seed, index, size, r.name), extra.get(r.name, {})) for r in routes
         ]
         #: the fast engine's bytes of each static route (None: rendered per request by render[i])
-        self.static: list[bytes | None] = [c.wire(0) if c.static else None for c in self.compiled]
-        self.render: list[Callable[[int], bytes]] = [c.fast() for c in self.compiled]
+        self.static: list[bytes | None] = [c.wire(0, 0) if c.static else None for c in self.compiled]
+        self.render: list[Callable[[int, int], bytes]] = [c.fast() for c in self.compiled]
         self.methods = [r.method for r in routes]
         self.weights = [r.weight for r in routes]
 
     def order(self) -> Iterator[int]:
         return route_order(self.weights)
 
-    def wire(self, route: int, k: int) -> bytes:
-        """The fast engine's bytes of request number *k* on *route*."""
+    def wire(self, route: int, k: int, j: int | None = None) -> bytes:
+        """The fast engine's bytes of the worker's request number *k*, the *j*-th on *route* (*j* defaults to
+        *k*, as in a one-route mix)."""
         static = self.static[route]
-        return static if static is not None else self.render[route](k)
+        return static if static is not None else self.render[route](k, k if j is None else j)
 
-    def parts(self, route: int, k: int) -> tuple[str, str, dict[str, str], bytes | None]:
-        """``(method, url, headers, body)`` of request number *k* on *route*, for the aiohttp engine."""
+    def parts(self, route: int, k: int, j: int | None = None) -> tuple[str, str, dict[str, str], bytes | None]:
+        """``(method, url, headers, body)`` of request number *k*, the *j*-th on *route*, for the aiohttp engine."""
         c = self.compiled[route]
-        vals = c.values(k)
+        vals = c.values(k, k if j is None else j)
         url = self.origin + _join(c.target, vals).decode()
         headers = {k_: _join(v, vals).decode("latin-1") for k_, v in c.headers}
         body = _join(c.body, vals) if c.route.body is not None else None

@@ -142,6 +142,7 @@ class Worker:
         sleep = asyncio.sleep
         # the route of each scheduled request, dropped ones included: request k's route and data depend on k alone
         order = route_order([route.weight for route in plan.routes])
+        seen = [0] * max(1, len(plan.routes))  # each route's scheduled requests so far: its data go by this
         try:
             count = 0
             for offset in due_times:
@@ -159,6 +160,8 @@ class Worker:
                     stats.max_lag = lag
                 number = count
                 route = next(order)
+                nth = seen[route]
+                seen[route] = nth + 1
                 count += 1
                 stats.scheduled += 1
                 if lag > LATE_S:
@@ -170,7 +173,7 @@ class Worker:
                 stats.inflight += 1
                 if stats.inflight > stats.max_inflight_seen:
                     stats.max_inflight_seen = stats.inflight
-                fire(due, route, number)
+                fire(due, route, number, nth)
         finally:
             self.state = "stopping"
             drain_until = loop.time() + plan.timeout_s + 1.0

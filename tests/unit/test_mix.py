@@ -185,8 +185,7 @@ def test_requests_are_filled_in_per_request_with_the_right_length() -> None:
 
 def test_the_same_seed_sends_the_same_data_and_another_seed_other_data() -> None:
     def sent(seed: int, worker: tuple[int, int] = (0, 2)) -> list[bytes]:
-        mix = _mix(seed, worker)
-        return [mix.wire(route, k) for k, route in zip(range(300), mix.order(), strict=False)]
+        return _as_the_worker_sends(_mix(seed, worker), 300)
 
     assert sent(7) == sent(7)
     assert sent(7) != sent(8)
@@ -211,7 +210,7 @@ def test_the_hot_path_renders_exactly_what_the_plain_renderer_does() -> None:
     compiled = CompiledMix(routes, "http://127.0.0.1:8080/", seed=3, worker=(1, 4))
     for route, plain in enumerate(compiled.compiled):
         for k in range(0, 20_000, 37):
-            assert compiled.wire(route, k) == plain.wire(k)
+            assert compiled.wire(route, k, k // 3) == plain.wire(k, k // 3)
     assert b"%20b" in compiled.wire(0, 1) and b'"5%"' in compiled.wire(3, 1)
 
 
@@ -224,3 +223,49 @@ def test_uuids_are_version_4_and_never_repeat_within_a_worker() -> None:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
     assert len({text[:8] for text in ids[:5000]}) > 500  # the leading bits vary from request to request
+
+
+def _as_the_worker_sends(mix: CompiledMix, n: int) -> list[bytes]:
+    """The first *n* requests as a worker renders them: each route's own count j beside the worker's k."""
+    seen = [0] * len(mix.routes)
+    out = []
+    for k, route in zip(range(n), mix.order(), strict=False):
+        out.append(mix.wire(route, k, seen[route]))
+        seen[route] += 1
+    return out
+
+
+def test_each_route_goes_through_its_own_values_whatever_its_place_in_the_mix() -> None:
+    """Values go by the route's own count. By the worker's count they would repeat with the route order's
+    period: in three equal routes, one route's three values in turn would be one value forever; a route of 1 in
+    1,024 would see a few dozen of a table's random draws."""
+    users = Values(("ann", "bob", "cy"), order="cycle")
+    skus = [f"sku-{i}" for i in range(5000)]
+
+    def paths(mix: list[Request], n: int) -> list[tuple[str, str]]:
+        routes, _ = compile_routes(check_requests(mix))
+        compiled = CompiledMix(routes, "http://127.0.0.1:8080/", seed=1, worker=(0, 1))
+        names = list(itertools.islice(route_order([r.weight for r in routes]), n))
+        sent = _as_the_worker_sends(compiled, n)
+        return [(routes[r].name, w.split(b" ")[1].decode()) for r, w in zip(names, sent, strict=True)]
+
+    equal = [Request("GET", "/a", name="a"), Request("GET", "/u/${user}", name="b", data={"user": users}),
+             Request("GET", "/c", name="c")]  # fmt: skip
+    by_user = [path for name, path in paths(equal, 900) if name == "b"]
+    assert {u: by_user.count(f"/u/{u}") for u in ("ann", "bob", "cy")} == {"ann": 100, "bob": 100, "cy": 100}
+    uneven = [Request("GET", "/i/${sku}", name="common", weight=1023, data={"sku": skus}),
+              Request("GET", "/i/${sku}", name="rare", weight=1, data={"sku": skus})]  # fmt: skip
+    rare = [path for name, path in paths(uneven, 1024 * 300) if name == "rare"]
+    assert len(rare) == 300 and len(set(rare)) > 250  # 300 draws from 5,000: about 291 distinct
+
+
+def test_decimal_weights_repeat_with_the_period_they_are_written_with() -> None:
+    order = route_order([0.7, 0.25, 0.05])
+    first = list(itertools.islice(order, 20))
+    assert list(itertools.islice(order, 20)) == first  # a period of 20: 0.7, 0.25, 0.05 as written (14, 5, 1)
+    assert sorted(first.count(i) for i in range(3)) == [1, 5, 14]
+
+
+def test_the_every_route_name_is_reserved() -> None:
+    with pytest.raises(ValueError, match="'\\*' is reserved"):
+        check_requests([Request("GET", "/", name="*")])

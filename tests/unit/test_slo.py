@@ -167,9 +167,9 @@ def test_the_single_request_arguments_are_a_one_route_mix() -> None:
     from pytest_rollout import Request
 
     spec = parse_slo((10,), {"path": "/x", "method": "post", "headers": {"A": "b"}, "body": "{}"})
-    assert spec.routes == (Request("POST", "/x", headers={"A": "b"}, body=b"{}"),)
+    assert spec.routes == (Request("POST", "/x", name="POST /x", headers={"A": "b"}, body=b"{}"),)
     assert spec.routes[0].route == "POST /x" and spec.seed is None
-    assert parse_slo((10,), {}).routes == (Request(),)
+    assert parse_slo((10,), {}).routes == (Request(name="GET /"),)
 
 
 def test_traffic_takes_requests_or_dicts_and_a_seed() -> None:
@@ -217,3 +217,22 @@ def test_bad_traffic_names_the_argument(kwargs: dict, argument: str, text: str) 
     with pytest.raises(SLOSpecError, match=text) as info:
         parse_slo((10,), kwargs)
     assert info.value.argument == argument
+
+
+def test_the_single_request_is_sent_as_written_and_checked_as_a_mixs_requests_are() -> None:
+    """A $ in path, headers or body is a $ (the single request has no placeholders), and a line break in a
+    header or a space in the path is refused as in traffic=, naming the argument."""
+    from pytest_rollout.load.mix import compile_routes
+    from pytest_rollout.load.render import CompiledMix
+
+    spec = parse_slo((10,), {"path": "/p/$x?a=${y}", "headers": {"X-Price": "$5"}, "body": b"cost: $$1"})
+    assert spec.routes[0].route == "GET /p/$x?a=${y}"
+    routes, _ = compile_routes(spec.routes)
+    wire = CompiledMix(routes, "http://127.0.0.1:8080/").wire(0, 0)
+    assert wire.startswith(b"GET /p/$x?a=${y} HTTP/1.1\r\n") and b"\r\nX-Price: $5\r\n" in wire
+    assert wire.endswith(b"\r\n\r\ncost: $$1")
+    with pytest.raises(SLOSpecError, match="headers: .*line break") as info:
+        parse_slo((10,), {"headers": {"X": "a\r\nEvil: 1"}})
+    assert info.value.argument == "headers"
+    with pytest.raises(SLOSpecError, match="path: .*space"):
+        parse_slo((10,), {"path": "/a b"})
