@@ -17,7 +17,7 @@ from string import Template
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Request
+from pytest_rollout.load.mix import METHODS, Request
 from pytest_rollout.traffic import parse_traffic
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
@@ -48,7 +48,6 @@ DEFAULT_TIMEOUT_S = 5.0
 #: The run's false-fail risk unless the marker or ini ``rollout_risk`` says otherwise (see judge/risk.py).
 DEFAULT_RISK = 0.01
 
-_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -368,8 +367,8 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, base_dir: str
         raise SLOSpecError(f"path={path!r} must be a string starting with '/'", "path")
 
     method = values.get("method", "GET")
-    if not isinstance(method, str) or method.upper() not in _HTTP_METHODS:
-        raise SLOSpecError(f"method={method!r} must be one of {', '.join(sorted(_HTTP_METHODS))}", "method")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise SLOSpecError(f"method={method!r} must be one of {', '.join(sorted(METHODS))}", "method")
 
     headers = values.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(

@@ -70,7 +70,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from pytest_rollout.load.protocol import CONNECTION, IDEMPOTENT, IDLE_CLOSE_S, RESEND_WINDOW_S, TIMEOUT, classify
+from pytest_rollout.load.protocol import (
+    CONNECTION,
+    DEFAULT_PORTS,
+    IDEMPOTENT,
+    IDLE_CLOSE_S,
+    RESEND_WINDOW_S,
+    TIMEOUT,
+    classify,
+)
 from pytest_rollout.load.render import CompiledMix
 
 if TYPE_CHECKING:
@@ -86,7 +94,6 @@ SWEEP_S = 0.05
 STALE_CHECK_S = 0.001  # a connection idle longer than this is checked before it is reused
 MAX_CONNECTING = 32  # connections being opened at once, at most (32 per round trip: 32,000 a second at 1 ms)
 MAX_CONNECTING_TLS = 8  # the same over TLS, where a connection costs a handshake
-DEFAULT_PORTS = {"http": 80, "https": 443}
 #: what the stale check asks of a TLS connection: has the server closed its side? (a FIN: POLLRDHUP; a reset:
 #: POLLHUP/POLLERR, always reported). Not POLLIN: session tickets a TLS 1.3 server sends are healthy unread bytes
 TLS_CLOSED_EVENTS = getattr(select, "POLLRDHUP", 0x2000)

@@ -40,6 +40,10 @@ MAX_VALUES = 100_000
 BUILTINS = ("seq", "uuid")
 ORDERS = ("random", "cycle")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Header names whose values are always secret, whatever the test says (re-exported by protocol).
+ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: The port each scheme the fleet speaks defaults to (re-exported by protocol).
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: Headers a worker writes itself: a route's own are ignored (as they always were).
@@ -354,7 +358,7 @@ def compile_routes(
 
     A header is secret when it is Authorization, Proxy-Authorization or Cookie, or named in *secret_names*.
     """
-    secret_set = {"authorization", "proxy-authorization", "cookie"} | {n.lower() for n in secret_names}
+    secret_set = ALWAYS_SECRET | {n.lower() for n in secret_names}
     routes: list[Route] = []
     secrets: dict[str, dict[str, str]] = {}
     for request in requests:

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pytest_rollout.load.mix import Route
+from pytest_rollout.load.mix import ALWAYS_SECRET, DEFAULT_PORTS, Route
 from pytest_rollout.load.schedule import Segment
 
 __all__ = [
     "ALWAYS_SECRET",
+    "DEFAULT_PORTS",
     "Aim",
     "CLASSES",
     "EVERY_ROUTE",
@@ -66,10 +67,6 @@ START, PHASE, STOP, QUIT, TOTALS, STATUS = "/start", "/phase", "/stop", "/quit",
 METRICS, HEALTHZ = "/metrics", "/healthz"
 #: Paths any caller may read: they expose counts and health, nothing secret.
 OPEN_PATHS = frozenset({METRICS, HEALTHZ})
-#: Header names whose values are always secret, whatever the test says.
-ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie"})
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def new_token() -> str:
@@ -91,10 +88,10 @@ def origin(url: str) -> str:
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ValueError(f"{url!r} is not an absolute http:// or https:// URL")
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError as exc:
         raise ValueError(f"{url!r} has a bad port: {exc}") from None
     host = parts.hostname.lower()

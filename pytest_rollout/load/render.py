@@ -24,7 +24,7 @@ from math import lcm
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pytest_rollout.load.mix import SKIPPED_HEADERS, parse_template
+from pytest_rollout.load.mix import DEFAULT_PORTS, SKIPPED_HEADERS, parse_template
 
 if TYPE_CHECKING:
     from pytest_rollout.load.mix import Route
@@ -35,7 +35,6 @@ __all__ = ["CompiledMix", "route_order"]
 PERIOD_MAX = 20_000
 _M = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _integer_weights(weights: Sequence[float]) -> list[int]:
@@ -300,9 +299,9 @@ class CompiledMix:
         host = parts.hostname or "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
+        port = parts.port or DEFAULT_PORTS.get(scheme, 80)
         self.origin = f"{scheme}://{host}:{port}"
-        host_header = host if port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+        host_header = host if port == DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
         index, size = worker
         extra = extra_headers or {}
         self.routes = list(routes)
