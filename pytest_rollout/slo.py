@@ -428,7 +428,7 @@ def parse_slo(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, base_dir: str
         raise SLOSpecError(f"client={client!r} must be 'retrying' (an idempotent request whose reused keep-alive "
                            f"connection closed before any byte of the answer {why}", "client")  # fmt: skip
 
-    routes = parse_traffic(values, method.upper(), path, dict(headers), body)
+    routes = parse_traffic(values, method.upper(), path, dict(headers), body, tuple(secret_headers))
     named = {k.lower() for route in routes for k in route.headers}
     unknown = [n for n in secret_headers if n.lower() not in named]
     if unknown:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Request, check_requests
+from pytest_rollout.load.mix import Request, check_requests, compile_routes
 
 __all__ = ["parse_traffic"]
 
@@ -15,9 +15,15 @@ _SINGLE = ("path", "method", "headers", "body")
 
 
 def parse_traffic(
-    values: Mapping[str, Any], method: str, path: str, headers: dict[str, str], body: bytes | None
+    values: Mapping[str, Any],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    secret_names: tuple[str, ...] = (),
 ) -> tuple[Request, ...]:
-    """The mix: ``traffic=`` checked, else one Request made of the single-request arguments."""
+    """The mix: ``traffic=`` checked, else one Request made of the single-request arguments. *secret_names*:
+    the marker's ``secret_headers`` (their values are never quoted in an error)."""
     if "traffic" not in values:
         # the single request is sent as written: a $ in it is a $, not a placeholder; checked as a mix's are
         one = Request(
@@ -28,7 +34,7 @@ def parse_traffic(
             body=None if body is None else body.replace(b"$", b"$$"),
         )
         try:
-            return check_requests([one])
+            return check_requests([one], secret_names)
         except ValueError as exc:
             text = str(exc)
             argument = "path" if "path" in text else "headers" if "header" in text else "method"
@@ -41,6 +47,8 @@ def parse_traffic(
             "traffic",
         )
     try:
-        return check_requests(values["traffic"])
+        requests = check_requests(values["traffic"], secret_names)
+        compile_routes(requests, secret_names)  # the secret data's size
+        return requests
     except ValueError as exc:
         raise SLOSpecError(f"traffic {exc}", "traffic") from None

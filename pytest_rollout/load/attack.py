@@ -55,16 +55,14 @@ def attack(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     mix = tuple(traffic) or (Request(method.upper(), target, headers=dict(headers or {}), body=body),)
     try:
-        routes, secrets = compile_routes(check_requests(mix))
+        compiled = compile_routes(check_requests(mix))
+        routes = compiled.routes
     except ValueError as exc:
         raise RolloutUsageError(f"traffic: {exc}" if traffic else f"the request: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-attack-") as tmp:
         procs = ProcessSet(Path(tmp))
         try:
-            if len(routes) == 1:  # one request: its secret headers as they always went
-                aim = Aim.at(url, secrets.get(routes[0].name))
-            else:
-                aim = Aim.at(url, route_headers=secrets)
+            aim = Aim.of(url, compiled)
         except ValueError as exc:
             raise RolloutUsageError(f"--url: {exc}") from None
         fleet = LocalFleet(procs, "attack", workers, aim)

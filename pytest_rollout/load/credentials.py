@@ -1,4 +1,5 @@
-"""What a worker is given when it starts, never over its control API: the token, its target, the secret headers.
+"""What a worker is given when it starts, never over its control API: the token, its target, the secret headers
+and data.
 
 And the guard that makes every control call show the token (see pytest_rollout.load.protocol)."""
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_rollout.load import protocol
+from pytest_rollout.load.mix import read_data_json
 from pytest_rollout.load.protocol import Plan
 
 __all__ = ["Credentials", "guard", "read_credentials"]
@@ -24,10 +26,16 @@ class Credentials:
     target: str  # an origin: see protocol.origin
     secret_headers: dict[str, str] = field(default_factory=dict)  # every route sends these
     route_headers: dict[str, dict[str, str]] = field(default_factory=dict)  # the route they are keyed by sends these
+    #: route name -> placeholder -> (values, order): the secret data that route fills its placeholders from
+    route_data: dict[str, dict[str, tuple[tuple[str, ...], str]]] = field(default_factory=dict)
 
-    def __repr__(self) -> str:  # never print the token or header values
+    def __repr__(self) -> str:  # never print the token, header values or data
         routes = {k: sorted(v) for k, v in self.route_headers.items()}
-        return f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, routes={routes!r})"
+        data = {k: sorted(v) for k, v in self.route_data.items()}
+        return (
+            f"Credentials(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, routes={routes!r}, "
+            f"data={data!r})"
+        )
 
     def admit(self, plan: Plan) -> Plan:
         """*plan* with the secret headers added to its routes, or ValueError when it aims elsewhere, carries a
@@ -47,15 +55,25 @@ class Credentials:
                 f"the plan carries secret header(s) {', '.join(carried)}: a worker takes secret headers only when "
                 "it starts (environment or --secrets), never in a plan"
             )
-        unknown = sorted(set(self.route_headers) - set(plan.route_names))
+        unknown = sorted((set(self.route_headers) | set(self.route_data)) - set(plan.route_names))
         if unknown:
             raise ValueError(
-                f"this worker holds secret headers for route(s) {', '.join(map(repr, unknown))}, which the plan "
+                f"this worker holds secrets for route(s) {', '.join(map(repr, unknown))}, which the plan "
                 "does not send: the fleet and the plan must come from the same mix"
             )
+        for route in plan.routes:
+            held = self.route_data.get(route.name, {})
+            if sorted(held) != sorted(route.secret_data) or set(held) & set(route.data):
+                raise ValueError(
+                    f"route {route.name!r} fills {', '.join(sorted(route.secret_data)) or 'no placeholder'} from "
+                    f"secret data, and this worker holds {', '.join(sorted(held)) or 'none'} for it: the fleet and "
+                    "the plan must come from the same mix"
+                )
         routes = tuple(
             dataclasses.replace(
-                route, headers={**route.headers, **self.secret_headers, **self.route_headers.get(route.name, {})}
+                route,
+                headers={**route.headers, **self.secret_headers, **self.route_headers.get(route.name, {})},
+                data={**route.data, **self.route_data.get(route.name, {})},
             )
             for route in plan.routes
         )
@@ -102,9 +120,20 @@ def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials
             raw_headers = "{}"
         except OSError as exc:
             raise ValueError(f"--secrets {secrets_dir}: cannot read {protocol.HEADERS_FILE}: {exc.strerror}") from None
+        try:
+            with open(os.path.join(secrets_dir, protocol.DATA_FILE), encoding="utf-8") as fh:
+                raw_data = fh.read()
+        except FileNotFoundError:
+            raw_data = "{}"
+        except OSError as exc:
+            raise ValueError(f"--secrets {secrets_dir}: cannot read {protocol.DATA_FILE}: {exc.strerror}") from None
     else:
         token = os.environ.pop(protocol.TOKEN_ENV, "").strip()  # popped: nothing this process starts inherits it
         raw_headers = os.environ.pop(protocol.HEADERS_ENV, "") or "{}"
+        pieces: list[str] = []
+        while (piece := os.environ.pop(f"{protocol.DATA_ENV}_{len(pieces)}", None)) is not None:
+            pieces.append(piece)
+        raw_data = "".join(pieces) or "{}"
     if not token:
         raise ValueError(
             f"no control token: set ${protocol.TOKEN_ENV} or pass --secrets DIR (a worker never runs without one)"
@@ -122,4 +151,5 @@ def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials
             raise ValueError(  # never echo the value
                 "the secret headers must be a JSON object of strings, or an object of such objects keyed by route"
             )
-    return Credentials(token=token, target=origin, secret_headers=headers, route_headers=routes)
+    data = read_data_json(raw_data)
+    return Credentials(token=token, target=origin, secret_headers=headers, route_headers=routes, route_data=data)

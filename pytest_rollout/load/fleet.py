@@ -333,9 +333,9 @@ class LocalFleet(ControlledFleet):
             timeout = 20.0 + 0.5 * self.size
         cpus = self.cpus if len(self.cpus) >= self.size else []
         pending: list[ManagedProcess] = []
-        # the token and secret headers go through the environment: /proc/PID/environ is readable by this user
-        # only, a command line by everyone
-        secrets = {protocol.TOKEN_ENV: self.token, protocol.HEADERS_ENV: self.aim.headers_json()}
+        # the token, secret headers and secret data go through the environment: /proc/PID/environ is readable
+        # by this user only, a command line by everyone
+        secrets = {protocol.TOKEN_ENV: self.token, **self.aim.environment()}
         for i in range(self.size):
             proc = self.procs.start(
                 f"worker-{self.run_id}-{i}",

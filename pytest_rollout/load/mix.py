@@ -20,15 +20,28 @@ do, never in a plan, a report, a log or a label.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["LATENCY_FIELDS", "MAX_ROUTES", "Request", "Route", "Values", "check_requests", "compile_routes"]
+__all__ = [
+    "LATENCY_FIELDS",
+    "MAX_ROUTES",
+    "MAX_SECRET_DATA",
+    "Compiled",
+    "Request",
+    "Route",
+    "Values",
+    "check_requests",
+    "compile_routes",
+    "data_json",
+    "read_data_json",
+]
 
 #: At most this many routes in a mix: each is a ``route`` label value on every worker series.
 MAX_ROUTES = 20
@@ -36,6 +49,9 @@ MAX_ROUTES = 20
 MAX_NAME = 64
 #: A data entry holds at most this many values (a CSV column included).
 MAX_VALUES = 100_000
+#: The secret data of a whole mix, as JSON, is at most this many bytes: they travel in a worker's environment
+#: (locally) or a Kubernetes Secret (at most 1 MiB, with the headers and the token).
+MAX_SECRET_DATA = 512 * 1024
 #: The built-in placeholders; ``data`` may not use these names.
 BUILTINS = ("seq", "uuid")
 ORDERS = ("random", "cycle")
@@ -122,7 +138,7 @@ class Values:
         return f"Values({shown}, order={self.order!r}, source={self.source!r})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Request:
     """One request of a traffic mix.
 
@@ -148,6 +164,24 @@ class Request:
     p95_ms: float | None = None
     p99_ms: float | None = None
     p999_ms: float | None = None
+
+    def __repr__(self) -> str:  # Authorization, Proxy-Authorization and Cookie values are never printed
+        headers = {k: "<secret>" if k.lower() in ALWAYS_SECRET else v for k, v in self.headers.items()}
+        shown = [f"{self.method!r}", f"{self.path!r}"]
+        if self.name is not None:
+            shown.append(f"name={self.name!r}")
+        if self.weight != 1.0:
+            shown.append(f"weight={self.weight!r}")
+        if headers:
+            shown.append(f"headers={headers!r}")
+        if self.body is not None:
+            shown.append(f"body={self.body!r}")
+        if self.data:
+            shown.append(f"data={dict(self.data)!r}")
+        for key in ("error_rate", *LATENCY_FIELDS):
+            if getattr(self, key) is not None:
+                shown.append(f"{key}={getattr(self, key)!r}")
+        return f"Request({', '.join(shown)})"
 
     @property
     def route(self) -> str:
@@ -265,8 +299,19 @@ def _values(route: str, key: object, raw: object) -> Values:
     )
 
 
-def _check_one(request: Request) -> None:
-    """ValueError naming the route and what is wrong with *request*."""
+def _secret_placeholders(text: str, where: str) -> set[str]:
+    """The placeholders of a secret header's value; the error, if any, never quotes the value."""
+    try:
+        return placeholders(text, where)
+    except ValueError:
+        raise ValueError(
+            f"{where} (secret) has a ${{ that is not a placeholder: write ${{name}} (letters, digits, _), or $$ for a $"
+        ) from None
+
+
+def _check_one(request: Request, secret: frozenset[str] = ALWAYS_SECRET) -> None:
+    """ValueError naming the route and what is wrong with *request*; *secret*: the secret headers' names,
+    lower-cased (their values are never quoted)."""
     if not isinstance(request.method, str) or request.method.upper() not in METHODS:
         raise ValueError(f"Request method={request.method!r} must be one of {', '.join(sorted(METHODS))}")
     if not isinstance(request.path, str) or not request.path.startswith("/"):
@@ -297,13 +342,12 @@ def _check_one(request: Request) -> None:
     if not isinstance(request.data, Mapping):
         raise ValueError(f"route {name!r}: data must be a mapping of placeholder name to values")
     data = {key: _values(name, key, raw) for key, raw in request.data.items()}
-    if any(v.secret for v in data.values()):
-        raise ValueError(f"route {name!r}: Values(secret=True) is not supported yet: keep secrets in secret headers")
     in_path = placeholders(request.path, f"route {name!r} path")
     body = request.body.decode("latin-1") if isinstance(request.body, bytes) else request.body or ""
     used = in_path | placeholders(body, f"route {name!r} body")
     for key, value in headers.items():
-        used |= placeholders(value, f"route {name!r} header {key}")
+        read = _secret_placeholders if key.lower() in secret else placeholders
+        used |= read(value, f"route {name!r} header {key}")
     missing = sorted(used - set(data) - set(BUILTINS))
     if missing:
         raise ValueError(f"route {name!r}: no data for placeholder(s) {', '.join(missing)}: add data={{...}} for them")
@@ -325,8 +369,11 @@ def _check_one(request: Request) -> None:
                 )
 
 
-def check_requests(requests: object) -> tuple[Request, ...]:
-    """*requests* (a list of :class:`Request`, or of dicts of its fields) checked: ValueError says what is wrong."""
+def check_requests(requests: object, secret_names: Sequence[str] = ()) -> tuple[Request, ...]:
+    """*requests* (a list of :class:`Request`, or of dicts of its fields) checked: ValueError says what is wrong.
+
+    *secret_names*: headers, besides Authorization, Proxy-Authorization and Cookie, whose values are secret."""
+    secret = ALWAYS_SECRET | {n.lower() for n in secret_names if isinstance(n, str)}
     if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
         raise ValueError("must be a list of Request(...), e.g. [Request('GET', '/'), Request('POST', '/cart')]")
     out: list[Request] = []
@@ -338,7 +385,7 @@ def check_requests(requests: object) -> tuple[Request, ...]:
                 raise ValueError(f"entry {i}: {exc}") from None
         if not isinstance(item, Request):
             raise ValueError(f"entry {i} is a {type(item).__name__}: give Request(...) or a dict of its fields")
-        _check_one(item)
+        _check_one(item, secret)
         out.append(item)
     if not out:
         raise ValueError("is empty: give at least one Request")
@@ -351,23 +398,35 @@ def check_requests(requests: object) -> tuple[Request, ...]:
     return tuple(out)
 
 
-def compile_routes(
-    requests: Sequence[Request], secret_names: Sequence[str] = ()
-) -> tuple[tuple[Route, ...], dict[str, dict[str, str]]]:
-    """The wire routes of checked *requests*, and each route's secret headers (by route name; none: absent).
+class Compiled(NamedTuple):
+    """A checked mix in its wire form: the routes a plan carries, and what reaches workers only at start."""
 
-    A header is secret when it is Authorization, Proxy-Authorization or Cookie, or named in *secret_names*.
+    routes: tuple[Route, ...]
+    headers: dict[str, dict[str, str]]  # route name -> its secret headers (routes without any: absent)
+    data: dict[str, dict[str, tuple[tuple[str, ...], str]]]  # route name -> placeholder -> (values, order)
+
+
+def compile_routes(requests: Sequence[Request], secret_names: Sequence[str] = ()) -> Compiled:
+    """The wire routes of checked *requests*, each route's secret headers and its secret data (by route name).
+
+    A header is secret when it is Authorization, Proxy-Authorization or Cookie, or named in *secret_names*;
+    data are secret when given as ``Values(..., secret=True)``. ValueError when the secret data, as JSON, pass
+    :data:`MAX_SECRET_DATA`.
     """
     secret_set = ALWAYS_SECRET | {n.lower() for n in secret_names}
     routes: list[Route] = []
-    secrets: dict[str, dict[str, str]] = {}
+    headers: dict[str, dict[str, str]] = {}
+    secret_data: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
     for request in requests:
         public = {k: v for k, v in request.headers.items() if k.lower() not in secret_set}
         secret = {k: v for k, v in request.headers.items() if k.lower() in secret_set}
         if secret:
-            secrets[request.route] = secret
+            headers[request.route] = secret
         body = request.body.encode() if isinstance(request.body, str) else request.body
         data = {k: _values(request.route, k, v) for k, v in request.data.items()}
+        hidden = {k: (v.values, v.order) for k, v in data.items() if v.secret}
+        if hidden:
+            secret_data[request.route] = hidden
         routes.append(
             Route(
                 name=request.route,
@@ -377,7 +436,47 @@ def compile_routes(
                 body=body,
                 weight=float(request.weight),
                 data={k: (v.values, v.order) for k, v in data.items() if not v.secret},
-                secret_data=tuple(k for k, v in data.items() if v.secret),
+                secret_data=tuple(hidden),
             )
         )
-    return tuple(routes), secrets
+    size = len(data_json(secret_data).encode())
+    if size > MAX_SECRET_DATA:
+        raise ValueError(
+            f"carries secret data (Values(..., secret=True)) of {size:,} bytes as JSON, more than "
+            f"{MAX_SECRET_DATA:,}: they reach each worker at start (a Kubernetes Secret holds at most 1 MiB); "
+            "use fewer or shorter values"
+        )
+    return Compiled(tuple(routes), headers, secret_data)
+
+
+def data_json(data: Mapping[str, Mapping[str, tuple[Sequence[str], str]]]) -> str:
+    """Secret data as a worker reads them at start: ``{route: {name: [[values...], order]}}``."""
+    return json.dumps({r: {k: [list(v), o] for k, (v, o) in d.items()} for r, d in data.items()}, sort_keys=True)
+
+
+def read_data_json(text: str) -> dict[str, dict[str, tuple[tuple[str, ...], str]]]:
+    """:func:`data_json`'s text read back; ValueError (never quoting a value) when it is not of that shape."""
+    try:
+        raw = json.loads(text or "{}")
+    except ValueError:
+        raw = None
+    out: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
+    bad = ValueError("the secret data must be a JSON object {route: {name: [[values...], order]}} of strings")
+    if not isinstance(raw, dict):
+        raise bad
+    for route, entries in raw.items():
+        if not isinstance(entries, dict):
+            raise bad
+        out[route] = {}
+        for name, pair in entries.items():
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or pair[1] not in ORDERS
+                or not isinstance(pair[0], list)
+                or not pair[0]
+                or not all(isinstance(v, str) for v in pair[0])
+            ):
+                raise bad
+            out[route][name] = (tuple(pair[0]), pair[1])
+    return out

@@ -12,8 +12,9 @@ It imports nothing from either.
 - The target a worker may load (scheme, host and port: its *origin*) is fixed
   when the worker starts; a plan aimed anywhere else is refused.
 - Secret header values (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
-  and any the test names) reach a worker when it starts, through its
-  environment or a Secret volume, never in a plan.
+  and any the test names) and secret data (``Values(..., secret=True)``) reach
+  a worker when it starts, through its environment or a Secret volume, never
+  in a plan.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pytest_rollout.load.mix import ALWAYS_SECRET, DEFAULT_PORTS, Route
+from pytest_rollout.load.mix import ALWAYS_SECRET, DEFAULT_PORTS, Compiled, Route, data_json
 from pytest_rollout.load.schedule import Segment
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "DEFAULT_PORTS",
     "Aim",
     "CLASSES",
+    "DATA_ENV",
+    "DATA_FILE",
     "EVERY_ROUTE",
     "ERROR_CLASSES",
     "HEADERS_ENV",
@@ -59,9 +62,14 @@ TOKEN_HEADER = "X-Rollout-Token"
 #: Environment variables a local worker reads its token and secret headers from (never its command line).
 TOKEN_ENV = "PYTEST_ROLLOUT_WORKER_TOKEN"
 HEADERS_ENV = "PYTEST_ROLLOUT_WORKER_HEADERS"
+#: The secret data (``Values(..., secret=True)``) come in pieces of at most :data:`DATA_PIECE` characters, in
+#: ``PYTEST_ROLLOUT_WORKER_DATA_0``, ``_1``, ... (one environment string holds at most 128 KiB on Linux).
+DATA_ENV = "PYTEST_ROLLOUT_WORKER_DATA"
+DATA_PIECE = 64 * 1024
 #: Files in a worker's ``--secrets`` directory (the Secret volume on Kubernetes).
 TOKEN_FILE = "token"
 HEADERS_FILE = "headers.json"
+DATA_FILE = "data.json"
 #: The control API's paths (see pytest_rollout.load.worker for what each does).
 START, PHASE, STOP, QUIT, TOTALS, STATUS = "/start", "/phase", "/stop", "/quit", "/totals", "/status"
 METRICS, HEALTHZ = "/metrics", "/healthz"
@@ -127,6 +135,8 @@ class Aim:
     target: str  # an origin (see :func:`origin`)
     secret_headers: Mapping[str, str] = field(default_factory=dict)
     route_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: route name -> placeholder -> (values, order): the ``Values(..., secret=True)`` of that route
+    route_data: Mapping[str, Mapping[str, tuple[tuple[str, ...], str]]] = field(default_factory=dict)
 
     @classmethod
     def at(
@@ -134,8 +144,35 @@ class Aim:
         url: str,
         secret_headers: Mapping[str, str] | None = None,
         route_headers: Mapping[str, Mapping[str, str]] | None = None,
+        route_data: Mapping[str, Mapping[str, tuple[tuple[str, ...], str]]] | None = None,
     ) -> Aim:
-        return cls(origin(url), dict(secret_headers or {}), {k: dict(v) for k, v in (route_headers or {}).items()})
+        return cls(
+            origin(url),
+            dict(secret_headers or {}),
+            {k: dict(v) for k, v in (route_headers or {}).items()},
+            {k: dict(v) for k, v in (route_data or {}).items()},
+        )
+
+    @classmethod
+    def of(cls, url: str, compiled: Compiled) -> Aim:
+        """The aim of a compiled mix at *url*: a single route's secret headers go to every route, as they always
+        did; a mix's go to the route they are keyed by. ValueError for a bad *url*."""
+        if len(compiled.routes) == 1:
+            return cls.at(url, compiled.headers.get(compiled.routes[0].name), route_data=compiled.data)
+        return cls.at(url, route_headers=compiled.headers, route_data=compiled.data)
+
+    def data_json(self) -> str:
+        """The secret data as a worker reads them at start (:func:`pytest_rollout.load.mix.data_json`)."""
+        return data_json(self.route_data)
+
+    def environment(self) -> dict[str, str]:
+        """The secret headers and data as a local worker's environment (:data:`HEADERS_ENV`, :data:`DATA_ENV`)."""
+        env = {HEADERS_ENV: self.headers_json()}
+        if self.route_data:
+            text = self.data_json()
+            for i in range(0, len(text), DATA_PIECE):
+                env[f"{DATA_ENV}_{i // DATA_PIECE}"] = text[i : i + DATA_PIECE]
+        return env
 
     def secret_names(self) -> set[str]:
         """Every secret header's name, lower-cased, whichever route sends it."""
@@ -154,7 +191,11 @@ class Aim:
 
     def __repr__(self) -> str:  # never print the values
         routes = {k: sorted(v) for k, v in self.route_headers.items()}
-        return f"Aim(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, route_headers={routes!r})"
+        data = {k: sorted(v) for k, v in self.route_data.items()}
+        return (
+            f"Aim(target={self.target!r}, secret_headers={sorted(self.secret_headers)!r}, route_headers={routes!r}, "
+            f"route_data={data!r})"
+        )
 
 
 #: Outcome classes of a request. ``ok`` is any status below 400.

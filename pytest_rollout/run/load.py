@@ -136,12 +136,9 @@ def start_load(
     from pytest_rollout.run.prepare import check_trust
 
     check_trust(platform.url, spec)
-    routes, secrets = compile_routes(spec.routes or (Request(spec.method, spec.path, headers=dict(spec.headers),
-                                                             body=spec.body),), spec.secret_headers)  # fmt: skip
-    if len(routes) == 1:  # one request: its secret headers go as they always did
-        aim = Aim.at(platform.url, secrets.get(routes[0].name))
-    else:
-        aim = Aim.at(platform.url, route_headers=secrets)
+    compiled = compile_routes(spec.routes or (Request(spec.method, spec.path, headers=dict(spec.headers),
+                                                          body=spec.body),), spec.secret_headers)  # fmt: skip
+    routes, aim = compiled.routes, Aim.of(platform.url, compiled)
     seed = spec.seed if spec.seed is not None else zlib.crc32(nodeid.encode())
     fleet = platform.make_fleet(run_id, size, aim)
     try:

@@ -22,8 +22,9 @@ from helpers import run_fleet, schedule_kept
 
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
+from pytest_rollout.load.credentials import read_credentials
 from pytest_rollout.load.fleet import LocalFleet
-from pytest_rollout.load.mix import Request, Route, check_requests, compile_routes
+from pytest_rollout.load.mix import Request, Route, Values, check_requests, compile_routes
 from pytest_rollout.load.protocol import Aim
 from pytest_rollout.load.replies import WorkerStatus, WorkerTotals
 from pytest_rollout.procs import ProcessSet
@@ -299,7 +300,7 @@ def test_each_route_of_a_mix_sends_its_own_secret_headers_and_no_plan_carries_th
             Request("GET", "/c", name="c"),
         ]
     )
-    routes, secrets = compile_routes(mix)
+    routes, secrets, _ = compile_routes(mix)
     assert all("Authorization" not in r.headers for r in routes) and set(secrets) == {"a", "b"}
     fleet = LocalFleet(procs, "mixsecret", 1, Aim.at(target.url, route_headers=secrets))
     fleet.start()
@@ -318,3 +319,61 @@ def test_each_route_of_a_mix_sends_its_own_secret_headers_and_no_plan_carries_th
     assert all(h["authorization"] == "Bearer route-b-22" for h in by_path["/b"])
     assert all("authorization" not in h for h in by_path["/c"])
     assert not any(secret in text for text in exposed for secret in ("route-a-11", "route-b-22"))
+
+
+def test_secret_data_reach_the_target_in_turn_and_nothing_else(
+    procs: ProcessSet,
+    targets,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Values(secret=True), more than one environment string holds, reach a real worker at start in pieces;
+    the route sends them in turn; the plan, the control API, the metrics, the log and the command line show
+    none; a plan naming secret data the worker was not given is refused before any request."""
+    target = targets()
+    tokens = [f"tok-{i:05d}-{'s' * 40}" for i in range(3_000)]  # ~150 KB of JSON: three pieces
+    mix = check_requests(
+        [
+            Request(
+                "GET",
+                "/a",
+                name="a",
+                headers={"Authorization": "Bearer ${t}"},
+                data={"t": Values(tokens, order="cycle", secret=True)},
+            ),  # fmt: skip
+            Request("GET", "/b", name="b"),
+        ]
+    )
+    compiled = compile_routes(mix)
+    assert len(Aim.of(target.url, compiled).environment()) >= 4  # the headers and three pieces
+    fleet = LocalFleet(procs, "secretdata", 1, Aim.of(target.url, compiled))
+    fleet.start()
+    try:
+        ((proc, port),) = fleet.workers
+        totals, _ = run_fleet(fleet, target.url, rps=60, seconds=1, routes=compiled.routes)
+        exposed = [call(port, "GET", p, token=fleet.token)[2] for p in ("/status", "/totals")]
+        exposed += [call(port, "GET", "/metrics")[2], "".join(p.read_text() for p in procs.run_dir.glob("*.log"))]
+        exposed.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace"))
+        exposed.append(json.dumps([r.to_json() for r in compiled.routes]))
+    finally:
+        fleet.shutdown()
+    schedule_kept(totals.workers[0].phases["p"], 60, "ok")
+    sent = [h["authorization"] for h in target.seen if h[":path"] == "/a"]
+    assert sent == [f"Bearer {t}" for t in tokens[: len(sent)]] and len(sent) >= 20  # in turn, from the first
+    assert all("authorization" not in h for h in target.seen if h[":path"] == "/b")
+    assert not any("tok-0" in text for text in exposed)
+
+    bare = LocalFleet(procs, "nodata", 1, Aim.at(target.url, route_headers=compiled.headers))
+    bare.start()
+    try:
+        with pytest.raises(FleetError, match="fills t from secret data, and this worker holds none") as caught:
+            run_fleet(bare, target.url, rps=20, seconds=0.5, routes=compiled.routes)
+        assert "tok-0" not in str(caught.value)
+    finally:
+        bare.shutdown()
+
+    folder = tmp_path / "secrets"  # as on Kubernetes: the fleet's Secret mounted as a folder
+    folder.mkdir(mode=0o700)
+    (folder / protocol.TOKEN_FILE).write_text("t")
+    (folder / protocol.DATA_FILE).write_text(Aim.of(target.url, compiled).data_json())
+    held = read_credentials(target.url, str(folder))
+    assert held.route_data == compiled.data and "tok-0" not in repr(held)

@@ -138,10 +138,16 @@ def test_worker_pods_are_aimed_at_creation_and_run_with_least_privilege() -> Non
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    secret = fleet_secret(name="w", token="t0k3n", headers_json='{"Authorization": "Bearer x"}')
+    secret = fleet_secret(
+        name="w",
+        token="t0k3n",
+        headers_json='{"Authorization": "Bearer x"}',
+        data_json='{"r": {"t": [["v"], "cycle"]}}',
+    )
     assert secret["kind"] == "Secret" and secret["stringData"] == {
         "token": "t0k3n",
         "headers.json": '{"Authorization": "Bearer x"}',
+        "data.json": '{"r": {"t": [["v"], "cycle"]}}',
     }
     assert "t0k3n" not in str(worker_deployment()) and "Bearer" not in str(worker_deployment())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import uuid
 from fractions import Fraction
@@ -11,7 +12,10 @@ from pathlib import Path
 import httptools
 import pytest
 
-from pytest_rollout.load.mix import Request, Route, Values, check_requests, compile_routes
+from pytest_rollout.load import protocol
+from pytest_rollout.load.credentials import Credentials
+from pytest_rollout.load.mix import Request, Route, Values, check_requests, compile_routes, data_json, read_data_json
+from pytest_rollout.load.protocol import Aim, Plan
 from pytest_rollout.load.render import PERIOD_MAX, CompiledMix, route_order
 
 
@@ -115,11 +119,106 @@ def test_dicts_and_secret_headers_compile_to_public_wire_routes() -> None:
             Request("GET", "/"),
         ]
     )
-    routes, secrets = compile_routes(requests, ["x-key"])
+    routes, secrets, _ = compile_routes(requests, ["x-key"])
     assert routes[0] == Route("checkout", "POST", "/cart", {"Accept": "a"}, b"{}", 5.0)
     assert secrets == {"checkout": {"Authorization": "t", "X-Key": "k"}}
     assert routes[1] == Route.of("GET", "/")
     assert all(Route.from_json(r.to_json()) == r for r in routes)
+
+
+def test_secret_values_and_headers_stay_out_of_the_wire_routes_and_every_repr() -> None:
+    """Values(secret=True) and secret headers compile to what reaches workers at start; the plan's routes name
+    the secret placeholders and hold no value; no repr prints one."""
+    tokens = Values(["tok-AAA", "tok-BBB"], order="cycle", secret=True)
+    requests = check_requests(
+        [
+            Request(
+                "GET",
+                "/me?u=${user}",
+                name="me",
+                headers={"Authorization": "Bearer ${token}", "X-Key": "key-CCC"},
+                data={"token": tokens, "user": ["u1", "u2"]},
+            ),
+            Request("GET", "/", name="home"),
+        ],
+        ["X-Key"],
+    )
+    compiled = compile_routes(requests, ["X-Key"])
+    me = compiled.routes[0]
+    assert me.secret_data == ("token",) and set(me.data) == {"user"}
+    assert compiled.data == {"me": {"token": (("tok-AAA", "tok-BBB"), "cycle")}}
+    assert compiled.headers == {"me": {"Authorization": "Bearer ${token}", "X-Key": "key-CCC"}}
+    assert read_data_json(data_json(compiled.data)) == compiled.data
+    aim = Aim.of("http://127.0.0.1:1/", compiled)
+    assert aim.route_headers == compiled.headers and aim.route_data == compiled.data
+    shown = " ".join(
+        [
+            json.dumps([r.to_json() for r in compiled.routes]),
+            repr(requests),
+            repr(tokens),
+            repr(aim),
+            aim.headers_json(),
+        ]
+    )
+    assert "tok-AAA" not in shown and "Bearer ${token}" not in shown.replace(aim.headers_json(), "")
+    assert "<secret>" in repr(requests[0]) and "key-CCC" in aim.headers_json()
+    env = aim.environment()
+    assert json.loads(env[f"{protocol.DATA_ENV}_0"]) == {"me": {"token": [["tok-AAA", "tok-BBB"], "cycle"]}}
+
+
+def test_secret_data_pass_in_pieces_and_are_capped() -> None:
+    """More secret data than one environment string holds go in pieces that read back whole; past the cap, the
+    error says how big they are and why there is a cap."""
+    many = Values([f"token-{i:05d}-{'x' * 40}" for i in range(3_000)], order="cycle", secret=True)
+    compiled = compile_routes(check_requests([Request("GET", "/${t}", name="r", data={"t": many})]))
+    env = Aim.of("http://127.0.0.1:1/", compiled).environment()
+    pieces = [env[f"{protocol.DATA_ENV}_{i}"] for i in range(len(env) - 1)]
+    assert len(pieces) >= 3 and all(len(p) <= protocol.DATA_PIECE for p in pieces)
+    assert read_data_json("".join(pieces)) == compiled.data
+    huge = Values([f"{i:06d}{'y' * 100}" for i in range(6_000)], secret=True)
+    with pytest.raises(ValueError, match=r"carries secret data .* bytes as JSON, more than 524,288.*Kubernetes Secret"):
+        compile_routes(check_requests([Request("GET", "/${t}", name="r", data={"t": huge})]))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"r": []}',
+        '{"r": {"t": [["a"], "sideways"]}}',
+        '{"r": {"t": [[], "cycle"]}}',
+        '{"r": {"t": [[1], "cycle"]}}',
+    ],
+)
+def test_secret_data_of_a_bad_shape_are_refused_without_being_quoted(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be a JSON object \{route") as caught:
+        read_data_json(text)
+    assert "sideways" not in str(caught.value)
+
+
+def test_a_bad_placeholder_in_a_secret_header_is_refused_without_quoting_the_value() -> None:
+    for headers, names in (({"Authorization": "Bearer s3cr3t${oops"}, ()), ({"X-Key": "s3cr3t${1x}"}, ("X-Key",))):
+        with pytest.raises(ValueError, match=r"\(secret\) has a \$\{ that is not a placeholder") as caught:
+            check_requests([Request("GET", "/", name="r", headers=headers)], names)
+        assert "s3cr3t" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"'\$\{oops' is not a placeholder"):  # a public one's is quoted
+        check_requests([Request("GET", "/", name="r", headers={"X-Public": "s3cr3t${oops"})])
+
+
+def test_a_worker_fills_secret_placeholders_only_from_what_it_was_given_at_start() -> None:
+    """Credentials.admit merges a route's secret data into its data, and refuses a plan whose secret
+    placeholders differ from what the worker holds (never quoting a value)."""
+    compiled = compile_routes(
+        check_requests([Request("GET", "/${t}", name="r", data={"t": Values(["v-1"], secret=True)})])
+    )
+    plan = Plan(url="http://127.0.0.1:1/", segments=(), start_at=0.0, deadline=1.0, routes=compiled.routes)
+    held = Credentials("k", "http://127.0.0.1:1", route_data=compiled.data)
+    assert held.admit(plan).routes[0].data == {"t": (("v-1",), "random")}
+    assert "v-1" not in repr(held)
+    for wrong in ({}, {"r": {"u": (("v-1",), "random")}}, {"other": {"t": (("v-1",), "random")}}):
+        with pytest.raises(ValueError, match="the fleet and the plan must come from the same mix") as caught:
+            Credentials("k", "http://127.0.0.1:1", route_data=wrong).admit(plan)
+        assert "v-1" not in str(caught.value)
 
 
 def _parse(wire: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -159,7 +258,7 @@ MIX = [
 
 
 def _mix(seed: int = 1, worker: tuple[int, int] = (0, 1)) -> CompiledMix:
-    routes, _ = compile_routes(check_requests(MIX))
+    routes, _, _ = compile_routes(check_requests(MIX))
     return CompiledMix(routes, "http://127.0.0.1:8080/", seed=seed, worker=worker)
 
 
@@ -206,7 +305,7 @@ def test_the_hot_path_renders_exactly_what_the_plain_renderer_does() -> None:
                 data={"user": ["a", "b"]}),
         Request("HEAD", "/h", name="five"),
     ]  # fmt: skip
-    routes, _ = compile_routes(check_requests(mix))
+    routes, _, _ = compile_routes(check_requests(mix))
     compiled = CompiledMix(routes, "http://127.0.0.1:8080/", seed=3, worker=(1, 4))
     for route, plain in enumerate(compiled.compiled):
         for k in range(0, 20_000, 37):
@@ -215,7 +314,7 @@ def test_the_hot_path_renders_exactly_what_the_plain_renderer_does() -> None:
 
 
 def test_uuids_are_version_4_and_never_repeat_within_a_worker() -> None:
-    routes, _ = compile_routes(check_requests([Request("GET", "/", headers={"X-Id": "${uuid}"})]))
+    routes, _, _ = compile_routes(check_requests([Request("GET", "/", headers={"X-Id": "${uuid}"})]))
     compiled = CompiledMix(routes, "http://127.0.0.1:8080/", seed=9, worker=(0, 1))
     ids = [compiled.wire(0, k).split(b"X-Id: ")[1][:36].decode() for k in range(200_000)]
     assert len(set(ids)) == len(ids)
@@ -243,7 +342,7 @@ def test_each_route_goes_through_its_own_values_whatever_its_place_in_the_mix() 
     skus = [f"sku-{i}" for i in range(5000)]
 
     def paths(mix: list[Request], n: int) -> list[tuple[str, str]]:
-        routes, _ = compile_routes(check_requests(mix))
+        routes, _, _ = compile_routes(check_requests(mix))
         compiled = CompiledMix(routes, "http://127.0.0.1:8080/", seed=1, worker=(0, 1))
         names = list(itertools.islice(route_order([r.weight for r in routes]), n))
         sent = _as_the_worker_sends(compiled, n)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rollout.errors import SLOSpecError
+from pytest_rollout.load.mix import Values
 from pytest_rollout.slo import DEFAULT_ERROR_RATE, DEFAULT_MIN_LOAD, parse_duration, parse_slo
 
 
@@ -209,6 +210,20 @@ def test_traffic_takes_requests_or_dicts_and_a_seed() -> None:
         ({"traffic": [{"path": "/a", "error_rate": 1.5}]}, "traffic", "error_rate=1.5 must be in \\[0, 1\\)"),
         ({"traffic": [{"path": "/a/${id}"}]}, "traffic", "route 'GET /a/\\$\\{id\\}': no data for placeholder"),
         ({"traffic": [{"path": "/a"}], "secret_headers": ["X-K"]}, "secret_headers", "no Request in traffic= sets"),
+        (
+            {
+                "traffic": [
+                    {"path": "/${t}", "data": {"t": Values([f"{i:07d}" * 20 for i in range(4_000)], secret=True)}}
+                ]
+            },
+            "traffic",
+            "traffic carries secret data .* more than 524,288",
+        ),
+        (
+            {"traffic": [{"path": "/", "headers": {"X-K": "s3cr3t${"}}], "secret_headers": ["X-K"]},
+            "traffic",
+            "header X-K \\(secret\\) has a",
+        ),
         ({"seed": "abc"}, "seed", "seed='abc' must be an int"),
         ({"seed": True}, "seed", "must be an int"),
     ],
@@ -227,7 +242,7 @@ def test_the_single_request_is_sent_as_written_and_checked_as_a_mixs_requests_ar
 
     spec = parse_slo((10,), {"path": "/p/$x?a=${y}", "headers": {"X-Price": "$5"}, "body": b"cost: $$1"})
     assert spec.routes[0].route == "GET /p/$x?a=${y}"
-    routes, _ = compile_routes(spec.routes)
+    routes, _, _ = compile_routes(spec.routes)
     wire = CompiledMix(routes, "http://127.0.0.1:8080/").wire(0, 0)
     assert wire.startswith(b"GET /p/$x?a=${y} HTTP/1.1\r\n") and b"\r\nX-Price: $5\r\n" in wire
     assert wire.endswith(b"\r\n\r\ncost: $$1")

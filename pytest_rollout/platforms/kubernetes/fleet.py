@@ -85,7 +85,9 @@ class KubeFleet(ControlledFleet):
         control_from, self.policy_note = p.control_from()
         prometheus = p.prometheus_service
         docs = [
-            fleet_secret(name=self.name, token=self.token, headers_json=self.aim.headers_json()),
+            fleet_secret(
+                name=self.name, token=self.token, headers_json=self.aim.headers_json(), data_json=self.aim.data_json()
+            ),
             fleet_network_policy(
                 name=self.name,
                 run_id=p.run_id,

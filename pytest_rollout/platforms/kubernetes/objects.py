@@ -170,16 +170,17 @@ def target_objects(
     return [deployment, service]
 
 
-def fleet_secret(*, name: str, token: str, headers_json: str) -> dict[str, Any]:
-    """The fleet's Secret: the run's control token and the secret request headers (see pytest_rollout.load.protocol)."""
-    from pytest_rollout.load.protocol import HEADERS_FILE, TOKEN_FILE
+def fleet_secret(*, name: str, token: str, headers_json: str, data_json: str = "{}") -> dict[str, Any]:
+    """The fleet's Secret: the run's control token, the secret request headers and the secret data (see
+    pytest_rollout.load.protocol)."""
+    from pytest_rollout.load.protocol import DATA_FILE, HEADERS_FILE, TOKEN_FILE
 
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name},
         "type": "Opaque",
-        "stringData": {TOKEN_FILE: token, HEADERS_FILE: headers_json},
+        "stringData": {TOKEN_FILE: token, HEADERS_FILE: headers_json, DATA_FILE: data_json},
     }
 
 
