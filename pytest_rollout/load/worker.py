@@ -35,13 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from aiohttp import web
 
@@ -49,8 +47,8 @@ from pytest_rollout.load import protocol
 from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.credentials import Credentials, guard, read_credentials
 from pytest_rollout.load.engine import Engine, choose_engine
-from pytest_rollout.load.histogram import BOUNDS
-from pytest_rollout.load.protocol import CLASSES, DROPPED, LATE_S, Plan
+from pytest_rollout.load.exposition import CONTENT_TYPE, Exposition
+from pytest_rollout.load.protocol import DROPPED, LATE_S, Plan
 from pytest_rollout.load.render import route_order
 from pytest_rollout.load.replies import PhaseHeard, Refusal, Started, StateReply, WorkerStatus, WorkerTotals
 from pytest_rollout.load.schedule import arrivals, rate_at
@@ -183,63 +181,6 @@ class Worker:
             self.state = "stopped"
 
 
-class _Collector:
-    """prometheus-client collector that reads :class:`WorkerStats` at scrape time."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        stats = self.worker.stats
-        requests = CounterMetricFamily(
-            "rollout_requests",
-            "Requests completed, by the phase in which they were due, by outcome class and by route of the mix.",
-            labels=["phase", "class", "route"],
-        )
-        late = CounterMetricFamily(
-            "rollout_late",
-            f"Requests not sent because the worker was more than {LATE_S * 1000:g} ms behind (also counted dropped).",
-            labels=["phase", "route"],
-        )
-        resent = CounterMetricFamily(
-            "rollout_resent",
-            "Requests sent a second time because the reused connection they went out on closed before any byte "
-            "of the answer, as real clients do (each also counted once in rollout_requests, by its second try).",
-            labels=["phase", "route"],
-        )
-        hist = HistogramMetricFamily(
-            "rollout_request_duration_seconds",
-            "Latency from each request's scheduled start to its end (coordinated omission corrected).",
-            labels=["phase", "route"],
-        )
-        for name, routes in zip(stats.phase_names, list(stats.phase_stats), strict=False):
-            for route, phase in zip(stats.route_names, routes, strict=False):
-                for klass, value in zip(CLASSES, phase.by_class, strict=False):
-                    requests.add_metric([name, klass, route], value)
-                late.add_metric([name, route], phase.late)
-                resent.add_metric([name, route], phase.resent)
-                cumulative = phase.hist.cumulative()
-                buckets = [(_le(bound), float(c)) for bound, c in zip(BOUNDS, cumulative, strict=False)]
-                buckets.append(("+Inf", float(cumulative[-1])))
-                hist.add_metric([name, route], buckets, phase.hist.sum)
-        yield requests
-        yield late
-        yield resent
-        yield hist
-        yield CounterMetricFamily("rollout_scheduled", "Requests that fell due.", value=stats.scheduled)
-        yield GaugeMetricFamily("rollout_inflight", "Requests in flight now.", value=stats.inflight)
-        yield GaugeMetricFamily("rollout_max_lag_seconds", "Largest send lag seen so far.", value=stats.max_lag)
-        yield GaugeMetricFamily(
-            "rollout_target_rps", "The rate this worker is asked to hold now.", value=self.worker.target_rps()
-        )
-
-
-def _le(bound: float) -> str:
-    return repr(bound) if not math.isinf(bound) else "+Inf"
-
-
 class ControlServer:
     """The worker's control API: one method per verb, each answering with a typed reply (:mod:`.replies`).
 
@@ -248,12 +189,9 @@ class ControlServer:
     """
 
     def __init__(self, worker: Worker, credentials: Credentials) -> None:
-        from prometheus_client import CollectorRegistry
-
         self.worker = worker
         self.credentials = credentials
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(worker))  # type: ignore[arg-type]
+        self.exposition = Exposition()
         self.done = asyncio.Event()
 
     # the verbs
@@ -292,9 +230,8 @@ class ControlServer:
         return _reply(self.worker.status())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from prometheus_client import generate_latest
-
-        return web.Response(body=generate_latest(self.registry), content_type="text/plain", charset="utf-8")
+        body = self.exposition.render(self.worker.stats, self.worker.target_rps())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
