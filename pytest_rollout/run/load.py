@@ -52,11 +52,15 @@ class LoadRun:
     eval_at: float = field(default=0.0)  # when the final counts were all scraped
     plan_s: float = 0.0  # how long handing every worker its plan took (all at once: the slowest worker)
     clock_skew_s: float = 0.0  # the largest |worker clock - this machine's clock| measured at the start
+    seed: int = 0  # what the per-request data were drawn from (with the fleet's size, they fix every request)
 
     def fleet_facts(self) -> dict[str, Any]:
-        """What the report says about the fleet itself: its size, its start, its clocks and its phase edges."""
+        """What the report says about the fleet itself: its size, its seed, its start, its clocks and its phase
+        edges. The seed and the size together fix every request's route and data (``${seq}`` and values in
+        turn go by the worker's index among *size*): a rerun with both the same sends the same requests."""
         return {
             "workers": self.fleet.size,
+            "seed": self.seed,
             "plan_s": round(self.plan_s, 4),
             "clock_skew_s": round(self.clock_skew_s, 4),
             # per phase: how long after the edge the last worker heard of it (0: every worker knew ahead)
@@ -198,6 +202,7 @@ def start_load(
         scrape_interval=scrape_interval,
         sd_dir=sd_dir,
         run_id=run_id,
+        seed=seed,
     )
 
 

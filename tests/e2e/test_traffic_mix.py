@@ -70,6 +70,7 @@ def test_a_good_release_holds_every_route_each_sent_in_its_share(pytester: pytes
         assert all(r["fleet_requests"] == r["requests"] for r in routes.values())  # Prometheus equals the fleet
     judged = {(v["route"], v["slo"]) for v in test["verdicts"] if v.get("route")}
     assert judged == {(r, "error_rate") for r in ("home", "search", "checkout")}
+    assert test["fleet"]["seed"] == 7 and test["fleet"]["workers"] == test["workers"]  # what fixes every request
     result.stdout.fnmatch_lines(["*checkout*"])
 
 
