@@ -109,6 +109,7 @@ class _KeepAliveServer:
         self.drop = {"reused": 0, "fresh": 0}  # requests to answer by closing the connection, by connection kind
         self.drop_after_s = 0.0  # how long the server works on a request it then drops (0: it never began)
         self.idle: list[socket.socket] = []
+        self.received: list[bytes] = []  # every read, in order
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
@@ -144,6 +145,7 @@ class _KeepAliveServer:
                 return
             kind = "reused" if served_here else "fresh"
             with self.lock:
+                self.received.append(data)
                 drop = self.drop[kind] > 0
                 if drop:  # the server had chosen to close this connection as the request came in
                     self.drop[kind] -= 1
@@ -175,13 +177,15 @@ class _KeepAliveServer:
         self.close_idle()
 
 
-def _run_fast_engine(scenario, engine_class=FastEngine, **plan_args) -> tuple[WorkerStats, _KeepAliveServer]:  # type: ignore[no-untyped-def]
+def _run_fast_engine(
+    scenario, engine_class=FastEngine, stats=None, **plan_args
+) -> tuple[WorkerStats, _KeepAliveServer]:  # type: ignore[no-untyped-def]
     import asyncio
 
     import uvloop
 
     server = _KeepAliveServer()
-    stats = WorkerStats()
+    stats = stats if stats is not None else WorkerStats()
     plan = Plan(url=f"http://127.0.0.1:{server.port}/", segments=(), start_at=0, deadline=0, **plan_args)
 
     async def main() -> None:
@@ -372,6 +376,50 @@ def test_a_reused_connection_closed_unanswered_is_resent_once_as_clients_do(
         got["accepted"] = server.accepted
     assert got == expected
     assert stats.inflight == 0 and stats.total == 2
+
+
+@pytest.mark.parametrize("engine_class", [FastEngine, AiohttpEngine], ids=["fast", "aiohttp"])
+def test_in_a_mix_only_idempotent_routes_are_resent_and_with_their_own_bytes(
+    engine_class: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GET with a templated path and a POST share the connections. The race on a reused connection: the POST is
+    counted a connection error on its own route and never sent twice; the GET goes once more with the very bytes
+    of its first try (its own ${seq}, not a new request's), counted resent on its route."""
+    import asyncio
+
+    import pytest_rollout.load.aiohttp_engine
+    import pytest_rollout.load.engine
+
+    for module in (pytest_rollout.load.engine, pytest_rollout.load.aiohttp_engine):
+        monkeypatch.setattr(module, "RESEND_WINDOW_S", WIDE_WINDOW_S)
+    routes = (Route("get", "GET", "/g/${seq}"), Route("post", "POST", "/p", body=b"x"))
+
+    async def scenario(engine, request, server: _KeepAliveServer) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+
+        async def fire(route: int, number: int) -> None:
+            engine.stats.inflight += 1
+            engine.fire(loop.time(), route, number, number)
+            deadline = loop.time() + 5
+            while engine.stats.inflight and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+
+        await fire(0, 0)  # a connection, now reused by each next request
+        server.drop["reused"] = 1
+        await fire(1, 1)  # the POST meets the race
+        await fire(0, 2)
+        server.drop["reused"] = 1
+        await fire(0, 3)  # the GET meets it
+
+    stats, server = _run_fast_engine(scenario, engine_class, routes=routes, stats=WorkerStats(["get", "post"]))
+    per = stats.by_route()["-"]
+    assert (per["get"].by_class.ok, per["get"].resent, per["get"].by_class.connection) == (3, 1, 0)
+    assert (per["post"].by_class.ok, per["post"].resent, per["post"].by_class.connection) == (0, 0, 1)
+    third = [data for data in server.received if b"/g/3 " in data]
+    assert len(third) == 2 and third[0].split(b"\r\n")[0] == third[1].split(b"\r\n")[0] == b"GET /g/3 HTTP/1.1"
+    if engine_class is FastEngine:  # the very bytes (aiohttp asks its one-off connection to close)
+        assert third[0] == third[1]
+    assert sum(data.count(b"POST /p ") for data in server.received) == 1
 
 
 def test_both_engines_resend_within_the_one_10_ms_window() -> None:
