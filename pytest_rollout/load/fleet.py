@@ -13,6 +13,7 @@ import http.client
 import json
 import math
 import select
+import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -107,6 +108,7 @@ class Fleet(Protocol):
     start_lead_s: float  # how far ahead of the first request the plan is sent
     discovery_s: float  # how long Prometheus may take to find every worker
     edges: dict[str, float]  # phase -> how late (s) the last worker heard of its start; see announce
+    placement: dict[str, str]  # worker -> the node (or host) it runs on, known once started
 
     @property
     def edge_lead_s(self) -> float:
@@ -149,6 +151,7 @@ class ControlledFleet:
     aim: Aim
     token: str
     edges: dict[str, float]
+    placement: dict[str, str]
     start_lead_s = 0.5
     discovery_s = 20.0
 
@@ -321,6 +324,7 @@ class LocalFleet(ControlledFleet):
         self.size = size
         self.edges: dict[str, float] = {}
         self.workers: list[tuple[ManagedProcess, int]] = []
+        self.placement: dict[str, str] = {}
 
     def start(self, timeout: float | None = None) -> None:
         """Start every worker and wait until each reports its control port.
@@ -350,6 +354,8 @@ class LocalFleet(ControlledFleet):
         for proc in pending:
             port = self._read_ready(proc, deadline)
             self.workers.append((proc, port))
+        host = socket.gethostname()
+        self.placement = {f"worker-{i}": host for i in range(self.size)}
 
     @staticmethod
     def _read_ready(proc: ManagedProcess, deadline: float) -> int:

@@ -73,9 +73,11 @@ def format_summary(record: dict[str, Any]) -> list[str]:
     bounded = {v["slo"] for v in verdicts if v.get("kind") == "latency"}
     shown = sorted({"p50_ms", "p99_ms"} | bounded, key=lambda k: LATENCY_KEYS.get(k, 1.0))
     result = str(record.get("result") or record["outcome"]).replace("_", " ")
+    nodes = sorted(set(((record.get("fleet") or {}).get("nodes") or {}).values()))
+    spread = f" on {len(nodes)} nodes ({', '.join(nodes)})" if len(nodes) > 1 else ""
     head = (
         f"{record['nodeid']} {result.upper()}: asked {record['requested_rps']:,.0f} rps"
-        f" ({record.get('workers', 0)} workers, engine {record.get('engine') or 'n/a'})"
+        f" ({record.get('workers', 0)} workers{spread}, engine {record.get('engine') or 'n/a'})"
     )
     lines = [head]
     if record.get("failure"):

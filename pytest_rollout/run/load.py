@@ -60,6 +60,7 @@ class LoadRun:
         turn go by the worker's index among *size*): a rerun with both the same sends the same requests."""
         return {
             "workers": self.fleet.size,
+            "nodes": dict(self.fleet.placement),  # worker -> the node it ran on
             "seed": self.seed,
             "plan_s": round(self.plan_s, 4),
             "clock_skew_s": round(self.clock_skew_s, 4),

@@ -53,6 +53,7 @@ class FakeFleet:
         self.die_at: float | None = None  # a worker "dies" from then on
         self.shut = False
         self.edges: dict[str, float] = {}
+        self.placement: dict[str, str] = {f"worker-{i}": "fake-node" for i in range(size)}
 
     def discovery_hint(self, sd_dir: Path) -> str:
         return "(fake)"

@@ -437,3 +437,18 @@ def test_an_image_upgrade_patches_the_only_container_its_version_label_and_the_s
     assert strategy(None, 0) == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}}
     with pytest.raises(RolloutUsageError, match="deployment shop has 2 containers; .*manifests"):
         image_patch(before_upgrade(containers=2), "shop/app:v2", None, None)
+
+
+def test_workers_and_a_generated_target_spread_over_the_nodes_but_never_wait_for_one() -> None:
+    """One more pod on a node at most, as a preference (ScheduleAnyway): a one-node cluster still runs them all."""
+    for pod_spec, selector in (
+        (worker_deployment()["spec"]["template"]["spec"], worker_deployment()["spec"]["selector"]["matchLabels"]),
+        (generated()[0]["spec"]["template"]["spec"], generated()[0]["spec"]["selector"]["matchLabels"]),
+    ):
+        (constraint,) = pod_spec["topologySpreadConstraints"]
+        assert constraint == {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }

@@ -478,3 +478,13 @@ def test_a_route_breach_stopping_the_run_names_the_route() -> None:
     note = ProvenBreach(found, 100.0).note([Phase("baseline", 70.0, 100.0), Phase("upgrade", 100.0, 112.0)], 112.5)
     assert note.startswith("stopped early: 12.5s into phase upgrade, the live data proved error_rate of route ")
     assert "error_rate of route checkout broken (" in note
+
+
+def test_the_summary_names_the_nodes_a_fleet_spread_over() -> None:
+    from pytest_rollout.report.json_report import format_summary
+
+    record = _record()
+    record["fleet"] = {"nodes": {"w-a": "kind-worker", "w-b": "kind-worker2", "w-c": "kind-worker"}}
+    assert "workers on 2 nodes (kind-worker, kind-worker2), engine" in format_summary(record)[0]
+    record["fleet"] = {"nodes": {"w-a": "kind-worker", "w-b": "kind-worker"}}
+    assert " nodes" not in format_summary(record)[0]  # one node: nothing to say

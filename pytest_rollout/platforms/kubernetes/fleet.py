@@ -74,6 +74,7 @@ class KubeFleet(ControlledFleet):
         self.name = "pytest-rollout-workers"
         self.selector = label_selector({LABEL_RUN: cluster.run_id, LABEL_COMPONENT: "load"})
         self.pods: list[str] = []
+        self.placement: dict[str, str] = {}  # pod -> node
         self.start_lead_s = 2.0 + 0.05 * size  # the plan travels through the API server to each pod
         self._restarts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -115,6 +116,8 @@ class KubeFleet(ControlledFleet):
         pods = p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
         ready = [pod for pod in pods if pod.metadata.deletion_timestamp is None and pod_ready(pod)]
         self.pods = sorted(pod.metadata.name for pod in ready)[: self.size]
+        nodes = {pod.metadata.name: pod.spec.node_name or "?" for pod in ready}
+        self.placement = {name: nodes[name] for name in self.pods}
         self._restarts = {pod.metadata.name: _restarts(pod) for pod in ready}
         if len(self.pods) < self.size:
             raise FleetError(f"{len(self.pods)} of {self.size} load worker pods are ready")

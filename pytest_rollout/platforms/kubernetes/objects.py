@@ -75,6 +75,20 @@ def _selector(labels: Mapping[str, str]) -> dict[str, str]:
     return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
 
 
+def spread(selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Pods of *selector* spread over the nodes, one more on a node at most, as a preference: a cluster with
+    one node, or too little room on the others, still schedules them all (``ScheduleAnyway``). So a fleet's
+    workers load from several nodes and a target's replicas sit on several, as users' traffic and pods do."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+        }
+    ]
+
+
 def image_tag(image: str) -> str | None:
     """The tag of an image reference (``shop/app:v2`` -> ``v2``); None without one (a digest is not a tag)."""
     last = image.split("@", 1)[0].rsplit("/", 1)[-1]
@@ -117,7 +131,7 @@ def target_objects(
 
     Zero-downtime defaults: ``maxUnavailable: 0`` and ``maxSurge: 25%`` (a
     replica leaves only once its replacement is ready), a readiness probe on
-    *ready_path*, and the app.kubernetes.io labels. With *pre_stop_s*, a
+    *ready_path*, the app.kubernetes.io labels, and replicas spread over the nodes (:func:`spread`). With *pre_stop_s*, a
     ``lifecycle.preStop.sleep`` of that many seconds (rounded up; GA in 1.34). With *scheme* ``https`` the
     probe speaks TLS (``scheme: HTTPS``: the kubelet does not check the certificate).
     """
@@ -152,6 +166,7 @@ def target_objects(
                 "metadata": {"labels": labels},
                 "spec": {
                     "terminationGracePeriodSeconds": max(1, math.ceil(grace_period_s)),
+                    "topologySpreadConstraints": spread(selector),
                     "containers": [container],
                 },
             },
@@ -218,6 +233,7 @@ def fleet_deployment(
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": 5,
+                    "topologySpreadConstraints": spread(selector),
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
