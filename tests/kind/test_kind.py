@@ -57,10 +57,10 @@ def test_the_walkthrough_runs_as_written(kind_cluster: KindCluster) -> None:
         assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
         assert "2 passed" in done.stdout, done.stdout[-4000:]
         tests = {t["nodeid"].split("::")[-1]: t for t in json.loads(report.read_text())["tests"]}
-        good, slow = tests["test_upgrade_keeps_slo"], tests["test_slow_release_is_caught_and_rolled_back"]
+        good, slow = tests["test_upgrade_v1_to_v2"], tests["test_slow_release_is_caught_and_rolled_back"]
         assert good["result"] == "passed" and good["platform"] == "kubernetes"
         assert slow["rollback"] and any(v["outcome"] == "broken" for v in slow["verdicts"])
-        assert 'name="test_upgrade_keeps_slo"' in junit.read_text()
+        assert 'name="test_upgrade_v1_to_v2"' in junit.read_text()
     finally:
         for left in (report, junit):
             left.unlink(missing_ok=True)
