@@ -107,13 +107,29 @@ class Cluster:
     def namespace(self, name: str) -> None:
         self.core.create_namespace({"metadata": {"name": name}})
 
-    def pod(self, ns: str, name: str, labels: dict[str, str], args: list[str], restart: str = "Always") -> None:
-        spec = {
+    def nodes(self) -> list[str]:
+        return sorted(n.metadata.name for n in self.core.list_node().items)
+
+    def pod(
+        self,
+        ns: str,
+        name: str,
+        labels: dict[str, str],
+        args: list[str],
+        restart: str = "Always",
+        node: str = "",
+        readiness: dict[str, Any] | None = None,
+    ) -> None:
+        spec: dict[str, Any] = {
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 0,
             "automountServiceAccountToken": False,
             "containers": [{"name": "main", "image": IMAGE, "imagePullPolicy": "Never", "args": args}],
         }
+        if readiness:
+            spec["containers"][0]["readinessProbe"] = readiness
+        if node:  # placed there, the control plane's taint or not
+            spec |= {"nodeName": node, "tolerations": [{"operator": "Exists"}]}
         self.core.create_namespaced_pod(ns, {"metadata": {"name": name, "labels": labels}, "spec": spec})
 
     def wait_pod(self, ns: str, name: str, phases: set[str], timeout: float = 120) -> Any:
@@ -127,22 +143,22 @@ class Cluster:
                 pytest.fail(f"pod {ns}/{name} not {sorted(phases)} in {timeout:.0f}s: {pod.status}", pytrace=False)
             time.sleep(0.5)
 
-    def probe(self, ns: str, ip: str, want: set[int]) -> dict[int, str]:
-        """From a new pod in *ns*: how each port of *ip* answers, once the ports *want* answer (or 30 s on)."""
-        name = f"probe-{uuid.uuid4().hex[:6]}"
-        self.pod(
-            ns,
-            name,
-            {"app": "netpol-probe"},
-            ["python", "-c", PROBE, ip, ",".join(map(str, want)), *map(str, PORTS)],
-            restart="Never",
-        )
-        pod = self.wait_pod(ns, name, {"Succeeded", "Failed"})
-        log = self.core.read_namespaced_pod_log(name, ns)
-        self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
-        if pod.status.phase != "Succeeded":
-            pytest.fail(f"probe {ns}/{name} failed: {log}", pytrace=False)
-        return {int(k): v for k, v in json.loads(log.strip().splitlines()[-1]).items()}  # type: ignore[misc]
+    def probe(self, ns: str, ip: str, want: set[int]) -> dict[str, dict[int, str]]:
+        """From a new pod in *ns* on each node: how each port of *ip* answers, once the ports *want* answer (or
+        30 s on); by node. A pod on the target's node and pods on others: traffic within a node and across."""
+        args = ["python", "-c", PROBE, ip, ",".join(map(str, want)), *map(str, PORTS)]
+        pods = {node: f"probe-{uuid.uuid4().hex[:6]}" for node in self.nodes()}
+        for node, name in pods.items():
+            self.pod(ns, name, {"app": "netpol-probe"}, args, restart="Never", node=node)
+        seen = {}
+        for node, name in pods.items():
+            pod = self.wait_pod(ns, name, {"Succeeded", "Failed"})
+            log = self.core.read_namespaced_pod_log(name, ns)
+            self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+            if pod.status.phase != "Succeeded":
+                pytest.fail(f"probe {ns}/{name} on {node} failed: {log}", pytrace=False)
+            seen[node] = {int(k): v for k, v in json.loads(log.strip().splitlines()[-1]).items()}
+        return seen
 
     def proxy(self, ns: str, pod: str, port: int) -> str:
         """GET /healthz through the API server's pod proxy; the body, or the error."""
@@ -178,12 +194,13 @@ def fleet(cluster: Cluster) -> Iterator[dict[str, str]]:
         worker = fleet_deployment(
             name="rollout", image=IMAGE, replicas=1, run_id=suffix, target="http://example.invalid", secret="none"
         )
-        labels = worker["spec"]["template"]["metadata"]["labels"]
+        template = worker["spec"]["template"]
+        labels, readiness = template["metadata"]["labels"], template["spec"]["containers"][0]["readinessProbe"]
         policy = fleet_network_policy(
             name="rollout", run_id=suffix, control_from=cluster.apiserver_cidrs(), metrics_namespace=names["prometheus"]
         )
         cluster.net.create_namespaced_network_policy(names["fleet"], policy)
-        cluster.pod(names["fleet"], "worker", labels, ["python", "-c", SERVER])
+        cluster.pod(names["fleet"], "worker", labels, ["python", "-c", SERVER], readiness=readiness)
         pod = cluster.wait_pod(names["fleet"], "worker", {"Running"})
         yield {**names, "ip": pod.status.pod_ip, "pod": "worker", "run_id": suffix}
     finally:
@@ -202,8 +219,9 @@ def _until(check: Any, done: Any, timeout: float = 30) -> Any:
         time.sleep(1)
 
 
-def _reached(seen: dict[int, str]) -> set[int]:
-    return {port for port, how in seen.items() if how == "open"}
+def _reached(seen: dict[str, dict[int, str]]) -> dict[str, set[int]]:
+    """By node, the ports that answered."""
+    return {node: {port for port, how in ports.items() if how == "open"} for node, ports in seen.items()}
 
 
 def test_without_an_enforcer_the_policy_refuses_nothing(cluster: Cluster, fleet: dict[str, str]) -> None:
@@ -211,7 +229,7 @@ def test_without_an_enforcer_the_policy_refuses_nothing(cluster: Cluster, fleet:
     if cluster.enforcer_installed():
         pytest.skip(f"kube-router already runs on kind cluster {cluster.name}: nothing to compare against")
     seen = cluster.probe(fleet["other"], fleet["ip"], want={WORKER_PORT, METRICS_PORT})
-    assert _reached(seen) == {WORKER_PORT, METRICS_PORT}, f"a pod of another namespace, no enforcer: {seen}"
+    assert all(r == {WORKER_PORT, METRICS_PORT} for r in _reached(seen).values()), f"another namespace: {seen}"
 
 
 def test_kube_router_enforces_the_fleet_policy(cluster: Cluster, fleet: dict[str, str]) -> None:
@@ -219,10 +237,13 @@ def test_kube_router_enforces_the_fleet_policy(cluster: Cluster, fleet: dict[str
         done = _netpol("install", "--name", cluster.name)
         assert done.returncode == 0, f"scripts/kind-netpol install --name {cluster.name} failed:\n{done.stderr}"
     other = cluster.probe(fleet["other"], fleet["ip"], want=set())
-    assert not _reached(other), f"a pod of another namespace: {other}"
+    assert all(r == set() for r in _reached(other).values()), f"pods of another namespace, by node: {other}"
     prometheus = cluster.probe(fleet["prometheus"], fleet["ip"], want={METRICS_PORT})
-    assert _reached(prometheus) == {METRICS_PORT}, f"a pod in Prometheus' namespace: {prometheus}"
+    assert all(r == {METRICS_PORT} for r in _reached(prometheus).values()), f"Prometheus' pods: {prometheus}"
     assert cluster.proxy(fleet["fleet"], fleet["pod"], WORKER_PORT) == "ok"
+    # the kubelet's readiness probe (the worker's own, on the metrics port) comes from the pod's node: admitted
+    worker = cluster.core.read_namespaced_pod(fleet["pod"], fleet["fleet"])
+    assert all(c.ready for c in worker.status.container_statuses), f"the worker's readiness: {worker.status}"
 
     # and the control port's rule is what lets the pod proxy in: with addresses other than the API server's it
     # is refused (TEST-NET-1, RFC 5737: nobody's)
