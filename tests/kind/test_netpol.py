@@ -12,7 +12,7 @@ makes for it: the metrics port from Prometheus' namespace, the control port from
   metrics port and not the control port, a pod of another namespace reaches neither, and the API server's pod
   proxy reaches the control port.
 
-The cluster comes from the session fixture ``kind_cluster`` (tests/kind/conftest.py): a kubeconfig whose
+The cluster comes from the session fixture ``kind_cluster`` (tests/kind/conftest.py), whose kubeconfig's
 current context is ``kind-NAME``. The probes run ``python:3.11-slim`` (or $PYTEST_ROLLOUT_NETPOL_IMAGE), which
 ``scripts/kind-netpol load`` copies from docker's image store into the nodes.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kindtier import KindCluster
 
 from pytest_rollout.platforms.kubernetes.objects import (
     METRICS_PORT,
@@ -37,6 +38,8 @@ from pytest_rollout.platforms.kubernetes.objects import (
     fleet_deployment,
     fleet_network_policy,
 )
+
+pytestmark = [pytest.mark.kind, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NETPOL = ROOT / "scripts" / "kind-netpol"
@@ -171,8 +174,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(kind_cluster: Path) -> Cluster:
-    c = Cluster(kind_cluster)
+def cluster(kind_cluster: KindCluster) -> Cluster:
+    c = Cluster(kind_cluster.kubeconfig)
     loaded = _netpol("load", "--name", c.name, IMAGE)
     if loaded.returncode != 0:
         pytest.fail(f"scripts/kind-netpol load --name {c.name} {IMAGE} failed:\n{loaded.stderr}", pytrace=False)
