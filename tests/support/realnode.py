@@ -61,7 +61,7 @@ def deployment_after(rollout):
                         p.metadata.labels.get("app.kubernetes.io/version", "")
                         for p in pods.items if p.metadata.deletion_timestamp is None
                     ),
-                    "nodes": sorted(p.spec.node_name for p in pods.items if p.metadata.deletion_timestamp is None),
+                    "nodes": sorted(p.spec.node_name or "" for p in pods.items if p.metadata.deletion_timestamp is None),
                 }))
     finally:
         api.close()
