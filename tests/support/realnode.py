@@ -104,6 +104,8 @@ def app_manifests(
                                 "maxSkew": 1,
                                 "topologyKey": "kubernetes.io/hostname",
                                 "whenUnsatisfiable": "DoNotSchedule",
+                                # a control plane no pod may use is no domain of the spread
+                                "nodeTaintsPolicy": "Honor",
                                 "labelSelector": {"matchLabels": labels},
                             }
                         ]

@@ -450,5 +450,6 @@ def test_workers_and_a_generated_target_spread_over_the_nodes_but_never_wait_for
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
+            "nodeTaintsPolicy": "Honor",
             "labelSelector": {"matchLabels": selector},
         }

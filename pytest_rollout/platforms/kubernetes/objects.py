@@ -84,6 +84,9 @@ def spread(selector: Mapping[str, str]) -> list[dict[str, Any]]:
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
+            # a node whose taints the pods do not tolerate (a control plane) is no domain: counted as one with
+            # no pod, it would skew the spread of every other node
+            "nodeTaintsPolicy": "Honor",
             "labelSelector": {"matchLabels": dict(selector)},
         }
     ]
