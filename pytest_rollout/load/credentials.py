@@ -130,10 +130,13 @@ def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials
     else:
         token = os.environ.pop(protocol.TOKEN_ENV, "").strip()  # popped: nothing this process starts inherits it
         raw_headers = os.environ.pop(protocol.HEADERS_ENV, "") or "{}"
-        pieces: list[str] = []
-        while (piece := os.environ.pop(f"{protocol.DATA_ENV}_{len(pieces)}", None)) is not None:
-            pieces.append(piece)
-        raw_data = "".join(pieces) or "{}"
+        count = os.environ.pop(f"{protocol.DATA_ENV}_PIECES", "0")
+        if not count.isdigit():
+            raise ValueError(f"${protocol.DATA_ENV}_PIECES={count!r} must be a count of pieces")
+        pieces = [os.environ.pop(f"{protocol.DATA_ENV}_{i}", None) for i in range(int(count))]
+        if any(piece is None for piece in pieces):
+            raise ValueError(f"the secret data come in {count} pieces, and some are missing from the environment")
+        raw_data = "".join(p for p in pieces if p is not None) or "{}"
     if not token:
         raise ValueError(
             f"no control token: set ${protocol.TOKEN_ENV} or pass --secrets DIR (a worker never runs without one)"

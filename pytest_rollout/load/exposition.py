@@ -67,6 +67,8 @@ def _le(bound: float) -> str:
 
 
 def _number(value: float) -> bytes:
+    if not math.isfinite(value):
+        return b"NaN" if math.isnan(value) else b"+Inf" if value > 0 else b"-Inf"
     return b"%d" % value if value == int(value) else repr(float(value)).encode()
 
 

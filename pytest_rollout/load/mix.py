@@ -405,6 +405,11 @@ class Compiled(NamedTuple):
     headers: dict[str, dict[str, str]]  # route name -> its secret headers (routes without any: absent)
     data: dict[str, dict[str, tuple[tuple[str, ...], str]]]  # route name -> placeholder -> (values, order)
 
+    def __repr__(self) -> str:  # the secrets' names, never their values (a traceback's locals show this)
+        headers = {k: sorted(v) for k, v in self.headers.items()}
+        data = {k: sorted(v) for k, v in self.data.items()}
+        return f"Compiled(routes={[r.name for r in self.routes]!r}, headers={headers!r}, data={data!r})"
+
 
 def compile_routes(requests: Sequence[Request], secret_names: Sequence[str] = ()) -> Compiled:
     """The wire routes of checked *requests*, each route's secret headers and its secret data (by route name).

@@ -63,7 +63,8 @@ TOKEN_HEADER = "X-Rollout-Token"
 TOKEN_ENV = "PYTEST_ROLLOUT_WORKER_TOKEN"
 HEADERS_ENV = "PYTEST_ROLLOUT_WORKER_HEADERS"
 #: The secret data (``Values(..., secret=True)``) come in pieces of at most :data:`DATA_PIECE` characters, in
-#: ``PYTEST_ROLLOUT_WORKER_DATA_0``, ``_1``, ... (one environment string holds at most 128 KiB on Linux).
+#: ``PYTEST_ROLLOUT_WORKER_DATA_0``, ``_1``, ... (one environment string holds at most 128 KiB on Linux), as
+#: many as ``PYTEST_ROLLOUT_WORKER_DATA_PIECES`` says.
 DATA_ENV = "PYTEST_ROLLOUT_WORKER_DATA"
 DATA_PIECE = 64 * 1024
 #: Files in a worker's ``--secrets`` directory (the Secret volume on Kubernetes).
@@ -168,10 +169,10 @@ class Aim:
     def environment(self) -> dict[str, str]:
         """The secret headers and data as a local worker's environment (:data:`HEADERS_ENV`, :data:`DATA_ENV`)."""
         env = {HEADERS_ENV: self.headers_json()}
-        if self.route_data:
-            text = self.data_json()
-            for i in range(0, len(text), DATA_PIECE):
-                env[f"{DATA_ENV}_{i // DATA_PIECE}"] = text[i : i + DATA_PIECE]
+        text = self.data_json() if self.route_data else ""
+        pieces = [text[i : i + DATA_PIECE] for i in range(0, len(text), DATA_PIECE)]
+        env[f"{DATA_ENV}_PIECES"] = str(len(pieces))  # read exactly these: never a stray one inherited
+        env.update({f"{DATA_ENV}_{i}": piece for i, piece in enumerate(pieces)})
         return env
 
     def secret_names(self) -> set[str]:

@@ -156,6 +156,8 @@ def run_release(
         timeout=600,
     )
     took = time.monotonic() - started
+    if not report.exists():  # the inner session ended before its report: show what it said
+        pytest.fail(f"the inner session wrote no report:\n{result.stdout.str()[-4000:]}", pytrace=False)
     (test,) = json.loads(report.read_text())["tests"]
     # nothing of the run is left: no port-forward listening, no namespace of the run
     assert listening() - before == set(), "the run left a port-forward listening"

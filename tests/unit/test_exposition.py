@@ -79,3 +79,12 @@ def test_a_large_mix_renders_in_a_few_milliseconds_and_the_prefixes_are_kept() -
     took_ms = (time.perf_counter() - started) * 1e3
     print(f"20 routes x 5 phases: {len(first.splitlines()):,} lines in {took_ms:.1f} ms")
     assert first == second and len(kept) == 100 and all(exposition._series[k] is v for k, v in kept.items())
+
+
+def test_gauges_that_are_not_finite_are_written_as_the_text_format_spells_them() -> None:
+    stats = WorkerStats(["r"])
+    for value, spelled in ((float("inf"), "+Inf"), (float("-inf"), "-Inf"), (float("nan"), "NaN"), (2.5, "2.5")):
+        text = Exposition().render(stats, value).decode()
+        assert f"rollout_target_rps {spelled}\n" in text
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "rollout_target_rps"]
+        assert str(family.samples[0].value) in ("inf", "-inf", "nan", "2.5")
