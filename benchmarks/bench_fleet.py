@@ -16,6 +16,10 @@ runs pinned to core 0; every generator runs pinned to the other cores, one at a 
 
 k6 is not run: it is under the AGPL, which this project does not build or ship; the line says so.
 
+With ``fast-mix``, the mix and the single request then also take turns at the same rates, from 80% of the
+higher of their capacities up in steps of 2% (:func:`paired_ladder`: a rate counts as held when most of three
+runs hold it): the rate ratio issue 23 asks about, with the machine's drift and its stalls falling on both.
+
 For each open-loop generator the benchmark finds the highest rate it holds within 1%
 (:func:`~pytest_rollout.load.attack.highest_rate`: doubling, bisection, then a full-length run must
 confirm it), then measures CPU microseconds per request at a common rate (the lowest of those highest
@@ -45,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_rollout.load.attack import attack, highest_rate
+from pytest_rollout.load.attack import attack, held_within, highest_rate
 from pytest_rollout.load.mix import Request, Values
 from pytest_rollout.load.protocol import inflight_cap
 from pytest_rollout.procs import free_port, http_get
@@ -220,6 +224,41 @@ def ten_route_mix() -> list[Request]:
     ]  # fmt: skip
 
 
+def paired_ladder(
+    trials: dict[str, Callable[[float, float], dict[str, Any]]],
+    top_rps: float,
+    seconds: float,
+    *,
+    tries: int = 3,
+    start: float = 0.80,
+    step: float = 0.02,
+) -> dict[str, Any]:
+    """Each generator's highest rate held within 1% in most of *tries* runs, the generators taking turns at
+    every rate of one ladder (*start* to 110% of *top_rps*, steps of *step*).
+
+    The capacity searches run one generator after the other, each a few minutes, and one stall fails a short
+    trial (a request sent over 50 ms late): on a shared machine a search can end a step or two low, and two
+    searches minutes apart see different machines. Here the generators run in turns at the same rates within
+    seconds of each other, and a rate counts as held when most tries hold it, so a drift of the machine or one
+    stall weighs on both alike. The ladder stops at the first rate no generator holds."""
+    best = {name: 0.0 for name in trials}
+    rows: list[dict[str, Any]] = []
+    k = 0
+    while (rate := round(top_rps * (start + step * k), -2)) <= top_rps * 1.1:
+        held = dict.fromkeys(trials, 0)
+        for _ in range(tries):
+            for name, trial in trials.items():
+                held[name] += held_within(trial(rate, seconds))
+        rows.append({"rps": rate, "held": held})
+        for name, count in held.items():
+            if 2 * count > tries:
+                best[name] = max(best[name], rate)
+        if all(2 * count <= tries for count in held.values()):
+            break
+        k += 1
+    return {"held_rps": best, "ladder": rows, "tries": tries, "seconds": seconds}
+
+
 def median_of(repeat: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
     values = [measure() for _ in range(repeat)]
     return statistics.median(values), values
@@ -303,11 +342,20 @@ def main() -> int:
             results["generators"] = generators
             if "fast-mix" in generators:
                 mixed = generators["fast-mix"]
+                top = max(ours["held_rps_within_1pct"], mixed["held_rps_within_1pct"])
+                ladder = paired_ladder({"fast": trials["fast"], "fast-mix": trials["fast-mix"]}, top,
+                                       args.search_seconds)  # fmt: skip
+                paired = ladder["held_rps"]
                 results["mix"] = {
                     "single_rps_per_core": ours["held_rps_within_1pct"],
                     "mix_rps_per_core": mixed["held_rps_within_1pct"],
-                    "rate_ratio": mixed["rate_ratio_to_fast"],  # issue 23 asks for at least 0.90
+                    "rate_ratio": mixed["rate_ratio_to_fast"],
                     "cpu_ratio_at_common": mixed["cpu_ratio_to_fast"],
+                    # issue 23 asks for at least 0.90: the paired ladder's ratio, both at the same rates in turns
+                    "paired_single_rps": paired["fast"],
+                    "paired_mix_rps": paired["fast-mix"],
+                    "paired_rate_ratio": paired["fast-mix"] / paired["fast"] if paired["fast"] else 0.0,
+                    "ladder": ladder["ladder"],
                 }
             if "fast-https" in generators:
                 https = generators["fast-https"]
@@ -361,7 +409,9 @@ def main() -> int:
         print(
             f"a 10-route mix with per-request data on the fast engine: {mix['mix_rps_per_core']:,.0f} rps per core "
             f"held within 1%, one request {mix['single_rps_per_core']:,.0f}: {mix['rate_ratio']:.2f} of its rate "
-            f"(issue 23 asks >= 0.90), {mix['cpu_ratio_at_common']:.2f}x its CPU per request at the common rate"
+            f"(searched one after the other), {mix['cpu_ratio_at_common']:.2f}x its CPU per request at the common "
+            f"rate; in turns at the same rates (most of 3 runs held): mix {mix['paired_mix_rps']:,.0f}, one request "
+            f"{mix['paired_single_rps']:,.0f}: {mix['paired_rate_ratio']:.2f} of its rate (issue 23 asks >= 0.90)"
         )
     if "https" in results:
         https = results["https"]
