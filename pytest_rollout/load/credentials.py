@@ -102,6 +102,17 @@ def guard(credentials: Credentials) -> Any:
     return guard
 
 
+def _read_json_file(secrets_dir: str, name: str) -> str:
+    """The text of *name* in the ``--secrets`` folder, ``{}`` when it is not there."""
+    try:
+        with open(os.path.join(secrets_dir, name), encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return "{}"
+    except OSError as exc:
+        raise ValueError(f"--secrets {secrets_dir}: cannot read {name}: {exc.strerror}") from None
+
+
 def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials:
     """The token, target and secret headers given at start; ValueError naming what is missing or wrong."""
     if not target:
@@ -113,20 +124,8 @@ def read_credentials(target: str | None, secrets_dir: str | None) -> Credentials
                 token = fh.read().strip()
         except OSError as exc:
             raise ValueError(f"--secrets {secrets_dir}: cannot read the token: {exc.strerror}") from None
-        try:
-            with open(os.path.join(secrets_dir, protocol.HEADERS_FILE), encoding="utf-8") as fh:
-                raw_headers = fh.read()
-        except FileNotFoundError:
-            raw_headers = "{}"
-        except OSError as exc:
-            raise ValueError(f"--secrets {secrets_dir}: cannot read {protocol.HEADERS_FILE}: {exc.strerror}") from None
-        try:
-            with open(os.path.join(secrets_dir, protocol.DATA_FILE), encoding="utf-8") as fh:
-                raw_data = fh.read()
-        except FileNotFoundError:
-            raw_data = "{}"
-        except OSError as exc:
-            raise ValueError(f"--secrets {secrets_dir}: cannot read {protocol.DATA_FILE}: {exc.strerror}") from None
+        raw_headers = _read_json_file(secrets_dir, protocol.HEADERS_FILE)
+        raw_data = _read_json_file(secrets_dir, protocol.DATA_FILE)
     else:
         token = os.environ.pop(protocol.TOKEN_ENV, "").strip()  # popped: nothing this process starts inherits it
         raw_headers = os.environ.pop(protocol.HEADERS_ENV, "") or "{}"
