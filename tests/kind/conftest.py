@@ -69,7 +69,7 @@ def _run(*argv: str | Path, timeout: float, env: dict[str, str] | None = None) -
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # deleted once the tier's last test ends, not at the end of the whole run
 def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindCluster]:
     """The running kind cluster ``pytest-rollout`` (made here when none is up), its kubeconfig and context."""
     why = _unavailable()
