@@ -55,6 +55,16 @@ def _head(name: str, kind: str, help_: str) -> bytes:
 
 
 _HEADS = [_head(*family) for family in _FAMILIES]
+#: The worker's single-sample series, each head and name ready for its value (in render's order).
+_GAUGES = [
+    _head(name, kind, help_) + name.encode() + b" "
+    for name, kind, help_ in (
+        ("rollout_scheduled_total", "counter", "Requests that fell due."),
+        ("rollout_inflight", "gauge", "Requests in flight now."),
+        ("rollout_max_lag_seconds", "gauge", "Largest send lag seen so far."),
+        ("rollout_target_rps", "gauge", "The rate this worker is asked to hold now."),
+    )
+]
 
 
 def _escape(value: str) -> str:
@@ -120,17 +130,6 @@ class Exposition:
                     hist.append(prefix + b"%d\n" % running)
                 hist.append(series.count + b"%d\n" % running)
                 hist.append(series.sum + repr(float(phase.hist.sum)).encode() + b"\n")
-        gauges = [
-            _head("rollout_scheduled_total", "counter", "Requests that fell due.")
-            + b"rollout_scheduled_total %d\n" % stats.scheduled,
-            _head("rollout_inflight", "gauge", "Requests in flight now.") + b"rollout_inflight %d\n" % stats.inflight,
-            _head("rollout_max_lag_seconds", "gauge", "Largest send lag seen so far.")
-            + b"rollout_max_lag_seconds "
-            + _number(stats.max_lag)
-            + b"\n",
-            _head("rollout_target_rps", "gauge", "The rate this worker is asked to hold now.")
-            + b"rollout_target_rps "
-            + _number(target_rps)
-            + b"\n",
-        ]
+        values = (stats.scheduled, stats.inflight, stats.max_lag, target_rps)
+        gauges = [prefix + _number(value) + b"\n" for prefix, value in zip(_GAUGES, values, strict=True)]
         return b"".join([_HEADS[0], *requests, _HEADS[1], *late, _HEADS[2], *resent, _HEADS[3], *hist, *gauges])
