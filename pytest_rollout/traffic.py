@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Request, check_requests, compile_routes
+from pytest_rollout.load.mix import Request, check_requests
 
 __all__ = ["parse_traffic"]
 
@@ -47,8 +47,6 @@ def parse_traffic(
             "traffic",
         )
     try:
-        requests = check_requests(values["traffic"], secret_names)
-        compile_routes(requests, secret_names)  # the secret data's size
-        return requests
+        return check_requests(values["traffic"], secret_names)
     except ValueError as exc:
         raise SLOSpecError(f"traffic {exc}", "traffic") from None

@@ -372,7 +372,8 @@ def _check_one(request: Request, secret: frozenset[str] = ALWAYS_SECRET) -> None
 def check_requests(requests: object, secret_names: Sequence[str] = ()) -> tuple[Request, ...]:
     """*requests* (a list of :class:`Request`, or of dicts of its fields) checked: ValueError says what is wrong.
 
-    *secret_names*: headers, besides Authorization, Proxy-Authorization and Cookie, whose values are secret."""
+    *secret_names*: headers, besides Authorization, Proxy-Authorization and Cookie, whose values are secret.
+    The secret data of all routes, as JSON, must not pass :data:`MAX_SECRET_DATA`."""
     secret = ALWAYS_SECRET | {n.lower() for n in secret_names if isinstance(n, str)}
     if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
         raise ValueError("must be a list of Request(...), e.g. [Request('GET', '/'), Request('POST', '/cart')]")
@@ -395,6 +396,15 @@ def check_requests(requests: object, secret_names: Sequence[str] = ()) -> tuple[
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"route name(s) {', '.join(map(repr, dupes))} appear twice: give each Request a name=")
+    hidden = {r.route: {k: (v.values, v.order) for k, v in r.data.items() if isinstance(v, Values) and v.secret}
+              for r in out}  # fmt: skip
+    size = len(data_json({route: data for route, data in hidden.items() if data}).encode())  # as workers get them
+    if size > MAX_SECRET_DATA:
+        raise ValueError(
+            f"carries secret data (Values(..., secret=True)) of {size:,} bytes as JSON, more than "
+            f"{MAX_SECRET_DATA:,}: they reach each worker at start (a Kubernetes Secret holds at most 1 MiB); "
+            "use fewer or shorter values"
+        )
     return tuple(out)
 
 
@@ -415,8 +425,7 @@ def compile_routes(requests: Sequence[Request], secret_names: Sequence[str] = ()
     """The wire routes of checked *requests*, each route's secret headers and its secret data (by route name).
 
     A header is secret when it is Authorization, Proxy-Authorization or Cookie, or named in *secret_names*;
-    data are secret when given as ``Values(..., secret=True)``. ValueError when the secret data, as JSON, pass
-    :data:`MAX_SECRET_DATA`.
+    data are secret when given as ``Values(..., secret=True)`` (:func:`check_requests` caps their size).
     """
     secret_set = ALWAYS_SECRET | {n.lower() for n in secret_names}
     routes: list[Route] = []
@@ -443,13 +452,6 @@ def compile_routes(requests: Sequence[Request], secret_names: Sequence[str] = ()
                 data={k: (v.values, v.order) for k, v in data.items() if not v.secret},
                 secret_data=tuple(hidden),
             )
-        )
-    size = len(data_json(secret_data).encode())
-    if size > MAX_SECRET_DATA:
-        raise ValueError(
-            f"carries secret data (Values(..., secret=True)) of {size:,} bytes as JSON, more than "
-            f"{MAX_SECRET_DATA:,}: they reach each worker at start (a Kubernetes Secret holds at most 1 MiB); "
-            "use fewer or shorter values"
         )
     return Compiled(tuple(routes), headers, secret_data)
 
