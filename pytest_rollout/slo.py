@@ -12,12 +12,12 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from string import Template
 from typing import Any
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import METHODS, Request
+from pytest_rollout.load.mix import ALWAYS_SECRET, METHODS, Request
 from pytest_rollout.traffic import parse_traffic
 
 __all__ = ["LATENCY_KEYS", "PHASES", "Check", "SLOSpec", "parse_duration", "parse_risk", "parse_slo", "quantile_name"]
@@ -195,6 +195,20 @@ class SLOSpec:
     tls_verify: bool = True
     tls_ca: str | None = None  # the CA file the fleet trusts instead of the system's, as found
     tls_ca_pem: str | None = None  # its text (PEM certificates: not secret)
+
+    def __repr__(self) -> str:  # the values of secret headers (secret_headers, Authorization, ...) are never printed
+        secret = ALWAYS_SECRET | {name.lower() for name in self.secret_headers}
+        shown = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if f.name == "headers":
+                value = {k: "<secret>" if k.lower() in secret else v for k, v in value.items()}
+            if f.name == "routes":
+                items = [r.shown(secret) for r in value]
+                shown.append(f"routes=({', '.join(items)}{',' if len(items) == 1 else ''})")  # as a tuple's repr
+                continue
+            shown.append(f"{f.name}={value!r}")
+        return f"SLOSpec({', '.join(shown)})"
 
     @property
     def false_fail_risk(self) -> float:

@@ -166,7 +166,11 @@ class Request:
     p999_ms: float | None = None
 
     def __repr__(self) -> str:  # Authorization, Proxy-Authorization and Cookie values are never printed
-        headers = {k: "<secret>" if k.lower() in ALWAYS_SECRET else v for k, v in self.headers.items()}
+        return self.shown()
+
+    def shown(self, secret: frozenset[str] = ALWAYS_SECRET) -> str:
+        """The repr, with the values of the headers named in *secret* (lower case) as ``<secret>``."""
+        headers = {k: "<secret>" if k.lower() in secret else v for k, v in self.headers.items()}
         shown = [f"{self.method!r}", f"{self.path!r}"]
         if self.name is not None:
             shown.append(f"name={self.name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rollout.errors import SLOSpecError
-from pytest_rollout.load.mix import Values
+from pytest_rollout.load.mix import Request, Values
 from pytest_rollout.slo import DEFAULT_ERROR_RATE, DEFAULT_MIN_LOAD, parse_duration, parse_slo
 
 
@@ -198,6 +198,32 @@ def test_traffic_takes_requests_or_dicts_and_a_seed() -> None:
     assert [r.route for r in spec.routes] == ["home", "search", "cart"]
     assert spec.routes[1].error_rate == 0.0005 and spec.routes[2].latency_ms() == {"p99_ms": 800.0}
     assert spec.seed == 42 and spec.secret_headers == ("X-Key",)
+
+
+def test_slo_spec_repr_never_prints_a_secret_header_value():
+    """A spec's repr (pytest's --showlocals, a log) hides the values of the headers secret_headers names and of
+    Authorization, in the marker's headers and in every route, and shows everything else."""
+    spec = parse_slo(
+        (),
+        {
+            "rps": 10,
+            "headers": {"X-Key": "marker-s3cr3t", "Authorization": "Bearer tok3n", "X-Trace": "shown-1"},
+            "secret_headers": ["x-key"],
+        },
+    )
+    mixed = parse_slo(
+        (),
+        {
+            "rps": 10,
+            "traffic": [Request("POST", "/cart", name="cart", headers={"X-Key": "route-s3cr3t", "X-Trace": "shown-2"})],
+            "secret_headers": ["X-Key"],
+        },
+    )
+    text = repr(spec) + repr(mixed)
+    for secret in ("marker-s3cr3t", "tok3n", "route-s3cr3t"):
+        assert secret not in text
+    assert "shown-1" in text and "shown-2" in text and "rps=10" in text and "'cart'" in text
+    assert text.count("<secret>") == 5  # X-Key and Authorization in spec's headers and its one route; X-Key in cart
 
 
 @pytest.mark.parametrize(
