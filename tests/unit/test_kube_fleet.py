@@ -90,6 +90,13 @@ def test_too_few_ready_pods_fail_the_start() -> None:
         make(cluster).start()
 
 
+@pytest.mark.parametrize("answer", [{"hello": "world"}, [1, 2], {"state": ""}, {"state": "idle", "pid": "x"}])
+def test_a_pod_whose_status_is_no_worker_status_fails_the_start(answer: object) -> None:
+    cluster = FakeFleetCluster(SELECTOR, [pod("w-a")], answers={("GET", STATUS): answer})
+    with pytest.raises(FleetError, match=r"load worker pod w-a answered GET /status with .*is it a pytest-rollout"):
+        make(cluster, 1).start()
+
+
 def test_an_unreachable_pod_fails_with_the_api_servers_own_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fleet_module, "ANSWER_WINDOW_S", 0.0)  # one try: the fake answers the same every time
     cluster = FakeFleetCluster(SELECTOR, [pod("w-a")], answers={("GET", STATUS): IDLE}, unreachable=["w-a"])

@@ -20,6 +20,7 @@ from pytest_rollout.errors import FleetError, KubernetesError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.fleet import ControlledFleet
 from pytest_rollout.load.protocol import Aim
+from pytest_rollout.load.replies import WorkerStatus
 from pytest_rollout.platforms.kubernetes.api import label_selector
 from pytest_rollout.platforms.kubernetes.objects import (
     LABEL_COMPONENT,
@@ -181,7 +182,7 @@ class KubeFleet(ControlledFleet):
             raise FleetError(f"{len(self.pods)} of {self.size} load worker pods are ready")
         for pod_name in self.pods:  # each must answer through the pod proxy before any plan is sent
             answer = self._first_answer(pod_name, ANSWER_WINDOW_S)
-            if not isinstance(answer, dict) or "state" not in answer:
+            if _worker_status(answer) is None:
                 raise FleetError(
                     f"load worker pod {pod_name} answered GET /status with {answer!r}: is it a pytest-rollout worker?"
                 )
@@ -278,3 +279,14 @@ class KubeFleet(ControlledFleet):
         except KubernetesError as exc:
             return [str(exc)]
         return []
+
+
+def _worker_status(answer: object) -> WorkerStatus | None:
+    """*answer* read as a worker's ``GET /status`` (typed), or None when it is none: no JSON object, no state."""
+    if not isinstance(answer, dict):
+        return None
+    try:
+        status = WorkerStatus.from_json(answer)
+    except (TypeError, ValueError):
+        return None
+    return status if status.state else None
