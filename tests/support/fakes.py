@@ -1,8 +1,8 @@
 """Fakes of the platform, the fleet, Prometheus and pytest's config, so a Rollout runs without any process.
 
 Named fakes on purpose: they hold the protocols (``Platform``, ``Fleet``, the
-Prometheus client's calls) and keep exact books, but nothing listens and no
-request is sent. The fake fleet "sends" exactly what its plan schedules; the
+Prometheus client's calls, the kubernetes fleet's ``FleetCluster``) and keep exact
+books, but nothing listens and no request is sent. The fake fleet "sends" exactly what its plan schedules; the
 fake Prometheus answers each phase's queries from those books (every request
 ok, 2 ms each), so a run judged on them is held unless a test makes it fail.
 The real parts are exercised by the component, end-to-end and kubernetes tiers.
@@ -10,6 +10,7 @@ The real parts are exercised by the component, end-to-end and kubernetes tiers.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,17 +21,18 @@ from typing import Any
 import pluggy
 import pytest
 
-from pytest_rollout.errors import UpgradeFailed
+from pytest_rollout.errors import KubernetesError, UpgradeFailed
 from pytest_rollout.judge.prometheus import PrometheusAPI
 from pytest_rollout.load.fleet import FleetTotals
 from pytest_rollout.load.protocol import Aim, Plan
 from pytest_rollout.load.replies import ClassCounts, PhaseTotals, WorkerTotals
 from pytest_rollout.load.schedule import Segment, expected_count
 from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent, UpgradeResult
+from pytest_rollout.platforms.kubernetes.fleet import FleetCluster, FleetPod, ProxyReply
 from pytest_rollout.plugin import hookspecs
 from pytest_rollout.plugin.session import Settings
 
-__all__ = ["FakeFleet", "FakePlatform", "FakePrometheus", "fake_config", "FakeSession"]
+__all__ = ["FakeFleet", "FakeFleetCluster", "FakePlatform", "FakePrometheus", "fake_config", "FakeSession"]
 
 SCRAPE_S = 0.25
 
@@ -252,6 +254,80 @@ class FakePrometheus:
 
 def _is_prometheus_api(fake: FakePrometheus) -> PrometheusAPI:
     """The fake holds the run's Prometheus seam: mypy (scripts/check) fails here the day it drifts."""
+    return fake
+
+
+class FakeFleetCluster:
+    """The kubernetes fleet's port (``FleetCluster``) with no API server: pods the test lists, answers it sets.
+
+    ``pods`` answers *worker_pods* to the label *selector* given here, nothing to another; a call to a pod
+    answers from *answers* (``(method, path)`` -> JSON) as a worker would, or, for a pod with no answer set or
+    one of *unreachable*, a 503 Status as the API server's pod proxy does when nothing listens. The Deployment
+    becomes available (``follow``) when *available*; ``delete_workers`` removes every pod, or raises *refusal*.
+    What the fleet applied, called and deleted is in :attr:`applied`, :attr:`calls` and :attr:`deleted`.
+    """
+
+    def __init__(
+        self,
+        selector: str,
+        worker_pods: Sequence[FleetPod] = (),
+        answers: Mapping[tuple[str, str], object] | None = None,
+        available: bool = True,
+        unreachable: Sequence[str] = (),
+        refusal: KubernetesError | None = None,
+    ) -> None:
+        self.selector = selector
+        self.worker_pods = list(worker_pods)
+        self.answers = dict(answers or {})
+        self.available = available
+        self.unreachable = set(unreachable)
+        self.refusal = refusal
+        self.applied: list[list[dict[str, Any]]] = []
+        self.calls: list[tuple[str, int, str, str, object, dict[str, str]]] = []  # pod, port, method, path, ...
+        self.deleted: list[str] = []
+
+    def control_from(self) -> tuple[list[str] | None, str]:
+        return ["10.0.0.1/32"], "the API server at 10.0.0.1/32"
+
+    def apply(self, docs: Sequence[dict[str, Any]]) -> None:
+        self.applied.append(list(docs))
+
+    def follow(self, deployment: str, deadline: float) -> tuple[bool, str]:
+        if self.available:
+            return True, f'deployment "{deployment}" successfully rolled out'
+        return False, f"deployment {deployment}: 0 of {len(self.worker_pods)} new replicas updated"
+
+    def explain(self, deployment: str) -> str:
+        return f"(what is known of {deployment})"
+
+    def pods(self, selector: str) -> list[FleetPod]:
+        return list(self.worker_pods) if selector == self.selector else []
+
+    def call_pod(
+        self,
+        pod: str,
+        port: int,
+        method: str,
+        path: str,
+        body: object,
+        timeout_s: float,
+        headers: Mapping[str, str],
+    ) -> ProxyReply:
+        self.calls.append((pod, port, method, path, body, dict(headers)))
+        if pod in self.unreachable or (method, path) not in self.answers:
+            status = {"kind": "Status", "code": 503, "message": f"error trying to reach service: dial {pod}:{port}"}
+            return ProxyReply(503, json.dumps(status).encode())
+        return ProxyReply(200, json.dumps(self.answers[method, path]).encode())
+
+    def delete_workers(self, deployment: str) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+        self.deleted.append(deployment)
+        self.worker_pods = []
+
+
+def _is_fleet_cluster(fake: FakeFleetCluster) -> FleetCluster:
+    """The fake holds the kubernetes fleet's port: mypy (scripts/check) fails here the day it drifts."""
     return fake
 
 

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_rollout.errors import FleetError, RolloutUsageError
-from pytest_rollout.load.protocol import Aim
+from pytest_rollout.errors import RolloutUsageError
 from pytest_rollout.platforms.kubernetes.api import owner_gone, owner_id, stale
-from pytest_rollout.platforms.kubernetes.fleet import FleetCluster
 from pytest_rollout.platforms.kubernetes.manifests import load_manifests, pick_target
 from pytest_rollout.platforms.kubernetes.objects import (
     ANN_EXPIRES,
@@ -340,69 +338,6 @@ def test_a_run_is_stale_when_its_owner_on_this_host_is_gone_or_its_expiry_passed
     assert stale({ANN_OWNER: "other-host/1/1", ANN_EXPIRES: str(now - 1)}, now)
     assert not stale({ANN_OWNER: "other-host/1/1", ANN_EXPIRES: str(now + 100)}, now)
     assert not stale({ANN_OWNER: "kept", ANN_EXPIRES: "kept"}, now)  # --rollout-keep
-
-
-def test_a_failed_worker_deletion_is_reported_by_teardown_even_after_shutdown() -> None:
-    """KubeFleet.shutdown() deletes the workers first; its failure must still reach the platform's teardown."""
-    pytest.importorskip("kubernetes")
-    from kubernetes.client.exceptions import ApiException
-
-    from pytest_rollout.platforms.kubernetes.fleet import KubeFleet
-
-    class RefusingApps:  # a stand-in for AppsV1Api that refuses, as an API server without the RBAC rule would
-        def delete_namespaced_deployment(self, name: str, namespace: str) -> None:
-            raise ApiException(status=403, reason="Forbidden")
-
-    fleet = KubeFleet(fleet_cluster(apps=RefusingApps()), 2, Aim.at("http://t.ns.svc:80"))
-    fleet.shutdown()
-    problems = fleet.remove()  # what the platform's teardown calls
-    assert len(problems) == 1 and "deleting the load workers (pytest-rollout-workers)" in problems[0]
-    assert fleet.remove() == []  # told once
-
-
-def fleet_cluster(**given: Any) -> FleetCluster:
-    """A FleetCluster whose clients and callables fail if used, with *given* in their place."""
-
-    def unused(*args: Any) -> Any:
-        raise AssertionError(f"the fleet called what the test gave it no stand-in for, with {args}")
-
-    fields: dict[str, Any] = dict(
-        api=None, core=None, apps=None, namespace="rollout-abc", run_id="abc", worker_image="w:1", worker_cpu="1",
-        timeout_s=5.0, prometheus_service=None, apply=unused, follow=unused, explain=unused, control_from=unused,
-    )  # fmt: skip
-    fields.update(given)
-    return FleetCluster(**fields)
-
-
-def test_the_fleet_reaches_the_cluster_only_through_its_fleet_cluster() -> None:
-    """The fleet imports nothing of the platform: its Deployment goes through the callables it was given."""
-    import ast
-
-    from pytest_rollout.platforms.kubernetes import fleet as fleet_module
-    from pytest_rollout.platforms.kubernetes.fleet import KubeFleet
-
-    tree = ast.parse(Path(fleet_module.__file__).read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "pytest_rollout.platforms.kubernetes.platform" not in imported
-    applied: list[list[dict[str, Any]]] = []
-
-    def follow(name: str, deadline: float) -> tuple[bool, str]:
-        return False, f"deployment {name}: 0 of 2 new replicas updated"
-
-    cluster = fleet_cluster(
-        apply=applied.append,
-        follow=follow,
-        explain=lambda name: f"(what is known of {name})",
-        control_from=lambda: (["10.0.0.1/32"], "the API server at 10.0.0.1/32"),
-        prometheus_service="monitoring/prometheus:9090",
-    )
-    fleet = KubeFleet(cluster, 2, Aim.at("http://t.ns.svc:80"))
-    with pytest.raises(FleetError, match=r"(?s)did not become available within 5s.*\(what is known of pytest-rollout-"):
-        fleet.start()
-    (docs,) = applied
-    assert [d["kind"] for d in docs] == ["Secret", "NetworkPolicy", "Deployment"]
-    assert docs[2]["spec"]["template"]["spec"]["containers"][0]["image"] == "w:1"
-    assert fleet.policy_note == "the API server at 10.0.0.1/32"
 
 
 def before_upgrade(containers: int = 1, version_label: bool = True) -> dict[str, Any]:

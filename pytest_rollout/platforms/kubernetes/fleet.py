@@ -1,20 +1,27 @@
-"""The load workers as pods of a Deployment, driven through the API server's pod proxy with the run's token."""
+"""The load workers as pods of a Deployment, driven through the API server's pod proxy with the run's token.
+
+The fleet reaches the cluster only through :class:`FleetCluster`, a port it owns and states in its own terms
+(its pods as :class:`FleetPod` records, a call to a worker's control port answered as a :class:`ProxyReply`,
+its Deployment applied, followed, explained and deleted, the API server's addresses). The platform supplies the
+adapter over the kubernetes client (:mod:`.fleetcluster`); the unit tests a fake. The fleet imports no client.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pytest_rollout.errors import FleetError
+from pytest_rollout.errors import FleetError, KubernetesError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.fleet import ControlledFleet
 from pytest_rollout.load.protocol import Aim
-from pytest_rollout.platforms.kubernetes.api import api_error, label_selector, pod_ready, raw_request
+from pytest_rollout.load.replies import WorkerStatus
+from pytest_rollout.platforms.kubernetes.api import label_selector
 from pytest_rollout.platforms.kubernetes.objects import (
     LABEL_COMPONENT,
     LABEL_RUN,
@@ -25,33 +32,85 @@ from pytest_rollout.platforms.kubernetes.objects import (
 )
 from pytest_rollout.platforms.kubernetes.portforward import parse_service
 
-__all__ = ["ANSWER_WINDOW_S", "FleetCluster", "KubeFleet"]
+__all__ = ["ANSWER_WINDOW_S", "FleetCluster", "FleetPod", "FleetSettings", "KubeFleet", "ProxyReply"]
 
 
 ANSWER_WINDOW_S = 10.0  # how long a ready worker pod may take to answer through the pod proxy
 
 
 @dataclass(frozen=True)
-class FleetCluster:
-    """All a :class:`KubeFleet` uses of the cluster: the port the fleet owns and the platform fills in.
+class FleetPod:
+    """One pod of the fleet, as the fleet reads it."""
 
-    The fleet depends on this, not on the platform (which imports the fleet, never the reverse), so what
-    the fleet may touch is listed here and nowhere else.
-    """
+    name: str
+    node: str | None  # the node it was placed on; None until it is scheduled
+    phase: str | None  # the pod's phase (Pending, Running, ...), as the API server reports it
+    ready: bool  # its condition Ready is True
+    terminating: bool  # its deletion was asked for
+    restarts: int  # restarts of its containers, summed (a restart loses the worker's counts)
 
-    api: Any  # the ApiClient: requests to each worker pod through the API server's pod proxy
-    core: Any  # CoreV1Api: the worker pods, listed
-    apps: Any  # AppsV1Api: the workers' Deployment, deleted
-    namespace: str
+
+@dataclass(frozen=True)
+class ProxyReply:
+    """What came back through the API server's pod proxy: the worker's answer, or the API server's own refusal."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The values a :class:`KubeFleet` is made with."""
+
     run_id: str
     worker_image: str
     worker_cpu: str  # each worker pod's CPU request and limit
     timeout_s: float  # how long the workers' Deployment may take to become available
     prometheus_service: str | None  # NAMESPACE/NAME:PORT; its namespace may scrape the workers' metrics
-    apply: Callable[[Sequence[dict[str, Any]]], None]  # server-side apply into the namespace, as the run's
-    follow: Callable[[str, float], tuple[bool, str]]  # Deployment NAME's rollout until a monotonic deadline
-    explain: Callable[[str], str]  # what is known of Deployment NAME, for an error
-    control_from: Callable[[], tuple[list[str] | None, str]]  # the API server's CIDRs (None: unknown), a note
+
+
+class FleetCluster(Protocol):
+    """All a :class:`KubeFleet` uses of the cluster, in the run's namespace: the port the fleet owns.
+
+    The platform implements it over the kubernetes client and the unit tests with a fake; the fleet depends on
+    this, not on the platform (which imports the fleet, never the reverse), so what the fleet may touch is listed
+    here and nowhere else.
+    """
+
+    def control_from(self) -> tuple[list[str] | None, str]:
+        """The API server's addresses as CIDRs (None: unknown), and a note saying so."""
+
+    def apply(self, docs: Sequence[dict[str, Any]]) -> None:
+        """Server-side apply *docs* (the fleet's objects), as the run's."""
+
+    def follow(self, deployment: str, deadline: float) -> tuple[bool, str]:
+        """Follow *deployment*'s rollout until it completes, stalls or the monotonic *deadline* passes:
+        ``(done, last message)``."""
+
+    def explain(self, deployment: str) -> str:
+        """What is known of *deployment*, for an error."""
+
+    def pods(self, selector: str) -> list[FleetPod]:
+        """The pods the label *selector* matches."""
+
+    def call_pod(
+        self,
+        pod: str,
+        port: int,
+        method: str,
+        path: str,
+        body: object,
+        timeout_s: float,
+        headers: Mapping[str, str],
+    ) -> ProxyReply:
+        """*method* *path* (JSON *body*, None for none) to *port* of *pod* through the API server's pod proxy,
+        with *headers*, whatever the status. Raises OSError or ValueError when no answer came."""
+
+    def delete_workers(self, deployment: str) -> None:
+        """Delete the workers' *deployment*; one already gone counts as deleted.
+
+        Raises :class:`~pytest_rollout.errors.KubernetesError` saying what the API server answered.
+        """
 
 
 class KubeFleet(ControlledFleet):
@@ -62,17 +121,18 @@ class KubeFleet(ControlledFleet):
     Prometheus' namespace.
     """
 
-    def __init__(self, cluster: FleetCluster, size: int, aim: Aim) -> None:
+    def __init__(self, cluster: FleetCluster, settings: FleetSettings, size: int, aim: Aim) -> None:
         if size < 1:
             raise FleetError(f"a fleet needs at least one worker, got {size}")
         self.aim = aim
         self.token = protocol.new_token()
         self.policy_note = ""
         self.cluster = cluster
+        self.settings = settings
         self.size = size
         self.edges: dict[str, float] = {}
         self.name = "pytest-rollout-workers"
-        self.selector = label_selector({LABEL_RUN: cluster.run_id, LABEL_COMPONENT: "load"})
+        self.selector = label_selector({LABEL_RUN: settings.run_id, LABEL_COMPONENT: "load"})
         self.pods: list[str] = []
         self.placement: dict[str, str] = {}  # pod -> node
         self.start_lead_s = 2.0 + 0.05 * size  # the plan travels through the API server to each pod
@@ -82,8 +142,8 @@ class KubeFleet(ControlledFleet):
         self._unreported: list[str] = []  # problems of a remove() whose caller (shutdown) could not report them
 
     def start(self) -> None:
-        p = self.cluster
-        control_from, self.policy_note = p.control_from()
+        cluster, p = self.cluster, self.settings
+        control_from, self.policy_note = cluster.control_from()
         prometheus = p.prometheus_service
         docs = [
             fleet_secret(
@@ -105,25 +165,24 @@ class KubeFleet(ControlledFleet):
                 cpu=p.worker_cpu,
             ),
         ]
-        p.apply(docs)
-        done, message = p.follow(self.name, time.monotonic() + p.timeout_s)
+        cluster.apply(docs)
+        done, message = cluster.follow(self.name, time.monotonic() + p.timeout_s)
         if not done:
             raise FleetError(
                 f"the load workers (deployment {self.name}, image {p.worker_image}) did not become "
                 f"available within {p.timeout_s:g}s ({message}). Is the worker image in the cluster "
-                f"(kind load docker-image {p.worker_image}; --rollout-worker-image)?\n{p.explain(self.name)}"
+                f"(kind load docker-image {p.worker_image}; --rollout-worker-image)?\n{cluster.explain(self.name)}"
             )
-        pods = p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
-        ready = [pod for pod in pods if pod.metadata.deletion_timestamp is None and pod_ready(pod)]
-        self.pods = sorted(pod.metadata.name for pod in ready)[: self.size]
-        nodes = {pod.metadata.name: pod.spec.node_name or "?" for pod in ready}
+        ready = [pod for pod in cluster.pods(self.selector) if not pod.terminating and pod.ready]
+        self.pods = sorted(pod.name for pod in ready)[: self.size]
+        nodes = {pod.name: pod.node or "?" for pod in ready}
         self.placement = {name: nodes[name] for name in self.pods}
-        self._restarts = {pod.metadata.name: _restarts(pod) for pod in ready}
+        self._restarts = {pod.name: pod.restarts for pod in ready}
         if len(self.pods) < self.size:
             raise FleetError(f"{len(self.pods)} of {self.size} load worker pods are ready")
         for pod_name in self.pods:  # each must answer through the pod proxy before any plan is sent
             answer = self._first_answer(pod_name, ANSWER_WINDOW_S)
-            if not isinstance(answer, dict) or "state" not in answer:
+            if _worker_status(answer) is None:
                 raise FleetError(
                     f"load worker pod {pod_name} answered GET /status with {answer!r}: is it a pytest-rollout worker?"
                 )
@@ -163,16 +222,13 @@ class KubeFleet(ControlledFleet):
         return True  # dead() asks the API server; a call to a dead pod fails by itself
 
     def _call(self, handle: Any, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        p = self.cluster
-        resource = f"/api/v1/namespaces/{p.namespace}/pods/{handle}:{WORKER_PORT}/proxy{path}"
         try:
-            status, raw = raw_request(p.api, method, resource, body, timeout, {protocol.TOKEN_HEADER: self.token})
-        except ApiException as exc:
-            status, raw = exc.status or 0, (exc.body or exc.reason or "").encode()
+            reply = self.cluster.call_pod(
+                handle, WORKER_PORT, method, path, body, timeout, {protocol.TOKEN_HEADER: self.token}
+            )
         except (OSError, ValueError) as exc:
             raise FleetError(f"load worker pod {handle} did not answer {method} {path}: {exc}") from None
+        status, raw = reply.status, reply.body
         if status != 200:
             text = raw.decode(errors="replace").strip()[:300]
             try:
@@ -190,12 +246,8 @@ class KubeFleet(ControlledFleet):
 
     def dead(self) -> list[str]:
         """Pods of the fleet that are gone, not running, or restarted (a restart loses the worker's counts)."""
-        p = self.cluster
         try:
-            pods = {
-                pod.metadata.name: pod
-                for pod in p.core.list_namespaced_pod(p.namespace, label_selector=self.selector).items
-            }
+            pods = {pod.name: pod for pod in self.cluster.pods(self.selector)}
         except Exception as exc:  # the API server is unreachable: the fleet cannot be watched
             return [f"(cannot see the worker pods: {exc})"]
         out = []
@@ -203,11 +255,11 @@ class KubeFleet(ControlledFleet):
             pod = pods.get(name)
             if pod is None:
                 out.append(f"pod {name} is gone")
-            elif pod.metadata.deletion_timestamp is not None:
+            elif pod.terminating:
                 out.append(f"pod {name} is terminating")
-            elif pod.status.phase != "Running":
-                out.append(f"pod {name} is {pod.status.phase}")
-            elif _restarts(pod) > self._restarts.get(name, 0):
+            elif pod.phase != "Running":
+                out.append(f"pod {name} is {pod.phase}")
+            elif pod.restarts > self._restarts.get(name, 0):
                 out.append(f"pod {name} restarted")
         return out
 
@@ -217,21 +269,24 @@ class KubeFleet(ControlledFleet):
 
     def remove(self) -> list[str]:
         """Delete the workers' Deployment (once); the problems, including those of an earlier call not yet told."""
-        from kubernetes.client.exceptions import ApiException
-
         with self._lock:
             if self._removed:
                 problems, self._unreported = self._unreported, []
                 return problems
             self._removed = True
-        p = self.cluster
         try:
-            p.apps.delete_namespaced_deployment(self.name, p.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                return [str(api_error(exc, f"deleting the load workers ({self.name})"))]
+            self.cluster.delete_workers(self.name)
+        except KubernetesError as exc:
+            return [str(exc)]
         return []
 
 
-def _restarts(pod: Any) -> int:
-    return sum(cs.restart_count or 0 for cs in (pod.status.container_statuses or []))
+def _worker_status(answer: object) -> WorkerStatus | None:
+    """*answer* read as a worker's ``GET /status`` (typed), or None when it is none: no JSON object, no state."""
+    if not isinstance(answer, dict):
+        return None
+    try:
+        status = WorkerStatus.from_json(answer)
+    except (TypeError, ValueError):
+        return None
+    return status if status.state else None

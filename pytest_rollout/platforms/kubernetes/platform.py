@@ -22,7 +22,8 @@ runs that died without cleaning up are found by label and removed.
 The work is in modules of its own: the namespace and applying into it
 (:mod:`.namespace`), following and explaining a Deployment (:mod:`.watch`),
 the target's objects and patches (:mod:`.target`), the fleet (:mod:`.fleet`,
-which sees the cluster only through the :class:`FleetCluster` made here).
+which sees the cluster only through its port, :class:`FleetCluster`, here the
+adapter :class:`KubeFleetCluster` of :mod:`.fleetcluster`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pytest_rollout.errors import ReplicaNotReady, RolloutUsageError, UpgradeFai
 from pytest_rollout.load.protocol import Aim
 from pytest_rollout.platforms.base import TargetSpec, UpgradeEvent, UpgradeResult
 from pytest_rollout.platforms.kubernetes.api import KubeSettings, api_error, connect, label_selector, reap_stale
-from pytest_rollout.platforms.kubernetes.fleet import FleetCluster, KubeFleet
+from pytest_rollout.platforms.kubernetes.fleet import FleetSettings, KubeFleet
+from pytest_rollout.platforms.kubernetes.fleetcluster import KubeFleetCluster, apiserver_addresses
 from pytest_rollout.platforms.kubernetes.namespace import RunNamespace
 from pytest_rollout.platforms.kubernetes.objects import LABEL_RUN, REVISION
 from pytest_rollout.platforms.kubernetes.target import TargetObjects, image_patch, strategy, target_docs
@@ -211,51 +213,21 @@ class KubePlatform:
         return []  # the cluster's Prometheus discovers the worker pods by their annotations
 
     def make_fleet(self, run_id: str, size: int, aim: Aim) -> KubeFleet:
-        fleet = KubeFleet(self._fleet_cluster(), size, aim)
-        self._fleets.append(fleet)
-        return fleet
-
-    def _fleet_cluster(self) -> FleetCluster:
-        """What the fleet may use of the cluster, and no more."""
-
-        def follow(name: str, deadline: float) -> tuple[bool, str]:
-            done, message, _ = self.follow(name, deadline, lambda event: None)
-            return done, message
-
-        return FleetCluster(
-            api=self.api,
-            core=self.core,
-            apps=self.apps,
-            namespace=self.namespace,
+        settings = FleetSettings(
             run_id=self.run_id,
             worker_image=self.settings.worker_image,
             worker_cpu=self.settings.worker_cpu,
             timeout_s=self.settings.timeout_s,
             prometheus_service=self.settings.prometheus_service,
-            apply=self.apply,
-            follow=follow,
-            explain=self.explain,
-            control_from=self.apiserver_addresses,
         )
+        fleet = KubeFleet(KubeFleetCluster(self.space, self.watch), settings, size, aim)
+        self._fleets.append(fleet)
+        return fleet
 
     def apiserver_addresses(self) -> tuple[list[str] | None, str]:
         """The API server's addresses as /32 (or /128) CIDRs, from the ``kubernetes`` EndpointSlice in ``default``,
         and a note; ``(None, why)`` when they cannot be read. Its pod proxy connects to the workers from there."""
-        from kubernetes import client as k8s
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            slice_ = k8s.DiscoveryV1Api(self.api).read_namespaced_endpoint_slice("kubernetes", "default")
-        except ApiException as exc:
-            return None, f"cannot read EndpointSlice default/kubernetes ({exc.status} {exc.reason})"
-        except (OSError, ValueError) as exc:
-            return None, f"cannot read EndpointSlice default/kubernetes ({exc})"
-        cidrs = sorted(
-            {f"{a}/{'128' if ':' in a else '32'}" for ep in slice_.endpoints or [] for a in ep.addresses or []}
-        )
-        if not cidrs:
-            return None, "EndpointSlice default/kubernetes lists no address"
-        return cidrs, f"the API server at {', '.join(cidrs)}"
+        return apiserver_addresses(self.api)
 
     def keep(self) -> None:
         """--rollout-keep: mark the run's namespace (or run record) so later runs do not reap it."""
