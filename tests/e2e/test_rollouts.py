@@ -195,6 +195,7 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     # upgrade's end is the first look able to: at that look (before phase after began), or early in phase after,
     # on the upgrade's last and slowest answers or on the after phase's own (each look checks both)
     note = test["stopped_early"]
+    assert note, result.stdout.str()[-3000:]  # (on a machine busy with other work the p99 is not proven instead)
     match = re.match(r"stopped early: [\d.]+s into phase (upgrade|after), the live data proved p99_ms broken", note)
     assert match, note
     if match.group(1) == "upgrade":
