@@ -139,6 +139,9 @@ def pytest_rollout_phase_start(rollout, phase, at):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*not proven: Prometheus at http://127.0.0.1:* is unreachable*"])
     assert test["verdicts"] and not any(v["passed"] for v in test["verdicts"])
+    # not proven (exit 6), never a pass, and never broken either: nothing was measured to break
+    assert result.ret == 6 and test["result"] == "not_proven", result.stdout.str()[-3000:]
+    assert all(v["outcome"] == "not_proven" for v in test["verdicts"]), test["verdicts"]
 
 
 def test_missed_scrapes_are_insufficient_data(inner: pytest.Pytester) -> None:
@@ -158,7 +161,7 @@ def pytest_rollout_phase_start(rollout, phase, at):
     result, test = run(inner)
     result.assert_outcomes(failed=1)
     baseline = [v for v in test["verdicts"] if v["phase"] == "baseline"]
-    assert baseline and all(not v["passed"] and "scrapes were missed" in v["reason"] for v in baseline)
+    assert baseline and all(v["outcome"] == "not_proven" and "scrapes were missed" in v["reason"] for v in baseline)
     assert "without scraping some worker" in baseline[0]["reason"]
     # the phases Prometheus did see are still judged on their merits
     assert all(v["passed"] for v in test["verdicts"] if v["phase"] == "after")

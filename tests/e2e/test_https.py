@@ -55,12 +55,24 @@ def test_a_good_release_over_https_passes_on_the_fast_engine_trusting_the_test_c
     assert any(e["action"] == "out" for e in test["events"])  # v1's replicas were replaced under load
 
 
+def test_a_good_release_over_https_passes_accepting_a_test_certificate_with_tls_verify_false(
+    pytester: pytest.Pytester,
+) -> None:
+    """The README's other way to load a target with a throwaway certificate: ``slo(tls_verify=False)``."""
+    result, test = run(pytester, ", tls_verify=False")
+    assert result.ret == 0, result.stdout.str()[-4000:]
+    assert test["result"] == "passed" and test["engine"] == "fast"
+    for phase in ("baseline", "upgrade", "after"):
+        assert test["phases"][phase]["requests"] > 0 and test["phases"][phase]["errors"] == 0, test["phases"][phase]
+
+
 def test_a_test_certificate_the_marker_does_not_trust_is_a_usage_error_before_any_load(
     pytester: pytest.Pytester,
 ) -> None:
     result, test = run(pytester, "")
-    assert result.ret != 0
-    assert test["result"] != "slo_broken"  # the release is not at fault: the test's trust is
+    # the test's own mistake (a usage error, like a bad argument): it fails as pytest would, exit 1, never broken
+    assert result.ret == 1, result.stdout.str()[-4000:]
+    assert test["result"] == "test_failed"  # the release is not at fault: the test's trust is
     assert test["workers"] == 0 and test["verdicts"] == []  # stopped before any worker started
     result.stdout.fnmatch_lines(
         ["*certificate verify failed*system's trusted CAs*slo(tls_ca=*ca.pem*slo(tls_verify=False)*"]

@@ -189,11 +189,19 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     assert started[-3:] == ["v1-3", "v1-4", "v1-5"] and started.count("v2-0") == 1
     assert_rolled_back_rolling(test["events"])
     assert test["phases"]["baseline"]["p99_ms"] < 400
-    # proven broken once the upgrade's answers were in (at its end, or by its last and slowest answers early
-    # in the next phase): the run stopped there (abort_on_breach) and rolled back
+    baseline = [v for v in test["verdicts"] if v["phase"] == "baseline"]
+    assert baseline and all(v["outcome"] == "held" for v in baseline), baseline
+    # the live check stopped the run (abort_on_breach) as soon as the live data proved p99_ms broken, which the
+    # upgrade's end is the first look able to: at that look (before phase after began), or early in phase after,
+    # on the upgrade's last and slowest answers or on the after phase's own (each look checks both)
     note = test["stopped_early"]
-    assert re.match(r"stopped early: [\d.]+s into phase (upgrade|after), the live data proved p99_ms broken", note)
-    assert "into phase upgrade," in note or "broken in phase upgrade (" in note
+    assert note, result.stdout.str()[-3000:]  # (on a machine busy with other work the p99 is not proven instead)
+    match = re.match(r"stopped early: [\d.]+s into phase (upgrade|after), the live data proved p99_ms broken", note)
+    assert match, note
+    if match.group(1) == "upgrade":
+        assert "after" not in test["phases"], test["phases"]  # stopped before the after phase began
+    else:  # stopped during the after phase: fewer requests than its whole 4 s at 600 rps
+        assert test["phases"]["after"]["requests"] < 2400, test["phases"]["after"]
     assert test["phases"]["upgrade"]["p99_ms"] > 400
     result.stdout.fnmatch_lines(["*p99_ms in phase upgrade: measured *.?? ms [[]*[]], bound <= 400.00 ms*"])
     assert test["junit"]["rollout_passed"] == "false" and test["junit"]["rollout_result"] == "slo_broken"
@@ -202,28 +210,43 @@ def test_slower_release_fails_on_p99_and_is_rolled_back(pytester: pytest.Pyteste
     assert ("p99_ms", "upgrade") in failed and ("p99_ms", "baseline") not in failed
 
 
-def assert_rolled_back_rolling(events: list[dict]) -> None:
-    """The rollback replaced the v2 replicas one at a time: some replica served at every step, and v2
-    replicas were taken out both before and after v1 ones became ready (interleaved, not all at once)."""
+def assert_rolled_back_rolling(events: list[dict], replicas: int = 3, surge: int = 1, unavailable: int = 0) -> None:
+    """The rollback replaced the v2 replicas rolling, within ``max_surge`` / ``max_unavailable`` (for three
+    replicas Kubernetes' 25% defaults: one extra, none missing), read from the platform's own record of each
+    replica's start, readiness and termination: at no moment were more than ``replicas + surge`` replicas
+    running that were not terminating, nor fewer than ``replicas - unavailable`` ready and not terminating, so
+    a v2 replica began terminating only once a v1 one was ready in its place, one at a time, and some replica
+    served at every step; at the end exactly the three new v1 replicas serve."""
     first = next(i for i, e in enumerate(events) if e["action"] == "start" and e["replica"] == "v1-3")
-    serving = set()
+    started: set[str] = set()
+    ready: set[str] = set()
+    leaving: set[str] = set()  # terminating, exited or failed: no longer counted by the rolling update
+    serving: set[str] = set()  # ready and still in HAProxy's rotation (a terminating replica serves until "out")
     for i, event in enumerate(events):
-        if event["action"] == "ready":
-            serving.add(event["replica"])
-        elif event["action"] in ("out", "exit", "failed"):
-            serving.discard(event["replica"])
-        if i >= first:
-            assert serving, f"no replica served after {event}"
+        name, action = event["replica"], event["action"]
+        if action == "start":
+            started.add(name)
+        elif action == "ready":
+            ready.add(name)
+            serving.add(name)
+        elif action in ("terminating", "exit", "failed"):
+            leaving.add(name)
+        if action in ("out", "exit", "failed"):
+            serving.discard(name)
+        if i < first:
+            continue
+        assert len(started - leaving) <= replicas + surge, f"more than {replicas} + {surge} replicas at {event}"
+        assert len(ready - leaving) >= replicas - unavailable, f"fewer than {replicas} - {unavailable} at {event}"
+        assert serving, f"no replica served after {event}"
     rollback = events[first:]
-    v1_ready = [i for i, e in enumerate(rollback) if e["action"] == "ready" and e["replica"].startswith("v1-")]
-    v2_out = sorted(
-        min(i for i, e in enumerate(rollback) if e["replica"] == name and e["action"] in ("out", "exit"))
-        for name in {
-            e["replica"] for e in rollback if e["replica"].startswith("v2-") and e["action"] in ("out", "exit")
-        }
-    )
-    assert len(v1_ready) == 3 and len(v2_out) == 3, rollback
-    assert v2_out[0] < v1_ready[-1] and v1_ready[0] < v2_out[-1], rollback  # interleaved: rolling
+    for version in ("v1", "v2"):
+        for action in ("start", "ready") if version == "v1" else ("terminating", "exit"):
+            names = sorted(e["replica"] for e in rollback if e["action"] == action and e["replica"].startswith(version))
+            assert names == [f"{version}-{n}" for n in ((3, 4, 5) if version == "v1" else (0, 1, 2))], (
+                action,
+                rollback,
+            )
+    assert serving == {"v1-3", "v1-4", "v1-5"} == ready - leaving, rollback
 
 
 def test_a_slower_release_on_a_machine_busy_with_other_work_is_not_proven_never_broken(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import ci_skips
+from uses import Uses
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
@@ -113,7 +113,7 @@ ARGUMENT_TESTS: dict[str, list[str]] = {
     ],
     "seed": ["tests/e2e/test_traffic_mix.py::test_a_good_release_holds_every_route_each_sent_in_its_share"],
     "tls_ca": ["tests/e2e/test_https.py::test_a_good_release_over_https_passes_on_the_fast_engine_trusting_the_test_ca"],
-    "tls_verify": ["tests/unit/test_tls_options.py::test_tls_verify_false_is_kept_and_contradicts_a_ca"],
+    "tls_verify": ["tests/e2e/test_https.py::test_a_good_release_over_https_passes_accepting_a_test_certificate_with_tls_verify_false"],
     **{
         key: ["tests/e2e/test_rollouts.py::test_every_marker_argument_as_the_readme_shows_it"]
         for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "path", "method", "headers", "body")
@@ -145,53 +145,6 @@ def documented_arguments() -> set[str]:
     signature = re.search(r"## The marker\s+`@pytest\.mark\.slo\((.*?)\)`", text)
     assert signature is not None, "the README lost the marker's signature"
     return {part.split("=")[0].strip() for part in signature.group(1).split(", ")}
-
-
-class Uses:
-    """What a test really uses: its code's string literals and ``slo(...)`` keywords, read with :mod:`ast`.
-
-    Its code is the test function and every module-level function, class or constant it reaches by name,
-    transitively (``run_release``, ``SLO``, a template); docstrings and comments are not code, so an option
-    named only there is not a use.
-    """
-
-    def __init__(self, path: Path, function: str) -> None:
-        tree = ast.parse(path.read_text())
-        top: dict[str, ast.stmt] = {}
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                top[node.name] = node
-            elif isinstance(node, ast.Assign | ast.AnnAssign):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for name in (n for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)):
-                    top[name.id] = node
-        self.found = function in top and isinstance(top[function], ast.FunctionDef)
-        self.strings: list[str] = []
-        self.slo_keywords: set[str] = set()
-        seen: set[str] = set()
-        todo = [function]
-        while todo:
-            name = todo.pop()
-            if name in seen or name not in top:
-                continue
-            seen.add(name)
-            nodes = list(ast.walk(top[name]))
-            docstrings = {id(n.value) for n in nodes if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
-            for node in nodes:
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                    self.strings.append(node.value)
-                elif isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "slo":
-                    self.slo_keywords |= {k.arg for k in node.keywords if k.arg is not None}
-                elif isinstance(node, ast.Name):
-                    todo.append(node.id)
-
-    def option(self, flag: str) -> bool:
-        """*flag* (``--rollout-x``, or an ini name) is in a string the code passes on: an argument, an ini file."""
-        return any(re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) for text in self.strings)
-
-    def argument(self, key: str) -> bool:
-        """*key* is given to ``slo(...)``: as a keyword, or as ``key=`` in the test code a string holds."""
-        return key in self.slo_keywords or any(re.search(rf"(?<![\w.]){key}\s*=", text) for text in self.strings)
 
 
 def test_every_documented_option_and_argument_has_a_test_that_uses_it() -> None:
@@ -247,3 +200,68 @@ def test_decorated(rollout): ...
     assert outer.argument("p99_ms") and decorated.argument("hold")
     assert not outer.argument("rps") and not outer.argument("error_rate") and not outer.argument("risk")
     assert not outer.option("--rollout-work")  # a prefix of a used option is not a use
+
+
+def test_an_option_only_expected_or_asserted_is_not_a_use_and_one_passed_to_a_run_is(tmp_path: Path) -> None:
+    """Issue 22: a literal in an assert (its test or its message), compared with output, or given to a matcher or
+    to ``pytest.raises(match=...)`` is what the test expects, not what it runs; the column of expected messages of
+    a ``parametrize`` neither. What reaches a run through a helper, a local, a parametrized column or an ini file
+    written with an f-string is."""
+    module = tmp_path / "test_example.py"
+    module.write_text(
+        """import re, subprocess, pytest
+EXPECTED = "*--rollout-html is not a file*"
+SLO = 'rps=10, hold="1s"'
+CASES = [
+    pytest.param(["--rollout-risk", "2"], "--rollout-workers must be an int", id="risk"),
+    (["--rollout-endpoint-delay=-1"], "--rollout-keep is not allowed here"),
+]
+
+
+def run(pytester, *extra, slo=SLO, expect=""):
+    pytester.makepyfile(f"import pytest\\n@pytest.mark.slo({slo})\\ndef test_x(rollout): pass\\n")
+    result = pytester.runpytest(*extra)
+    if expect:
+        result.stdout.fnmatch_lines([expect])
+    return result
+
+
+def test_expecting(pytester):
+    result = pytester.runpytest()
+    assert "--rollout-report" in result.stdout.str(), "--rollout-save should have been named"
+    assert result.ret == 4, f"--rollout-compare {result.ret}"
+    result.stdout.fnmatch_lines([EXPECTED, "*--rollout-sd-dir*"])
+    if "--rollout-baseline-dir" in result.stdout.str():
+        pytest.fail("--rollout-upgrade-timeout was named")
+    assert re.search(r"--rollout-kubeconfig", result.stdout.str())
+    with pytest.raises(ValueError, match="--rollout-namespace"):
+        raise ValueError("--rollout-kube-context")
+    run(pytester, expect="*--rollout-worker-image*")
+    assert run(pytester).stdout.str().startswith("--rollout-kube-timeout")
+    assert "p99_ms=" in result.stdout.str()
+
+
+@pytest.mark.parametrize(("args", "message"), CASES)
+def test_running(pytester, args, message):
+    flags = ["--rollout-platform", "local"]
+    pytester.makeini(f"[pytest]\\n{'rollout_haproxy'} = /bin/haproxy\\n")
+    run(pytester, *args, *flags, "--rollout-report=r.json", slo=SLO + ", error_rate=0.01")
+    subprocess.run(["pytest", "--prometheus-url", "http://p:9090"], check=False)
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines([message])
+"""
+    )
+    expecting, running = Uses(module, "test_expecting"), Uses(module, "test_running")
+    expected_only = [
+        "--rollout-report", "--rollout-save", "--rollout-compare", "--rollout-html", "--rollout-sd-dir",
+        "--rollout-baseline-dir", "--rollout-upgrade-timeout", "--rollout-kubeconfig", "--rollout-namespace",
+        "--rollout-kube-context", "--rollout-worker-image", "--rollout-kube-timeout",
+    ]  # fmt: skip
+    assert [flag for flag in expected_only if expecting.option(flag)] == []
+    assert not expecting.argument("p99_ms") and not expecting.argument("error_rate")
+    assert expecting.argument("rps") and expecting.argument("hold")  # run(...)'s default slo reaches its file
+    passed = ["--rollout-risk", "--rollout-endpoint-delay", "--rollout-platform", "rollout_haproxy", "--rollout-report"]
+    assert [flag for flag in passed if not running.option(flag)] == []
+    assert running.option("--prometheus-url") and running.argument("error_rate") and running.argument("rps")
+    # the expected messages' column of the parametrize, and the matcher run() gives it, are not uses
+    assert not running.option("--rollout-workers") and not running.option("--rollout-keep")
