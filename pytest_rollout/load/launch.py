@@ -64,7 +64,7 @@ def launch(fleet: Fleet, plan: Plan, lead_s: float | None = None) -> Launch:
         phases=tuple((name, start + at) for name, at in plan.phases),
     )
     began = time.monotonic()
-    engines = fleet.begin(timed, timed.segments)
+    engines = fleet.begin(timed)
     return Launch(plan=timed, engines=engines, plan_s=time.monotonic() - began)
 
 
