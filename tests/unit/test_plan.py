@@ -1,4 +1,5 @@
-"""The plan and the phase edge as typed values: each worker's share made on the Plan, the wire unchanged."""
+"""The plan and the phase edge as typed values: each worker's share made on the Plan, the wire unchanged, and one
+way to build a plan (``load/launch.py``) whose defaults are the Plan's own."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from pytest_rollout.load.launch import PlanOptions, Rate, build_plan, steady
 from pytest_rollout.load.mix import Route
-from pytest_rollout.load.protocol import PhaseEdge, Plan
+from pytest_rollout.load.protocol import PhaseEdge, Plan, inflight_cap
 from pytest_rollout.load.schedule import Segment
 
 WHOLE = Plan(
@@ -73,3 +75,39 @@ def test_a_phase_edge_goes_on_the_wire_as_before_and_reads_back() -> None:
 def test_a_bad_phase_edge_is_refused_with_the_errors_the_worker_answers_400_for(body: Any, error: type) -> None:
     with pytest.raises(error):
         PhaseEdge.from_json(body)
+
+
+def test_a_plan_built_with_no_options_has_the_plans_own_defaults() -> None:
+    built = build_plan("http://127.0.0.1:8080/x?y=1", Rate(500.0, 3.0), PlanOptions(), workers=2)
+    assert built == Plan(
+        url="http://127.0.0.1:8080/x?y=1",
+        segments=steady(500.0),
+        start_at=0.0,
+        deadline=3.0,
+        max_inflight=inflight_cap(250.0),  # a quarter second of each worker's peak rate
+    )
+
+
+def test_a_plan_built_with_a_climb_starts_with_phase_ramp_and_carries_every_option() -> None:
+    routes = (Route.of("GET", "/"),)
+    options = PlanOptions(
+        routes=routes,
+        seed=3,
+        timeout_s=0.5,
+        max_inflight=10,
+        max_requests=99,
+        connections=4,
+        engine="aiohttp",
+        resend_reused=False,
+        tls_verify=False,
+        tls_ca_pem="PEM",
+    )
+    rate = Rate(40_000.0, 12.0, ramp_s=2.0, phases=(("baseline", 2.0), ("between", 7.0)))
+    built = build_plan("https://127.0.0.1:8443/", rate, options, workers=4)
+    assert built.phases == (("ramp", 0.0), ("baseline", 2.0), ("between", 7.0))
+    assert built.segments == (Segment(2.0, 0.0, 40_000.0), Segment(None, 40_000.0, 40_000.0))
+    assert (built.start_at, built.deadline) == (0.0, 12.0)
+    given = {name: getattr(built, name) for name in PlanOptions.__dataclass_fields__}
+    assert given == {name: getattr(options, name) for name in PlanOptions.__dataclass_fields__}
+    # without its own cap, a fleet of 4 at 40,000 rps gets a quarter second of 10,000 rps each
+    assert build_plan("https://127.0.0.1:8443/", rate, PlanOptions(), workers=4).max_inflight == 2500
