@@ -50,8 +50,8 @@ from bench_fleet import start_nginx
 
 from pytest_rollout.judge.prometheus import LocalPrometheus, PromClient, write_targets
 from pytest_rollout.load.fleet import Fleet, LocalFleet
-from pytest_rollout.load.launch import clock_skew, launch, steady
-from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
+from pytest_rollout.load.launch import PlanOptions, Rate, clock_skew, start_plan
+from pytest_rollout.load.protocol import Aim
 from pytest_rollout.load.replies import ClassCounts
 from pytest_rollout.procs import ProcessSet, http_get, proc_cpu_seconds
 
@@ -110,16 +110,10 @@ def measure(
     workers_cpu: Callable[[], float] | None,
 ) -> dict[str, Any]:
     """Hold *rps* over the started *fleet* for *seconds*, with one phase edge in the plan and two announced."""
-    plan = Plan(
-        url=url,
-        segments=steady(rps),
-        start_at=0.0,
-        deadline=seconds,
-        max_inflight=inflight_cap(rps / workers),
-        phases=(("first", 0.0),),  # an edge known in advance travels in the plan
-        engine="fast",
+    rate = Rate(rps, seconds, phases=(("first", 0.0),))  # an edge known in advance travels in the plan
+    launched = start_plan(
+        fleet, url, rate, PlanOptions(engine="fast"), lead_s=max(fleet.start_lead_s, 0.5 + 0.01 * workers)
     )
-    launched = launch(fleet, plan, lead_s=max(fleet.start_lead_s, 0.5 + 0.01 * workers))
     start_at = launched.start_at
     skew = clock_skew(fleet)
     worker_cpu_before = workers_cpu() if workers_cpu else 0.0

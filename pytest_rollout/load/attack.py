@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from pytest_rollout.errors import RolloutError, RolloutUsageError
 from pytest_rollout.load.fleet import LocalFleet
-from pytest_rollout.load.launch import launch, steady
+from pytest_rollout.load.launch import PlanOptions, Rate, start_plan
 from pytest_rollout.load.mix import Request, check_requests, compile_routes
-from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
+from pytest_rollout.load.protocol import Aim
 from pytest_rollout.load.replies import PhaseTotals
 from pytest_rollout.numeric import number_or_none
 from pytest_rollout.procs import ProcessSet, proc_cpu_seconds
@@ -71,23 +71,19 @@ def attack(
             spawned = time.monotonic()
             fleet.start()
             start_s = time.monotonic() - spawned
-            plan = Plan(
-                url=url,
-                segments=steady(rps, ramp_s),
-                start_at=0.0,
-                deadline=ramp_s + duration_s,
+            options = PlanOptions(
                 routes=routes,
                 seed=seed,
                 timeout_s=timeout_s,
-                max_inflight=max_inflight or inflight_cap(rps / workers),
-                phases=(("ramp", 0.0), (PHASE, ramp_s)) if ramp_s > 0 else ((PHASE, 0.0),),
+                max_inflight=max_inflight,
                 engine=engine,
                 resend_reused=resend_reused,
                 tls_verify=tls_verify,
                 tls_ca_pem=tls_ca_pem,
             )
             # the plans go out all at once; the lead leaves a big fleet time to get them before the first request
-            launched = launch(fleet, plan, lead_s=0.3 + 0.01 * workers)
+            rate = Rate(rps, ramp_s + duration_s, ramp_s, ((PHASE, ramp_s),))
+            launched = start_plan(fleet, url, rate, options, lead_s=0.3 + 0.01 * workers)
             cpu_before = [proc_cpu_seconds(p.pid) for p, _ in fleet.workers]
             while time.time() < launched.end_at:
                 dead = fleet.dead_processes()

@@ -24,9 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
-from pytest_rollout.load.protocol import Aim, Plan
+from pytest_rollout.load.protocol import Aim, PhaseEdge, Plan
 from pytest_rollout.load.replies import PhaseHeard, PhaseTotals, Started, WorkerStatus, WorkerTotals
-from pytest_rollout.load.schedule import Segment
 from pytest_rollout.procs import ManagedProcess, ProcessSet
 
 __all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for"]
@@ -121,7 +120,7 @@ class Fleet(Protocol):
 
     def scrape_targets(self) -> list[dict[str, Any]]: ...
 
-    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]: ...
+    def begin(self, plan: Plan) -> list[str]: ...
 
     def announce(self, phase: str, at: float) -> None: ...
 
@@ -178,10 +177,10 @@ class ControlledFleet:
     def _death(self, handle: Any) -> FleetError:
         return FleetError(f"load worker {handle} died")
 
-    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
-        """Give every worker its share of *total_segments*; returns the engine each runs."""
+    def begin(self, plan: Plan) -> list[str]:
+        """Give every worker its share of the whole *plan* (:meth:`Plan.for_worker`); returns the engine each runs."""
         try:
-            aimed = protocol.origin(template.url)
+            aimed = protocol.origin(plan.url)
         except ValueError as exc:
             raise FleetError(f"the plan's URL: {exc}") from None
         if aimed != self.aim.target:
@@ -189,23 +188,19 @@ class ControlledFleet:
                 f"the plan aims at {aimed}, but this fleet's workers were created to load {self.aim.target}"
             )
         secret = set()
-        for route in template.routes:
+        for route in plan.routes:
             secret |= set(protocol.split_headers(route.headers, self.aim.secret_names())[1])
         if secret:
             raise FleetError(
                 f"the plan carries secret header(s) {', '.join(sorted(secret))}: give them to the fleet when it is "
                 "made (Aim.secret_headers, Aim.route_headers), never in a plan"
             )
-        share = 1.0 / self.size
-        segments = [[s.duration, s.start_rps * share, s.end_rps * share] for s in total_segments]
         handles = self._handles()
+        # each worker's share of the rate, its arrival phase, and its place (${seq} and the per-request data)
+        plans = [plan.for_worker(i, self.size) for i in range(len(handles))]
 
         def start(i: int) -> str:
-            plan = template.to_json()
-            plan["segments"] = segments
-            plan["phase"] = i / self.size
-            plan["worker"] = [i, self.size]  # ${seq} and the per-request data: worker i of size
-            return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plan)).engine)
+            return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plans[i].to_json())).engine)
 
         return self._each(start, range(len(handles)))
 
@@ -217,10 +212,12 @@ class ControlledFleet:
         The largest gap of each phase is kept in :attr:`edges` for the report.
         """
 
+        edge = PhaseEdge(phase, at)
+
         def tell(handle: Any) -> float:
             if not self._alive(handle):
                 return 0.0
-            answer = self._call(handle, "POST", protocol.PHASE, {"name": phase, "at": at}, timeout=5.0)
+            answer = self._call(handle, "POST", protocol.PHASE, edge.to_json(), timeout=5.0)
             return PhaseHeard.from_json(answer).late_s if isinstance(answer, dict) else 0.0
 
         self.edges[phase] = max(self._each(tell, self._handles()), default=0.0)

@@ -24,7 +24,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ __all__ = [
     "IDLE_CLOSE_S",
     "LATE_S",
     "OPEN_PATHS",
+    "PhaseEdge",
     "Plan",
     "RESEND_WINDOW_S",
     "TOKEN_ENV",
@@ -284,6 +285,20 @@ class Plan:
     def route_names(self) -> tuple[str, ...]:
         return tuple(route.name for route in self.routes)
 
+    def for_worker(self, index: int, size: int) -> Plan:
+        """Worker *index*'s share of this whole plan among *size* workers: ``1/size`` of every segment's rate,
+        its arrivals offset by ``index/size`` of a request (so the workers' requests interleave), and its place
+        in the fleet (``${seq}`` and the per-request data go by it). ValueError for a plan already one worker's."""
+        if self.worker != (0, 1):
+            raise ValueError(f"for_worker() splits a whole plan, not worker {self.worker!r}'s share")
+        share = 1.0 / size
+        return replace(
+            self,
+            segments=tuple(Segment(s.duration, s.start_rps * share, s.end_rps * share) for s in self.segments),
+            phase=index / size,
+            worker=(index, size),
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         worker = data.get("worker") or (0, 1)
@@ -327,3 +342,22 @@ class Plan:
             "tls_verify": self.tls_verify,
             "tls_ca_pem": self.tls_ca_pem,
         }
+
+
+@dataclass(frozen=True)
+class PhaseEdge:
+    """``POST /phase``: requests due from Unix time ``at`` on count for phase ``name`` (see ``Fleet.announce``)."""
+
+    name: str
+    at: float  # Unix seconds, by the worker's own clock
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.at):
+            raise ValueError(f"at={self.at!r}: a phase edge is a finite Unix time")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PhaseEdge:
+        return cls(name=str(data["name"]), at=float(data["at"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "at": self.at}

@@ -16,7 +16,8 @@ Control API (JSON over HTTP, served on the worker's own event loop by :class:`Co
 per verb; each answer is a dataclass of :mod:`pytest_rollout.load.replies`):
 
 - ``POST /start``  the plan (see :class:`Plan`); load begins at ``start_at``.
-- ``POST /phase``  ``{"name", "at"}``: requests due from Unix time ``at`` count for phase ``name``.
+- ``POST /phase``  ``{"name", "at"}`` (see :class:`PhaseEdge`): requests due from Unix time ``at`` count for
+  phase ``name``.
 - ``POST /stop``   stop sending; requests in flight finish or time out.
 - ``GET /totals``  the worker's own counts (the cross-check for Prometheus).
 - ``GET /metrics`` Prometheus exposition (prometheus-client).
@@ -48,7 +49,7 @@ from pytest_rollout.load.counters import WorkerStats
 from pytest_rollout.load.credentials import Credentials, guard, read_credentials
 from pytest_rollout.load.engine import Engine, choose_engine
 from pytest_rollout.load.exposition import CONTENT_TYPE, Exposition
-from pytest_rollout.load.protocol import DROPPED, LATE_S, Plan
+from pytest_rollout.load.protocol import DROPPED, LATE_S, PhaseEdge, Plan
 from pytest_rollout.load.render import route_order
 from pytest_rollout.load.replies import PhaseHeard, Refusal, Started, StateReply, WorkerStatus, WorkerTotals
 from pytest_rollout.load.schedule import arrivals, rate_at
@@ -206,14 +207,14 @@ class ControlServer:
 
     async def phase(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
-            at = float(data["at"])
-            self.worker.start_phase(str(data["name"]), at)
+            edge = PhaseEdge.from_json(await request.json())
+            self.worker.start_phase(edge.name, edge.at)
         except (KeyError, TypeError, ValueError) as exc:
             return _reply(Refusal.of(exc), status=400)
         # how long after the edge (by this worker's clock) the word came: requests due in that gap and already
         # answered counted for the phase before
-        return _reply(PhaseHeard(phases=tuple(self.worker.stats.phase_names), late_s=max(0.0, time.time() - at)))
+        late_s = max(0.0, time.time() - edge.at)
+        return _reply(PhaseHeard(phases=tuple(self.worker.stats.phase_names), late_s=late_s))
 
     async def stop(self, request: web.Request) -> web.Response:
         await self.worker.stop()

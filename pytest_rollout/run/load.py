@@ -20,9 +20,9 @@ from pytest_rollout.errors import FleetError, PrometheusError, RolloutError
 from pytest_rollout.judge.prometheus import PrometheusAPI, remove_targets, write_targets
 from pytest_rollout.judge.promql import last_scrape
 from pytest_rollout.load.fleet import Fleet, FleetTotals
-from pytest_rollout.load.launch import clock_skew, launch, steady
+from pytest_rollout.load.launch import PlanOptions, Rate, clock_skew, start_plan
 from pytest_rollout.load.mix import Request, compile_routes
-from pytest_rollout.load.protocol import Aim, Plan, inflight_cap
+from pytest_rollout.load.protocol import Aim
 from pytest_rollout.load.schedule import Segment
 from pytest_rollout.platforms.base import Platform
 from pytest_rollout.slo import SLOSpec
@@ -166,29 +166,23 @@ def start_load(
             f"after {fleet.discovery_s:g}s. {fleet.discovery_hint(sd_dir)}"
         )
     rps = spec.requested_rps
-    phases = [("baseline", spec.ramp_s)]  # seconds from the start
+    phases = [("baseline", spec.ramp_s)]  # seconds from the start (the climb, if any, is phase ramp)
     if spec.end_when_held is None:  # else announced when the baseline ends (PhaseClock._hold_until)
         phases.append(("between", spec.ramp_s + spec.hold_s))
-    if spec.ramp_s > 0:
-        phases.insert(0, ("ramp", 0.0))
     total = spec.ramp_s + spec.hold_s + upgrade_timeout_s + spec.after_s + 30.0
-    plan = Plan(
-        url=platform.url + routes[0].target,
-        segments=steady(rps, spec.ramp_s),
-        start_at=0.0,
-        deadline=total,
+    options = PlanOptions(
         routes=routes,
         seed=seed,
         timeout_s=spec.timeout_s,
         max_requests=math.ceil(rps / size * total * 1.1) + 1000,
-        max_inflight=inflight_cap(rps / size),
-        phases=tuple(phases),
         resend_reused=spec.client != "strict",
         tls_verify=spec.tls_verify,
         tls_ca_pem=spec.tls_ca_pem,
     )
     try:
-        launched = launch(fleet, plan)
+        launched = start_plan(
+            fleet, platform.url + routes[0].target, Rate(rps, total, spec.ramp_s, tuple(phases)), options
+        )
         skew = clock_skew(fleet)
     except BaseException:
         fleet.shutdown()

@@ -66,11 +66,11 @@ class FakeFleet:
     def scrape_targets(self) -> list[dict[str, Any]]:
         return []
 
-    def begin(self, template: Plan, total_segments: Sequence[Segment]) -> list[str]:
+    def begin(self, plan: Plan) -> list[str]:
         self.calls.append("begin")
-        self.plan = template
-        self.segments = tuple(total_segments)
-        self.boundaries = list(template.phases)
+        self.plan = plan
+        self.segments = plan.segments
+        self.boundaries = list(plan.phases)
         return ["fake"] * self.size
 
     def announce(self, phase: str, at: float) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_rollout.load.fleet import FleetTotals, LocalFleet
-from pytest_rollout.load.launch import launch, steady
-from pytest_rollout.load.protocol import LATE_S, Plan
+from pytest_rollout.load.launch import PlanOptions, Rate, start_plan
+from pytest_rollout.load.protocol import LATE_S
 from pytest_rollout.load.replies import PhaseTotals, WorkerTotals
 from pytest_rollout.procs import ProcessSet, free_port, http_get
 
@@ -76,12 +76,9 @@ def run_fleet(fleet: LocalFleet, url: str, rps: float, seconds: float, **plan: A
     plan finished and its requests in flight ended), bounded, rather than for a fixed time; a busy machine
     only makes it wait longer. So every request due is counted, sent or dropped, whatever the scheduler did.
     """
-    launched = launch(
-        fleet,
-        Plan(url=url, segments=steady(rps), start_at=0.0, deadline=seconds, phases=(("p", 0.0),), **plan),
-        lead_s=0.3,
-    )
-    timeout_s = float(plan.get("timeout_s", 5.0))
+    options = PlanOptions(**plan)
+    launched = start_plan(fleet, url, Rate(rps, seconds, phases=(("p", 0.0),)), options, lead_s=0.3)
+    timeout_s = options.timeout_s
     fleet.drain(settle_s=launched.end_at - time.time() + timeout_s + 30.0)
     totals = fleet.totals(settle_s=0.0)
     assert len(totals.workers) == fleet.size
