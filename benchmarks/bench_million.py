@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_fleet import start_nginx
+from bench_fleet import make_certificates, start_nginx
 
 from pytest_rollout.judge.prometheus import LocalPrometheus, PromClient, write_targets
 from pytest_rollout.load.fleet import Fleet, LocalFleet
@@ -211,7 +211,8 @@ def local_runs(args: argparse.Namespace, server_core: int | None) -> tuple[list[
     """``--repeat`` runs of local workers against nginx, and Prometheus' memory and series before and after."""
     with tempfile.TemporaryDirectory(prefix="pytest-rollout-million-") as tmpdir:
         tmp = Path(tmpdir)
-        nginx, url = start_nginx(tmp, server_core)
+        make_certificates(tmp)  # nginx's TLS listener needs them, though this benchmark sends plain HTTP
+        nginx, url, _ = start_nginx(tmp, server_core)
         (tmp / "prometheus").mkdir()
         procs = ProcessSet(tmp / "prometheus")
         prometheus = LocalPrometheus(procs, tmp / "prometheus", scrape_interval_s=1.0, sd_dir=tmp / "sd")
