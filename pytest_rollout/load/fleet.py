@@ -197,7 +197,10 @@ class ControlledFleet:
             )
         handles = self._handles()
         # each worker's share of the rate, its arrival phase, and its place (${seq} and the per-request data)
-        plans = [plan.for_worker(i, self.size) for i in range(len(handles))]
+        try:
+            plans = [plan.for_worker(i, self.size) for i in range(len(handles))]
+        except ValueError as exc:  # a plan that is already one worker's share
+            raise FleetError(f"the fleet cannot start this plan: {exc}") from None
 
         def start(i: int) -> str:
             return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plans[i].to_json())).engine)

@@ -57,7 +57,8 @@ class Rate:
 @dataclass(frozen=True)
 class PlanOptions:
     """How each request of a plan is sent: every :class:`~pytest_rollout.load.protocol.Plan` field but its target,
-    times and rate, with the plan's defaults (a parameter object, as httpx's ``Limits`` and ``Timeout``)."""
+    times and rate, with the plan's defaults but one: *max_inflight* left out is a quarter second of each
+    worker's peak rate, not the plan's fixed 1,024 (a parameter object, as httpx's ``Limits`` and ``Timeout``)."""
 
     routes: tuple[Route, ...] = ()  # none: GET the URL's path and query
     seed: int = 0
@@ -82,7 +83,7 @@ def build_plan(url: str, rate: Rate, options: PlanOptions, workers: int) -> Plan
         seed=options.seed,
         timeout_s=options.timeout_s,
         max_requests=options.max_requests,
-        max_inflight=options.max_inflight or inflight_cap(rate.rps / workers),
+        max_inflight=inflight_cap(rate.rps / workers) if options.max_inflight is None else options.max_inflight,
         connections=options.connections,
         phases=rate.all_phases,
         engine=options.engine,

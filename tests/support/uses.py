@@ -177,6 +177,7 @@ class Uses:
         self.slo_keywords: set[str] = set()
         self._seen: set[tuple[int, bool, int]] = set()
         self._helpers: set[tuple[object, ...]] = set()
+        self._walking: set[int] = set()  # the helpers being read now (a recursive one is read once)
         if entry is None:
             return
         test = entry[0]
@@ -373,7 +374,7 @@ class Uses:
             if param not in bound:
                 bound[param] = [(default, where)]
         key = (id(fn), live, frozenset((p, id(e), id(s)) for p, items in bound.items() for e, s in items))
-        if key in self._helpers:
+        if key in self._helpers or id(fn) in self._walking:  # walked already, or a recursive call: read once
             return
         self._helpers.add(key)
         inner = Scope(parent=where)
@@ -384,5 +385,9 @@ class Uses:
         for param, items in bound.items():
             inner.names[param] = list(items)
         _local_bindings(fn.body, inner)
-        for stmt in fn.body:
-            self._stmt(stmt, inner, live)
+        self._walking.add(id(fn))
+        try:
+            for stmt in fn.body:
+                self._stmt(stmt, inner, live)
+        finally:
+            self._walking.discard(id(fn))

@@ -265,3 +265,21 @@ def test_running(pytester, args, message):
     assert running.option("--prometheus-url") and running.argument("error_rate") and running.argument("rps")
     # the expected messages' column of the parametrize, and the matcher run() gives it, are not uses
     assert not running.option("--rollout-workers") and not running.option("--rollout-keep")
+
+
+def test_a_recursive_helper_is_read_once_and_what_the_test_passes_still_counts(tmp_path: Path) -> None:
+    module = tmp_path / "test_example.py"
+    module.write_text(
+        """def run(pytester, depth, *args):
+    if depth:
+        return run(pytester, depth - 1, *args, "--rollout-keep")
+    return pytester.runpytest(*args)
+
+
+def test_recursing(pytester):
+    run(pytester, 2, "--rollout-risk=0.01")
+"""
+    )
+    uses = Uses(module, "test_recursing")  # before: RecursionError
+    assert uses.option("--rollout-risk")  # what the test passes still counts
+    assert not uses.option("--rollout-keep")  # what only the recursive call adds is not followed (read once)

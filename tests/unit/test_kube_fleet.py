@@ -229,3 +229,31 @@ def test_the_adapter_counts_a_deployment_already_gone_as_deleted_and_reports_a_r
         adapter(apps=Apps(403)).delete_workers("pytest-rollout-workers")
     assert info.value.status == 403
     assert str(info.value).startswith("deleting the load workers (pytest-rollout-workers): the API server answered 403")
+
+
+def test_the_adapter_turns_urllib3s_no_answer_into_oserror_and_a_failed_deletion_into_kubernetes_error() -> None:
+    """urllib3's own errors (a proxy timeout, a reset, retries given up) are not OSErrors: the adapter says "no
+    answer came" as the port promises (OSError), which the fleet reports as a FleetError and retries on."""
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    class Api:
+        def call_api(self, *args: Any, **kw: Any) -> Any:
+            raise ReadTimeoutError(None, "/proxy/status", "Read timed out. (read timeout=5.0)")  # type: ignore[arg-type]
+
+    with pytest.raises(OSError, match="ReadTimeoutError"):
+        adapter(api=Api()).call_pod("w-a", WORKER_PORT, "GET", STATUS, None, 5.0, {})
+
+    class Apps:
+        def delete_namespaced_deployment(self, name: str, namespace: str) -> None:
+            raise MaxRetryError(None, "/apis/apps/v1", "connection refused")  # type: ignore[arg-type]
+
+    with pytest.raises(KubernetesError, match=r"deleting the load workers \(w\): MaxRetryError"):
+        adapter(apps=Apps()).delete_workers("w")
+
+
+def test_a_status_whose_count_reads_as_infinity_is_no_worker_status() -> None:
+    cluster = FakeFleetCluster(
+        SELECTOR, [pod("w-a")], answers={("GET", STATUS): json.loads('{"state": "idle", "pid": 1e400}')}
+    )
+    with pytest.raises(FleetError, match="is it a pytest-rollout worker"):
+        make(cluster, 1).start()

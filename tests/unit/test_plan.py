@@ -111,3 +111,20 @@ def test_a_plan_built_with_a_climb_starts_with_phase_ramp_and_carries_every_opti
     assert given == {name: getattr(options, name) for name in PlanOptions.__dataclass_fields__}
     # without its own cap, a fleet of 4 at 40,000 rps gets a quarter second of 10,000 rps each
     assert build_plan("https://127.0.0.1:8443/", rate, PlanOptions(), workers=4).max_inflight == 2500
+
+
+def test_plan_options_are_every_plan_field_but_its_target_times_rate_and_place() -> None:
+    """A field added to Plan but not to PlanOptions would never be set by start_plan: this fails first."""
+    from dataclasses import fields
+
+    made_by_the_builder = {"url", "segments", "start_at", "deadline", "phases", "worker", "phase"}
+    assert {f.name for f in fields(PlanOptions)} == {f.name for f in fields(Plan)} - made_by_the_builder
+
+
+def test_max_inflight_left_out_is_a_quarter_second_of_each_workers_peak_and_given_is_kept() -> None:
+    rate = Rate(rps=20_000.0, seconds=2.0)
+    assert build_plan("http://127.0.0.1:1/", rate, PlanOptions(), workers=2).max_inflight == inflight_cap(10_000.0)
+    assert (
+        inflight_cap(10_000.0) != Plan(url="http://x/", segments=(), start_at=0.0, deadline=1.0).max_inflight
+    )  # defaults differ
+    assert build_plan("http://127.0.0.1:1/", rate, PlanOptions(max_inflight=7), workers=2).max_inflight == 7

@@ -62,22 +62,28 @@ class KubeFleetCluster:
         headers: Mapping[str, str],
     ) -> ProxyReply:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         resource = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{port}/proxy{path}"
         try:
             status, raw = raw_request(self._api, method, resource, body, timeout_s, dict(headers))
         except ApiException as exc:  # the client raises for a status it does not like: an answer all the same
             status, raw = exc.status or 0, (exc.body or exc.reason or "").encode()
+        except HTTPError as exc:  # urllib3's timeouts, resets and retries given up: no answer came (not OSErrors)
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
         return ProxyReply(status=status, body=raw)
 
     def delete_workers(self, deployment: str) -> None:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         try:
             self._apps.delete_namespaced_deployment(deployment, self.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise api_error(exc, f"deleting the load workers ({deployment})") from None
+        except (HTTPError, OSError) as exc:  # no answer at all: the API server unreachable, a timeout
+            raise api_error(exc, f"deleting the load workers ({deployment})") from None
 
 
 def _fleet_pod(pod: Any) -> FleetPod:
