@@ -221,7 +221,7 @@ def _run_fast_engine(
 
         await scenario(engine, request, server)
         await engine.close()
-        await connections_lost(engine)
+        await connections_lost(engine, server.port)
 
     problems: list[dict] = []
 

@@ -8,12 +8,14 @@ what never came when a generous deadline passes: a busy machine only makes them 
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["connections_lost", "idle_past_check", "readable", "settle", "wait_for"]
+__all__ = ["connections_lost", "idle_past_check", "readable", "settle", "sockets_to", "wait_for"]
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 10.0, poll_s: float = 0.001) -> None:
@@ -43,11 +45,38 @@ def readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
-async def connections_lost(engine: object) -> None:
-    """Until every connection *engine* had open has told it it was lost, after its ``close()``: the callbacks
-    in which the engine could still fail have all run. (The fast engine keeps its connections in ``conns``
-    until then; aiohttp's session ``close()`` itself waits for its connections' loss.)"""
-    await settle(lambda: not getattr(engine, "conns", ()), "the engine's connections reporting their loss")
+def sockets_to(port: int) -> int:
+    """How many sockets this process holds connected to loopback *port* (from ``/proc/self/fd`` and
+    ``/proc/net/tcp``, tcp6: what the kernel says, whatever an event loop thinks)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+async def connections_lost(engine: object, port: int) -> None:
+    """After the engine's ``close()``: until every connection it had open to *port* has told it it was lost
+    (the fast engine keeps them in ``conns`` until then: the callbacks in which it could still fail have all
+    run) and this process holds no socket to *port* any more (a TLS connection's shutdown goes on after its
+    close; aiohttp's ``close()`` does not wait for a connection it opened to be closed after one request). The
+    event loop may then be closed with nothing of the engine's left open."""
+    await settle(
+        lambda: not getattr(engine, "conns", ()) and sockets_to(port) == 0,
+        f"the engine's connections to port {port} closed and reported lost",
+        timeout_s=30.0,
+    )
 
 
 def idle_past_check(conn: Any) -> None:
