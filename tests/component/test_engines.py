@@ -129,6 +129,7 @@ class _KeepAliveServer:
         self.idle: list[socket.socket] = []
         self.received: list[bytes] = []  # every read, in order
         self.lock = threading.Lock()
+        self.stopped = False
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
 
@@ -141,6 +142,9 @@ class _KeepAliveServer:
             except OSError:
                 return
             with self.lock:
+                if self.stopped:  # (closing the listener does not wake a blocked accept: it may take one more)
+                    conn.close()
+                    return
                 self.accepted += 1
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self.threads.append(thread)
@@ -160,6 +164,9 @@ class _KeepAliveServer:
             if not data:
                 with self.lock:
                     self.closed_by_client += 1
+                    if conn in self.idle:
+                        self.idle.remove(conn)
+                conn.close()
                 return
             kind = "reused" if served_here else "fresh"
             with self.lock:
@@ -191,6 +198,8 @@ class _KeepAliveServer:
             self.idle.clear()
 
     def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
         self.listener.close()
         self.close_idle()
 
