@@ -113,31 +113,6 @@ def test_a_good_run_shows_progress_writes_html_that_a_browser_renders_and_saves_
     assert colours is not None and len(colours) > 50  # charts drawn, not a blank page
 
 
-def test_a_slower_release_is_a_regression_against_the_baseline_and_exits_1(pytester: pytest.Pytester) -> None:
-    for _ in range(5):  # the spread of five runs of the unchanged release on this machine
-        result, _ = run(pytester, "--delay-ms 2", "--rollout-save", "main")
-        assert result.ret == 0, result.stdout.str()
-    # the same release again is no regression: compared, every phase within the saved runs' spread
-    result, record = run(pytester, "--delay-ms 2", "--rollout-compare", "main")
-    assert result.ret == 0, result.stdout.str()
-    compared = [v for v in record["verdicts"] if v["slo"].startswith("regression:")]
-    assert compared and all(v["outcome"] == "held" for v in compared), compared
-    result, record = run(pytester, "--delay-ms 300", "--rollout-compare", "main")
-    assert result.ret == 1  # an SLO broken (here: a regression), not "could not run"
-    assert record["result"] == "slo_broken"
-    regressions = {v["phase"]: v for v in record["verdicts"] if v["slo"] == "regression:p99_ms"}
-    # v2 serves in upgrade and after: the regression is proven in at least one of them. A phase may escape:
-    # its bound comes from the five saved runs' spread in that phase, and one saved run stalled on a busy
-    # machine (p99 25 ms among 6-13 ms, seen in CI) widens it past 300 ms. (The baseline phase runs the same v1
-    # in every run: it is judged against the saved runs' spread too.)
-    broken = [phase for phase in ("upgrade", "after") if not regressions[phase]["passed"]]
-    assert broken and all(regressions[phase]["measured"] > 100 for phase in broken), regressions
-    phase = broken[0]
-    result.stdout.fnmatch_lines([f"*regression:p99_ms in phase {phase}: *regression (at least *% sure): p99 *"])
-    # the terminal summary shows the regression entries as entries of their own (it used to crash on them)
-    result.stdout.fnmatch_lines(["*rollout SLO summary*", f"*regression regression:p99_ms in {phase}: * BROKEN*"])
-
-
 def test_a_run_that_cannot_be_judged_exits_6(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_release=TEST.format(app=str(APP), v2="'--delay-ms', '2'"))
     result = pytester.runpytest_subprocess(

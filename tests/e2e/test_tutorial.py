@@ -141,12 +141,31 @@ def test_step_8_a_slower_change_fails_against_the_saved_baseline(tutorial: pytes
         result = run(tutorial, fixed, "--rollout-save", "main")
         assert result.ret == 0, result.stdout.str()[-3000:]
     assert (tutorial.path / ".pytest-rollout" / "baselines" / "main.json").exists()
+    # the unchanged release once more is no regression: every phase within the saved runs' spread
+    assert "the unchanged release passes it" in text
+    result = run(tutorial, fixed, "--rollout-compare", "main", "--rollout-report", "same.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    (record,) = json.loads((tutorial.path / "same.json").read_text())["tests"]
+    compared = [v for v in record["verdicts"] if v["slo"].startswith("regression:")]
+    assert compared and all(v["outcome"] == "held" for v in compared), compared
     slower = fixed.replace('"--version", "2"', '"--version", "2", "--delay-ms", "300"')
     assert '"--version", "2", "--delay-ms", "300"' in text
-    result = run(tutorial, slower, "--rollout-compare", "main")
-    assert result.ret == 1, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*regression:p99_ms in phase after: *regression (at least *% sure): p99 *"])
-    assert "Traceback" not in result.stdout.str()  # the summary shows the regression (it once crashed on it)
+    result = run(tutorial, slower, "--rollout-compare", "main", "--rollout-report", "slower.json")
+    assert result.ret == 1, result.stdout.str()[-3000:]  # an SLO broken (here: a regression), not "could not run"
+    (record,) = json.loads((tutorial.path / "slower.json").read_text())["tests"]
+    assert record["result"] == "slo_broken"
+    regressions = {v["phase"]: v for v in record["verdicts"] if v["slo"] == "regression:p99_ms"}
+    # v2 serves in upgrade and after: the regression is proven in at least one of them. A phase may escape:
+    # its bound comes from the five saved runs' spread in that phase, and one saved run stalled on a busy
+    # machine (p99 25 ms among 6-13 ms, seen in CI) widens it past 300 ms. (The baseline phase runs the same v1
+    # in every run: it is judged against the saved runs' spread too.)
+    broken = [phase for phase in ("upgrade", "after") if not regressions[phase]["passed"]]
+    assert broken and all(regressions[phase]["measured"] > 100 for phase in broken), regressions
+    phase = broken[0]
+    result.stdout.fnmatch_lines([f"*regression:p99_ms in phase {phase}: *regression (at least *% sure): p99 *"])
+    # the terminal summary shows the regression entries as entries of their own (it once crashed on them)
+    result.stdout.fnmatch_lines(["*rollout SLO summary*", f"*regression regression:p99_ms in {phase}: * BROKEN*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def mix_gate() -> str:
