@@ -93,6 +93,9 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
             _run(kind, "create", "cluster", "--config", "examples/kind/kind-config.yaml", "--image", image,
                  "--wait", "180s", timeout=600, env=env)  # fmt: skip
         _run(KIND, "prometheus-image", timeout=600)  # a stand-in for prom/prometheus where none can be pulled
+        # the Dockerfiles' FROM python:3.11-slim: a stand-in where none can be pulled (on a machine where the node
+        # tier ran first, scripts/cluster up made it already)
+        _run(ROOT / "scripts" / "cluster", "python-base", timeout=900)
         for dockerfile, tag in (("docker/app.Dockerfile", APP_IMAGE), ("docker/worker.Dockerfile", WORKER_IMAGE)):
             _run("docker", "build", "-q", "-f", dockerfile, "-t", tag, ".", timeout=900)
         _run(kind, "load", "docker-image", "--name", NAME, APP_IMAGE, WORKER_IMAGE, PROMETHEUS_IMAGE,
