@@ -1,6 +1,6 @@
-"""A long run: five minutes of load through a real upgrade, with memory watched.
+"""A long run: three minutes of load through a real upgrade, with memory watched.
 
-Slow on purpose (about 5 minutes): select it with ``-m soak``, leave it out
+Slow on purpose (about 3 minutes): select it with ``-m soak``, leave it out
 with ``-m "not soak"``. The inner run samples the resident memory of the
 pytest process and of every load worker every 10 s; the outer test checks the
 totals are exact and that no process grew over the run, and prints the
@@ -17,7 +17,7 @@ from helpers import APP
 pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.usefixtures("needs_haproxy", "needs_prometheus")]
 
 RPS = 500
-HOLD_S = 150  # each steady phase (75,000 requests at 500 rps): five minutes of load in all
+HOLD_S = 90  # each steady phase (45,000 requests at 500 rps): three minutes of load in all
 
 INNER = """
 import sys, pytest
@@ -63,7 +63,7 @@ def pytest_rollout_phase_start(rollout, phase, at):
 """
 
 
-def test_five_minutes_with_an_upgrade_keep_exact_totals_and_flat_memory(pytester: pytest.Pytester) -> None:
+def test_three_minutes_with_an_upgrade_keep_exact_totals_and_flat_memory(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_soak=INNER.format(app=str(APP), rps=RPS, hold=HOLD_S))
     pytester.makeconftest(SAMPLER)
     report = pytester.path / "report.json"

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from helpers import listening
 from kindtier import ROOT, KindCluster
-from realnode import app_manifests, run_namespaces, run_release
+from realnode import app_manifests, events, run_namespaces, run_release
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
 
@@ -59,7 +59,12 @@ def test_the_walkthrough_runs_as_written(kind_cluster: KindCluster) -> None:
         tests = {t["nodeid"].split("::")[-1]: t for t in json.loads(report.read_text())["tests"]}
         good, slow = tests["test_upgrade_v1_to_v2"], tests["test_slow_release_is_caught_and_rolled_back"]
         assert good["result"] == "passed" and good["platform"] == "kubernetes"
-        assert slow["rollback"] and any(v["outcome"] == "broken" for v in slow["verdicts"])
+        assert any(v["outcome"] == "broken" for v in slow["verdicts"]), slow["verdicts"]
+        # rolled back, and the rollback finished: the note is written only once the Deployment's v1 pods
+        # are updated and available again (else it says "started but did not finish")
+        rollback = json.dumps(slow["rollback"])
+        assert "rolled back deployment shop to the template of revision" in rollback, rollback
+        assert "pytest-rollout-example-app:1" in rollback, rollback
         assert 'name="test_upgrade_v1_to_v2"' in junit.read_text()
     finally:
         for left in (report, junit):
@@ -72,7 +77,8 @@ def test_a_target_on_both_workers_loaded_from_both_keeps_exact_totals(
 ) -> None:
     """A graceful release whose three pods sit on both kind workers, loaded by a fleet with a worker on each:
     zero errors, and Prometheus's totals equal the fleet's own in every phase, with the traffic crossing nodes
-    through the Service."""
+    through the Service; the upgrade lasts until the last old pod has exited. (Over keep-alive connections:
+    the node tier runs the other graceful releases, on one node.)"""
     workers = _workers(kind_cluster)
     assert len(workers) == 2, workers
     v1, v2 = app_manifests("1", spread=True), app_manifests("2", spread=True)
@@ -88,6 +94,14 @@ def test_a_target_on_both_workers_loaded_from_both_keeps_exact_totals(
         assert phase["errors"] == 0, (name, phase["errors_by_class"])
         assert phase["requests"] == phase["fleet_requests"] > 1000, name  # Prometheus's totals = the workers'
     result.stdout.fnmatch_lines([f"*2 workers on 2 nodes ({', '.join(workers)})*"])
+    upgrade = test["phases"]["upgrade"]
+    old = {e["replica"] for e in events(test, "out")}
+    assert len(old) == 3, test["events"]  # three old pods terminated, each marked when it began...
+    exits = {e["replica"]: e["at"] for e in events(test, "exit") if e["replica"] in old}
+    assert set(exits) == old, test["events"]  # ...and when it was gone
+    assert max(exits.values()) <= upgrade["end"] + 0.5  # the upgrade phase ran until the last old pod exited
+    ready = [e for e in events(test, "ready") if upgrade["start"] <= e["at"] <= upgrade["end"]]
+    assert len(ready) == 3, test["events"]  # three new pods turned Ready during the upgrade
 
 
 def test_without_pre_stop_the_kube_proxy_race_is_broken_across_nodes(
@@ -95,13 +109,30 @@ def test_without_pre_stop_the_kube_proxy_race_is_broken_across_nodes(
 ) -> None:
     """The release that exits at once on SIGTERM with no preStop (a connection per request), its pods on both
     workers: kube-proxy on every node still sends new connections to pods already gone until its rules catch
-    up, so the upgrade is broken on error_rate there, as on one node; the baseline held."""
+    up, so the upgrade is broken on error_rate there, as on one node; the baseline held.
+
+    Across nodes a connection to a pod already deleted is dropped, not refused: it times out. And where the
+    rules take longer to catch up than the upgrade lasts past its last termination (about 5 s was seen here,
+    three kind nodes and the load on 2 cores), the errors go on into ``after``, which is then broken too:
+    the release's users saw them there."""
     flags = ("--no-keep-alive", "--on-sigterm", "drop")
     v1 = app_manifests("1", *flags, pre_stop_s=None, spread=True)
     v2 = app_manifests("2", *flags, pre_stop_s=None, spread=True)
     result, test, _ = run_release(pytester, kind_cluster.kubeconfig, v1, v2, options=_options(kind_cluster))
     assert result.ret == 1, result.stdout.str()[-3000:]
     broken = {(v["slo"], v["phase"]) for v in test["verdicts"] if v["outcome"] == "broken"}
-    assert ("error_rate", "upgrade") in broken and {phase for _, phase in broken} == {"upgrade"}, broken
+    assert ("error_rate", "upgrade") in broken and {phase for _, phase in broken} <= {"upgrade", "after"}, broken
     assert test["phases"]["baseline"]["errors"] == 0
-    assert test["phases"]["upgrade"]["errors_by_class"]["connection"] >= 10
+    # more failed connections than requests could have been in flight (300 rps, a few ms each): new
+    # connections sent to pods already gone (refused, or timed out once the pod is deleted), not only the
+    # requests the exits cut off
+    failed = test["phases"]["upgrade"]["errors_by_class"]
+    assert failed["connection"] + failed["timeout"] >= 10, failed
+    # the failure message reads the cause off the run: errors after termination began, the pods' own facts
+    result.stdout.fnmatch_lines(
+        [
+            "hint: the errors in upgrade came after old pods began terminating (* of 3 terminations *"
+            "Those pods had no preStop sleep and a grace period of 20s.",
+            "*a preStop sleep of at least the endpoint propagation time*",
+        ]
+    )

@@ -30,7 +30,7 @@ HERE = Path(__file__).parent
 def test_release(rollout):
     rollout.deploy(manifests=[HERE / "v1.yaml"])
     rollout.ramp()
-    rollout.upgrade(manifests=[HERE / "v2.yaml"]{upgrade_kw})
+    rollout.upgrade(manifests=[HERE / "v2.yaml"])
 """
 
 # Added to an inner test module: its fixture's end runs before the rollout fixture's, while the run's
@@ -130,14 +130,12 @@ def run_release(
     kubeconfig: Path,
     v1: str,
     v2: str,
-    slo: str = SLO,
-    upgrade_kw: str = "",
     read_back: bool = False,
     options: tuple[str, ...] = (),
 ) -> tuple[pytest.RunResult, dict[str, Any], float]:
     """With *read_back*, the inner module also writes Deployment shop as its test left it to after.json;
     *options*: more command-line options for the inner session (a kube context, the fleet's size)."""
-    module = TEMPLATE.format(slo=slo, upgrade_kw=upgrade_kw)
+    module = TEMPLATE.format(slo=SLO)
     if read_back:
         module += f"\nKUBECONFIG = {str(kubeconfig)!r}\n" + READ_BACK
     pytester.makepyfile(test_release=module)
