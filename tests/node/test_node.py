@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import listening
-from realnode import app_manifests, events, run_namespaces, run_release
+from realnode import app_manifests, assert_clean_upgrade, run_namespaces, run_release
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -45,18 +45,7 @@ def test_a_graceful_release_passes(
     assert test["outcome"] == "passed", result.stdout.str()[-3000:]
     result.assert_outcomes(passed=1)
     assert test["platform"] == "kubernetes" and test["engine"] == "fast"
-    for name in ("baseline", "upgrade", "after"):
-        phase = test["phases"][name]
-        assert phase["errors"] == 0, (name, phase["errors_by_class"])
-        assert phase["requests"] == phase["fleet_requests"] > 1000, name  # Prometheus's totals = the workers'
-    upgrade = test["phases"]["upgrade"]
-    old = {e["replica"] for e in events(test, "out")}
-    assert len(old) == 3, test["events"]  # three old pods terminated, each marked when it began...
-    exits = {e["replica"]: e["at"] for e in events(test, "exit") if e["replica"] in old}
-    assert set(exits) == old, test["events"]  # ...and when it was gone
-    assert max(exits.values()) <= upgrade["end"] + 0.5  # the upgrade phase ran until the last old pod exited
-    ready = [e for e in events(test, "ready") if upgrade["start"] <= e["at"] <= upgrade["end"]]
-    assert len(ready) == 3, test["events"]  # three new pods turned Ready during the upgrade
+    assert_clean_upgrade(test)
 
 
 def test_a_release_that_never_gets_ready_fails_within_its_bound_and_v1_keeps_serving(

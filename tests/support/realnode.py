@@ -177,3 +177,21 @@ def run_namespaces(kubeconfig: Path) -> list[str]:
 
 def events(test: dict[str, Any], action: str) -> list[dict[str, Any]]:
     return [e for e in test["events"] if e["action"] == action]
+
+
+def assert_clean_upgrade(test: dict[str, Any]) -> None:
+    """A graceful release's run as a user's clients saw it: zero errors and Prometheus's totals equal the
+    workers' own in every phase; three old pods terminated and gone, three new ones Ready, within the upgrade,
+    which lasted until the last old pod exited."""
+    for name in ("baseline", "upgrade", "after"):
+        phase = test["phases"][name]
+        assert phase["errors"] == 0, (name, phase["errors_by_class"])
+        assert phase["requests"] == phase["fleet_requests"] > 1000, name  # Prometheus's totals = the workers'
+    upgrade = test["phases"]["upgrade"]
+    old = {e["replica"] for e in events(test, "out")}
+    assert len(old) == 3, test["events"]  # three old pods terminated, each marked when it began...
+    exits = {e["replica"]: e["at"] for e in events(test, "exit") if e["replica"] in old}
+    assert set(exits) == old, test["events"]  # ...and when it was gone
+    assert max(exits.values()) <= upgrade["end"] + 0.5  # the upgrade phase ran until the last old pod exited
+    ready = [e for e in events(test, "ready") if upgrade["start"] <= e["at"] <= upgrade["end"]]
+    assert len(ready) == 3, test["events"]  # three new pods turned Ready during the upgrade
