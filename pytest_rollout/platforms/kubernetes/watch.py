@@ -1,7 +1,11 @@
 """Deployments of the run's namespace as ``kubectl rollout status`` and ``kubectl describe`` see them.
 
 A rollout is followed by polling the Deployment (every 0.25 s) and listing its pods: each pod that appears,
-turns ready, begins terminating or is gone becomes an :class:`UpgradeEvent`. When a Deployment does not
+turns ready, begins terminating or is gone becomes an :class:`UpgradeEvent`, timed by the poll that saw it
+(later than the change by up to a poll and its calls: a second or more on a busy machine). A termination is
+timed by the API server's own record of it instead (the deletion timestamp less the grace period), where that
+agrees with what the polls saw: polled, it could come after the errors it caused, and the failure hint that
+reads the errors against the terminations would be lost. When a Deployment does not
 become available, :meth:`DeploymentWatch.explain` says what is known: its conditions, its pods that are not
 ready and why, the namespace's recent warning events.
 """
@@ -29,6 +33,7 @@ class DeploymentWatch:
         self.apps = apps  # AppsV1Api: Deployments
         self.namespace = namespace
         self._pods: dict[str, dict[str, tuple[bool, bool]]] = {}  # deployment -> pod -> (ready, terminating)
+        self._listed: dict[str, float] = {}  # deployment -> when its pods' last listing was asked for
 
     def read(self, name: str) -> dict[str, Any]:
         """Deployment *name* in its JSON form, status included."""
@@ -98,13 +103,20 @@ class DeploymentWatch:
         """Report pods that appeared, turned ready, began terminating or are gone; return how many are
         terminating (0 when the pods cannot be listed: the Deployment's own status decides then)."""
         sel = label_selector(dep["spec"]["selector"].get("matchLabels") or {})
+        deployment = dep["metadata"]["name"]
+        asked = time.time()
         try:
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=sel).items
         except Exception:  # events are a courtesy: never fail the rollout over them
             return 0
         now = time.time()
+        # what this listing shows new happened after the last listing was asked for (across follows: what
+        # that listing showed is what is known): the API server's time of a termination is taken only within
+        # that span; on the first listing, only from when it was asked for
+        since = self._listed.get(deployment, asked)
+        self._listed[deployment] = asked
         seen = set()
-        known = self._pods.setdefault(dep["metadata"]["name"], {})
+        known = self._pods.setdefault(deployment, {})
         for pod in pods:
             name = pod.metadata.name
             seen.add(name)
@@ -125,7 +137,12 @@ class DeploymentWatch:
                     how = f"preStop sleep {pre_stop_s:g}s" if pre_stop_s else "no preStop sleep"
                 on_event(
                     UpgradeEvent(
-                        now, "out", name, f"terminating ({how}, grace period {grace_s:g}s)", pre_stop_s, grace_s
+                        happened(since, now, terminating_since(pod)),
+                        "out",
+                        name,
+                        f"terminating ({how}, grace period {grace_s:g}s)",
+                        pre_stop_s,
+                        grace_s,
                     )
                 )
             known[name] = (ready, terminating)
@@ -168,6 +185,30 @@ class DeploymentWatch:
         return [
             f"  {e.involved_object.kind}/{e.involved_object.name}: {e.reason}: {e.message}" for e in events[-limit:]
         ]
+
+
+#: the API server's timestamps are whole seconds, cut down (RFC 3339 without a fraction)
+STAMP_S = 1.0
+
+
+def happened(since: float, seen: float, server: float | None) -> float:
+    """When a change a listing showed at *seen* happened: the API server's time of it (*server*, None when it
+    has none) where it lies between *since*, when the last listing that did not show it was asked for, less
+    the server's one-second precision, and *seen*; else *seen*. A server clock that disagrees with this one
+    (a remote cluster's) is never taken: its times would fall outside that span. The server's time is cut
+    down to the second, so it may be up to a second early: never later than the change."""
+    if server is not None and since - STAMP_S <= server <= seen:
+        return server
+    return seen
+
+
+def terminating_since(pod: Any) -> float | None:
+    """When *pod* (a client V1Pod) began terminating, by the API server: its deletion timestamp is then plus
+    the grace period it was given, both whole seconds. None when it is not terminating."""
+    meta = pod.metadata
+    if meta.deletion_timestamp is None or meta.deletion_grace_period_seconds is None:
+        return None
+    return float(meta.deletion_timestamp.timestamp()) - float(meta.deletion_grace_period_seconds)
 
 
 def _termination(pod: Any) -> tuple[float | None, float]:
