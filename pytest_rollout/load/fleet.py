@@ -20,12 +20,12 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pytest_rollout.errors import FleetError
 from pytest_rollout.load import protocol
 from pytest_rollout.load.protocol import Aim, PhaseEdge, Plan
-from pytest_rollout.load.replies import PhaseHeard, PhaseTotals, ReplyError, Started, WorkerStatus, WorkerTotals
+from pytest_rollout.load.replies import PhaseHeard, PhaseTotals, Started, WorkerStatus, WorkerTotals
 from pytest_rollout.procs import ManagedProcess, ProcessSet
 
 __all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for"]
@@ -33,9 +33,6 @@ __all__ = ["ControlledFleet", "Fleet", "FleetTotals", "LocalFleet", "workers_for
 #: At most this many calls to workers at once: a fleet-wide call takes about as long as its slowest worker,
 #: not the sum, while a fleet of hundreds does not open hundreds of connections to one API server at once.
 PARALLEL_CALLS = 32
-
-#: the typed replies a controller reads (pytest_rollout.load.replies)
-Reply = TypeVar("Reply", Started, PhaseHeard, WorkerStatus, WorkerTotals)
 
 
 def workers_for(rps: float, per_worker_rps: float) -> int:
@@ -180,23 +177,6 @@ class ControlledFleet:
     def _death(self, handle: Any) -> FleetError:
         return FleetError(f"load worker {handle} died")
 
-    def _ask(self, kind: type[Reply], handle: Any, method: str, path: str, body: Any = None, **kw: Any) -> Reply:
-        """Call a worker and read its answer as *kind* (see :meth:`_read`)."""
-        return self._read(kind, handle, f"{method} {path}", self._call(handle, method, path, body, **kw))
-
-    def _read(self, kind: type[Reply], handle: Any, call: str, answer: Any) -> Reply:
-        """A worker's *answer* to *call* read as *kind*: one that does not read as one is the fleet's failure
-        (a broken worker, or one of another release), said as such."""
-        try:
-            if not isinstance(answer, dict):
-                raise ReplyError(f"a JSON object was expected, not {type(answer).__name__}")
-            return kind.from_json(answer)
-        except (ReplyError, KeyError) as exc:
-            raise FleetError(
-                f"load worker {handle} answered {call} with a reply this controller cannot read ({exc}): is it "
-                "from another release of pytest-rollout?"
-            ) from None
-
     def begin(self, plan: Plan) -> list[str]:
         """Give every worker its share of the whole *plan* (:meth:`Plan.for_worker`); returns the engine each runs."""
         try:
@@ -223,7 +203,7 @@ class ControlledFleet:
             raise FleetError(f"the fleet cannot start this plan: {exc}") from None
 
         def start(i: int) -> str:
-            return str(self._ask(Started, handles[i], "POST", protocol.START, plans[i].to_json()).engine)
+            return str(Started.from_json(self._call(handles[i], "POST", protocol.START, plans[i].to_json())).engine)
 
         return self._each(start, range(len(handles)))
 
@@ -241,9 +221,7 @@ class ControlledFleet:
             if not self._alive(handle):
                 return 0.0
             answer = self._call(handle, "POST", protocol.PHASE, edge.to_json(), timeout=5.0)
-            if not isinstance(answer, dict):
-                return 0.0
-            return self._read(PhaseHeard, handle, f"POST {protocol.PHASE}", answer).late_s
+            return PhaseHeard.from_json(answer).late_s if isinstance(answer, dict) else 0.0
 
         self.edges[phase] = max(self._each(tell, self._handles()), default=0.0)
 
@@ -277,7 +255,7 @@ class ControlledFleet:
             if not self._alive(handle):
                 raise self._death(handle)
             while True:
-                totals = self._ask(WorkerTotals, handle, "GET", protocol.TOTALS)
+                totals = WorkerTotals.from_json(self._call(handle, "GET", protocol.TOTALS))
                 if totals.finished or time.monotonic() >= deadline:
                     return totals
                 time.sleep(0.1)
@@ -285,7 +263,7 @@ class ControlledFleet:
         return FleetTotals(self._each(read, self._handles()))
 
     def _status(self, handle: Any, timeout: float = 10.0) -> WorkerStatus:
-        return self._ask(WorkerStatus, handle, "GET", protocol.STATUS, timeout=timeout)
+        return WorkerStatus.from_json(self._call(handle, "GET", protocol.STATUS, timeout=timeout))
 
     def clocks(self) -> list[float]:
         """How far each worker's clock is off this machine's, in seconds, beyond what a round trip explains.
@@ -301,11 +279,7 @@ class ControlledFleet:
             before = time.time()
             answer = self._call(handle, "GET", protocol.STATUS, timeout=5.0)
             after = time.time()
-            theirs = (
-                self._read(WorkerStatus, handle, f"GET {protocol.STATUS}", answer).time
-                if isinstance(answer, dict)
-                else None
-            )
+            theirs = WorkerStatus.from_json(answer).time if isinstance(answer, dict) else None
             if theirs is None:
                 return 0.0
             return theirs - after if theirs > after else min(0.0, theirs - before)

@@ -287,6 +287,6 @@ def _worker_status(answer: object) -> WorkerStatus | None:
         return None
     try:
         status = WorkerStatus.from_json(answer)
-    except (TypeError, ValueError):  # replies.ReplyError (a ValueError): a count that is no count
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a count JSON reads as infinity
         return None
     return status if status.state else None
