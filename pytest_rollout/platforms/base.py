@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar, runtime_checkable
 
 from pytest_rollout.errors import RolloutUsageError
 
@@ -268,6 +268,10 @@ def _seconds(value: object, name: str, what: str) -> float:
 @dataclass(frozen=True)
 class UpgradeEvent:
     """Something that happened to a replica during deploy or upgrade."""
+
+    #: how much earlier than the change *at* may be: a platform may time an event by a record kept in whole
+    #: seconds, cut down (the kubernetes API server's timestamps)
+    EARLY_S: ClassVar[float] = 1.0
 
     at: float  # Unix seconds
     action: str  # start, ready, out, exit, failed

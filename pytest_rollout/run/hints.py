@@ -19,9 +19,6 @@ __all__ = ["termination_hint"]
 #: how long after a termination began its errors may still show in a rate series (the series' own window,
 #: 3 s, plus endpoint propagation on a slow cluster)
 FOLLOW_S = 15.0
-#: how much earlier than the upgrade's start a termination it caused may be timed: the kubernetes platform
-#: times one by the API server's record, cut down to the second
-EARLY_S = 1.0
 
 
 def termination_hint(
@@ -46,7 +43,11 @@ def termination_hint(
         if lost <= sum(errors_by_class.values()) / 2:
             return None  # mostly answers the release gave (HTTP errors): the release's own doing
     start, end = upgrade
-    outs = [e for e in events if e.action == "out" and e.pre_stop_s is not None and start - EARLY_S <= e.at <= end]
+    outs = [
+        e
+        for e in events
+        if e.action == "out" and e.pre_stop_s is not None and start - UpgradeEvent.EARLY_S <= e.at <= end
+    ]
     errors = [t for t, rate in error_rate if start <= t <= end + FOLLOW_S and rate > 0]
     if not outs or not errors:
         return None

@@ -187,17 +187,13 @@ class DeploymentWatch:
         ]
 
 
-#: the API server's timestamps are whole seconds, cut down (RFC 3339 without a fraction)
-STAMP_S = 1.0
-
-
 def happened(since: float, seen: float, server: float | None) -> float:
     """When a change a listing showed at *seen* happened: the API server's time of it (*server*, None when it
     has none) where it lies between *since*, when the last listing that did not show it was asked for, less
     the server's one-second precision, and *seen*; else *seen*. A server clock that disagrees with this one
     (a remote cluster's) is never taken: its times would fall outside that span. The server's time is cut
     down to the second, so it may be up to a second early: never later than the change."""
-    if server is not None and since - STAMP_S <= server <= seen:
+    if server is not None and since - UpgradeEvent.EARLY_S <= server <= seen:
         return server
     return seen
 
